@@ -1,0 +1,238 @@
+"""Settings for pacsnpull: the one place that reads the environment.
+
+Every variable has a default that works on a developer's machine; the README
+lists them. A wrong value stops start-up with an error naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from portal.envvars import Env
+
+env = Env(os.environ)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Everything the portal writes for itself (database, secret key, logs, staging)
+# lives in the instance folder, never in the source tree's tracked files.
+INSTANCE_DIR = env.path("PACSNPULL_INSTANCE_DIR", BASE_DIR / "instance")
+INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    if env.is_set("SECRET_KEY"):
+        value = env.str("SECRET_KEY", "")
+        if len(value) < 50:
+            raise ImproperlyConfigured(
+                "SECRET_KEY is too short: expected at least 50 random characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+            )
+        return value
+    key_file = INSTANCE_DIR / "secret_key"
+    if not key_file.exists():
+        # Created with O_EXCL so two processes starting together agree on one key.
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(64))
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env.bool("DEBUG", False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "crispy_forms",
+    "crispy_bootstrap5",
+    "accounts",
+    "pulls",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+_SQLITE_OPTIONS = {
+    # WAL lets the web server read while workers write; IMMEDIATE takes the
+    # write lock at BEGIN so concurrent writers wait on the busy timeout
+    # instead of failing with "database is locked".
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 30,
+}
+_db_url = env.url(
+    "DATABASE_URL",
+    f"sqlite:///{INSTANCE_DIR / 'db.sqlite3'}",
+    schemes=("postgres", "postgresql", "sqlite"),
+)
+DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = dict(_SQLITE_OPTIONS)
+    # A file, not memory: Celery workers started by the tests share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(INSTANCE_DIR / "test-db.sqlite3")}
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Accounts -------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", 8 * 3600, minimum=300, maximum=30 * 86400)
+
+# --- HTTPS (set PACSNPULL_HTTPS=true when served over TLS) -----------------
+HTTPS = env.bool("PACSNPULL_HTTPS", False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+if env.bool("PACSNPULL_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+
+# --- I18N -----------------------------------------------------------------
+LANGUAGE_CODE = "en"
+TIME_ZONE = env.timezone("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files ---------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = INSTANCE_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+# Without collectstatic (tests, first run) WhiteNoise serves from the finders.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_MANIFEST_STRICT = False
+
+CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"
+CRISPY_TEMPLATE_PACK = "bootstrap5"
+
+# --- Redis and Celery -----------------------------------------------------
+# Unset REDIS_URL means: `make run` starts an embedded server on this port.
+REDIS_EMBEDDED = not env.is_set("REDIS_URL")
+REDIS_EMBEDDED_PORT = env.port("PACSNPULL_REDIS_PORT", 6390)
+REDIS_URL = env.url(
+    "REDIS_URL", f"redis://127.0.0.1:{REDIS_EMBEDDED_PORT}/0", schemes=("redis", "rediss", "unix")
+)
+
+# How long a worker owns the items it claimed; past it the reconciler re-queues
+# them. A chunk must finish well inside it (workers renew it while they work).
+PACSNPULL_LEASE_SECONDS = env.int("PACSNPULL_LEASE_SECONDS", 600, minimum=30, maximum=86400)
+# An item that used up its attempts (crashes, timeouts) ends as failed.
+PACSNPULL_MAX_ATTEMPTS = env.int("PACSNPULL_MAX_ATTEMPTS", 3, minimum=1, maximum=50)
+PACSNPULL_RECONCILE_SECONDS = env.int("PACSNPULL_RECONCILE_SECONDS", 60, minimum=5, maximum=3600)
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Above the longest task (a chunk is bounded by the lease), or Redis would
+    # hand an unacknowledged message to a second worker while the first works.
+    "visibility_timeout": PACSNPULL_LEASE_SECONDS * 4,
+}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(INSTANCE_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-leases": {
+        "task": "pulls.tasks.reconcile",
+        "schedule": float(PACSNPULL_RECONCILE_SECONDS),
+    },
+}
+
+# --- DICOM ----------------------------------------------------------------
+# The PACS sends C-MOVE results to this AE title and port: register both there.
+PACSNPULL_AE_TITLE = env.ae_title("PACSNPULL_AE_TITLE", "PACSNPULL")
+PACSNPULL_SCP_PORT = env.port("PACSNPULL_SCP_PORT", 11113)
+# Loopback by default; set 0.0.0.0 (or the portal's address) so a real PACS can reach it.
+PACSNPULL_SCP_BIND = env.str("PACSNPULL_SCP_BIND", "127.0.0.1")
+PACSNPULL_STORAGE_ROOT = env.path("PACSNPULL_STORAGE_ROOT", INSTANCE_DIR / "storage")
+PACSNPULL_STAGING_DIR = env.path("PACSNPULL_STAGING_DIR", INSTANCE_DIR / "staging")
+
+# The demo PACS that `make run` starts on loopback and registers as node DEMO.
+PACSNPULL_DEMO_PACS = env.bool("PACSNPULL_DEMO_PACS", True)
+PACSNPULL_DEMO_PACS_PORT = env.port("PACSNPULL_DEMO_PACS_PORT", 11242)
+
+# --- Logging: no PHI here; patient data goes to the audit log only ----------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO").upper()},
+    "loggers": {
+        # pynetdicom logs identifiers (patient names, IDs) at DEBUG and INFO.
+        "pynetdicom": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PullsConfig(AppConfig):
+    name = "pulls"
+    verbose_name = "PACS pulls"

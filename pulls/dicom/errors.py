@@ -1,0 +1,50 @@
+"""Typed errors of the DICOM engine, each with a message a person can act on."""
+
+from __future__ import annotations
+
+from pulls.dicom.statuses import explain_status
+
+
+class PacsError(Exception):
+    """Something went wrong talking to a PACS."""
+
+    #: Whether trying again later may succeed (network trouble, busy PACS).
+    retryable = True
+
+
+class PacsUnavailable(PacsError):
+    """No TCP connection could be made (refused, unreachable, connect timeout)."""
+
+
+class PacsTimeout(PacsError):
+    """The PACS stopped answering within the configured timeout."""
+
+
+class PacsAborted(PacsError):
+    """The association was aborted (by the PACS or by the network)."""
+
+
+class PacsRejected(PacsError):
+    """The PACS rejected the association request."""
+
+    def __init__(self, message: str, *, result: int, source: int, reason: int) -> None:
+        super().__init__(message)
+        self.result = result
+        self.source = source
+        self.reason = reason
+        # 0x02 is "rejected (transient)": congestion or a local limit.
+        self.retryable = result == 0x02
+
+
+class PacsStatusError(PacsError):
+    """A DIMSE operation ended with a failure status."""
+
+    def __init__(self, operation: str, status: int, *, comment: str = "") -> None:
+        self.operation = operation
+        self.status = status
+        self.comment = comment
+        meaning, self.retryable = explain_status(status)
+        text = f"{operation} failed with status 0x{status:04X}: {meaning}"
+        if comment:
+            text += f" (PACS says: {comment})"
+        super().__init__(text)

@@ -1,0 +1,231 @@
+"""The life of a job item: queue, claim with a lease, record the outcome, reconcile.
+
+Celery messages only carry item ids. A worker claims items with a conditional
+UPDATE (pending -> running, with a lease token and expiry), so running a task
+twice changes nothing. Attempts are counted at the claim: an item whose work
+kills the worker again and again ends as failed instead of looping.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Q, Sum
+from django.utils import timezone
+
+from pulls.models import (
+    ACTIVE_JOB_STATUSES,
+    FINAL_ITEM_STATUSES,
+    ItemStatus,
+    Job,
+    JobItem,
+    JobStatus,
+)
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 50
+
+# How the queue is reached: set by pulls.tasks so this module stays importable
+# without Celery in the picture (management commands, tests of the lifecycle).
+Enqueue = Callable[[list[int]], None]
+
+
+def lease_seconds() -> int:
+    return settings.PACSNPULL_LEASE_SECONDS
+
+
+def items_enqueue(job: Job, *, enqueue: Enqueue, item_ids: Sequence[int] | None = None) -> int:
+    """Send pending items of ``job`` to the workers in chunks, after commit."""
+    now = timezone.now()
+    qs = JobItem.objects.filter(job=job, status=ItemStatus.PENDING)
+    if item_ids is not None:
+        qs = qs.filter(pk__in=item_ids)
+    ids = list(qs.order_by("row").values_list("pk", flat=True))
+    if not ids:
+        return 0
+    JobItem.objects.filter(pk__in=ids).update(queued_at=now)
+    chunks = [ids[i : i + CHUNK_SIZE] for i in range(0, len(ids), CHUNK_SIZE)]
+    for chunk in chunks:
+        transaction.on_commit(lambda chunk=chunk: enqueue(chunk))
+    return len(ids)
+
+
+def items_claim(item_ids: Sequence[int], *, worker: str) -> tuple[uuid.UUID, list[JobItem]]:
+    """Take the still-pending items among ``item_ids`` for this worker.
+
+    Returns the lease token and the claimed items (possibly none: another worker
+    or an earlier delivery of the same message got them first).
+    """
+    token = uuid.uuid4()
+    now = timezone.now()
+    claimed = (
+        JobItem.objects.filter(
+            pk__in=item_ids,
+            status=ItemStatus.PENDING,
+            job__status__in=ACTIVE_JOB_STATUSES,
+        )
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .update(
+            status=ItemStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds()),
+            claimed_by=worker[:200],
+            started_at=now,
+        )
+    )
+    if not claimed:
+        return token, []
+    items = list(JobItem.objects.filter(lease_token=token).select_related("job").order_by("row"))
+    Job.objects.filter(pk__in={item.job_id for item in items}, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING, started_at=now
+    )
+    return token, items
+
+
+def lease_renew(token: uuid.UUID) -> None:
+    """Keep the lease while a long chunk is still being worked on."""
+    JobItem.objects.filter(lease_token=token, status=ItemStatus.RUNNING).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds())
+    )
+
+
+def _finish(item: JobItem, token: uuid.UUID, **fields: object) -> bool:
+    """Write an outcome only if this worker still holds the item's lease."""
+    now = timezone.now()
+    duration = None
+    if item.started_at is not None:
+        duration = int((now - item.started_at).total_seconds() * 1000)
+    updated = JobItem.objects.filter(
+        pk=item.pk, lease_token=token, status=ItemStatus.RUNNING
+    ).update(
+        lease_token=None,
+        lease_expires_at=None,
+        finished_at=now,
+        duration_ms=duration,
+        **fields,
+    )
+    if not updated:
+        log.warning("item %s: lease lost before its outcome was recorded", item.pk)
+    return bool(updated)
+
+
+def item_succeed(item: JobItem, token: uuid.UUID, **counts: int) -> bool:
+    return _finish(item, token, status=ItemStatus.DONE, error_code=None, error_message="", **counts)
+
+
+def item_fail(
+    item: JobItem,
+    token: uuid.UUID,
+    *,
+    message: str,
+    code: int | None = None,
+    retryable: bool,
+    retry_in: int = 60,
+) -> bool:
+    """Record a failure; a retryable one goes back to pending until attempts run out."""
+    if retryable and item.attempts < settings.PACSNPULL_MAX_ATTEMPTS:
+        return _finish(
+            item,
+            token,
+            status=ItemStatus.PENDING,
+            error_code=code,
+            error_message=f"attempt {item.attempts} failed, will retry: {message}",
+            not_before=timezone.now() + timedelta(seconds=retry_in),
+            queued_at=None,
+        )
+    if retryable:
+        message = f"gave up after {item.attempts} attempts: {message}"
+    return _finish(item, token, status=ItemStatus.FAILED, error_code=code, error_message=message)
+
+
+def job_refresh_counters(job_id: int) -> Job:
+    """Recompute a job's counters from its items and close it when all are final."""
+    by_status = dict(
+        JobItem.objects.filter(job_id=job_id)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .values_list("status", "n")
+    )
+    totals = JobItem.objects.filter(job_id=job_id).aggregate(
+        matches=Sum("matches"),
+        expected=Sum("instances_expected"),
+        received=Sum("instances_received"),
+        nbytes=Sum("bytes_received"),
+    )
+    total = sum(by_status.values())
+    fields = {
+        "items_total": total,
+        "items_pending": by_status.get(ItemStatus.PENDING, 0),
+        "items_running": by_status.get(ItemStatus.RUNNING, 0),
+        "items_done": by_status.get(ItemStatus.DONE, 0),
+        "items_failed": by_status.get(ItemStatus.FAILED, 0),
+        "matches": totals["matches"] or 0,
+        "instances_expected": totals["expected"] or 0,
+        "instances_received": totals["received"] or 0,
+        "bytes_received": totals["nbytes"] or 0,
+    }
+    final = sum(by_status.get(s, 0) for s in FINAL_ITEM_STATUSES)
+    Job.objects.filter(pk=job_id).update(**fields)
+    if total and final == total:
+        status = JobStatus.FAILED if fields["items_failed"] else JobStatus.DONE
+        Job.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES).update(
+            status=status, finished_at=timezone.now(), waiting_reason=""
+        )
+    return Job.objects.get(pk=job_id)
+
+
+def items_reconcile(*, enqueue: Enqueue) -> dict[str, int]:
+    """Repair what lost messages and dead workers left behind. Safe to run any time.
+
+    - running items whose lease expired go back to pending, or to failed when
+      they used up their attempts (a poison item that kills its worker);
+    - pending items of active jobs that no message carries any more (never
+      queued, or queued longer ago than a lease) are queued again;
+    - job counters and final states are brought up to date.
+    """
+    now = timezone.now()
+    max_attempts = settings.PACSNPULL_MAX_ATTEMPTS
+    expired = JobItem.objects.filter(status=ItemStatus.RUNNING, lease_expires_at__lt=now)
+    touched_jobs = set(expired.values_list("job_id", flat=True))
+    lost = "the worker stopped or timed out while working on this item (its lease expired)"
+    failed = expired.filter(attempts__gte=max_attempts).update(
+        status=ItemStatus.FAILED,
+        lease_token=None,
+        lease_expires_at=None,
+        finished_at=now,
+        error_message=f"gave up after {max_attempts} attempts: {lost}",
+    )
+    released = expired.update(
+        status=ItemStatus.PENDING,
+        lease_token=None,
+        lease_expires_at=None,
+        queued_at=None,
+        error_message=f"retrying: {lost}",
+    )
+    stale = now - timedelta(seconds=lease_seconds())
+    orphans = JobItem.objects.filter(
+        status=ItemStatus.PENDING, job__status__in=ACTIVE_JOB_STATUSES
+    ).filter(
+        Q(queued_at__isnull=True) | Q(queued_at__lt=stale),
+        Q(not_before__isnull=True) | Q(not_before__lte=now),
+    )
+    requeued = 0
+    for job_id in set(orphans.values_list("job_id", flat=True)):
+        job = Job.objects.get(pk=job_id)
+        requeued += items_enqueue(
+            job,
+            enqueue=enqueue,
+            item_ids=list(orphans.filter(job_id=job_id).values_list("pk", flat=True)),
+        )
+        touched_jobs.add(job_id)
+    active = Job.objects.filter(status__in=ACTIVE_JOB_STATUSES).values_list("pk", flat=True)
+    for job_id in touched_jobs | set(active):
+        job_refresh_counters(job_id)
+    return {"failed": failed, "released": released, "requeued": requeued}

@@ -1,0 +1,379 @@
+"""Records of PACS nodes, projects, jobs and the audit log.
+
+The database is the source of truth for every job and item: Celery messages
+only say "work on these item ids" and can be lost without losing work.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+# PS3.5 6.2: at most 16 characters, no backslash or control characters.
+ae_title_validator = RegexValidator(
+    r"^[\x20-\x5b\x5d-\x7e]{1,16}$",
+    "An AE title has 1 to 16 printable ASCII characters and no backslash.",
+)
+
+
+class QueryModel(models.TextChoices):
+    STUDY_ROOT = "S", "Study Root"
+    PATIENT_ROOT = "P", "Patient Root"
+
+
+class RetrieveMethod(models.TextChoices):
+    MOVE = "move", "C-MOVE"
+    GET = "get", "C-GET"
+
+
+class PacsNode(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=64, unique=True, help_text="Short name shown to users.")
+    ae_title = models.CharField("called AE title", max_length=16, validators=[ae_title_validator])
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    calling_ae_title = models.CharField(
+        max_length=16,
+        blank=True,
+        validators=[ae_title_validator],
+        help_text="Our AE title towards this node; blank uses the portal's own.",
+    )
+    move_destination = models.CharField(
+        max_length=16,
+        blank=True,
+        validators=[ae_title_validator],
+        help_text="AE title the PACS sends C-MOVE results to; blank uses the portal's own. "
+        "The PACS must know it with the portal's host and storage port.",
+    )
+    query_model = models.CharField(
+        max_length=1, choices=QueryModel.choices, default=QueryModel.STUDY_ROOT
+    )
+    retrieve_method = models.CharField(
+        max_length=4, choices=RetrieveMethod.choices, default=RetrieveMethod.MOVE
+    )
+    # Timeouts in seconds (pynetdicom: connection, ACSE, DIMSE, network).
+    connect_timeout = models.PositiveIntegerField(default=10)
+    acse_timeout = models.PositiveIntegerField(default=30)
+    dimse_timeout = models.PositiveIntegerField(default=60)
+    network_timeout = models.PositiveIntegerField(default=120)
+    # Limits: how hard the portal, all workers together, may hit this node.
+    max_associations = models.PositiveIntegerField(
+        default=2, validators=[MinValueValidator(1)], help_text="Concurrent associations."
+    )
+    queries_per_minute = models.PositiveIntegerField(
+        default=120, help_text="C-FIND requests per minute; 0 means no limit."
+    )
+    retrievals_per_hour = models.PositiveIntegerField(
+        default=0, help_text="C-MOVE/C-GET requests per hour; 0 means no limit."
+    )
+    stall_limit = models.PositiveIntegerField(
+        default=10,
+        help_text="Cancel a C-MOVE after this many pending responses without progress.",
+    )
+    result_cap = models.PositiveIntegerField(
+        default=0,
+        help_text="Most matches the PACS returns for one query; 0 if it has no cap.",
+    )
+    suspended = models.BooleanField(
+        default=False, help_text="Stops all traffic to this node at once."
+    )
+    is_active = models.BooleanField(default=True)
+    granted_users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="granted_nodes"
+    )
+    granted_groups = models.ManyToManyField(Group, blank=True, related_name="granted_nodes")
+    last_echo_at = models.DateTimeField(null=True, blank=True)
+    last_echo_ok = models.BooleanField(null=True)
+    last_echo_message = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "PACS node"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.ae_title}@{self.host}:{self.port})"
+
+    def effective_calling_ae(self) -> str:
+        return self.calling_ae_title or settings.PACSNPULL_AE_TITLE
+
+    def effective_move_destination(self) -> str:
+        return self.move_destination or settings.PACSNPULL_AE_TITLE
+
+
+class Project(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200, unique=True)
+    slug = models.SlugField(
+        max_length=64, unique=True, help_text="Folder name of the project's storage."
+    )
+    description = models.TextField(blank=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="projects"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_once_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} as {self.role}"
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in (Role.OWNER, Role.MEMBER)
+
+
+class JobKind(models.TextChoices):
+    FIND = "find", "Find (C-FIND)"
+    MOVE = "move", "Retrieve (C-MOVE)"
+    GET = "get", "Retrieve (C-GET)"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    CANCELLED = "cancelled", "Cancelled"
+    DONE = "done", "Done"
+    FAILED = "failed", "Done with failures"
+
+
+ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class Job(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=4, choices=JobKind.choices)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    title = models.CharField(max_length=200, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
+    )
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="jobs")
+    node = models.ForeignKey(PacsNode, on_delete=models.PROTECT, related_name="jobs")
+    waiting_reason = models.CharField(max_length=300, blank=True)
+    # Counters are recomputed from the items (job_refresh_counters), never incremented.
+    items_total = models.PositiveIntegerField(default=0)
+    items_pending = models.PositiveIntegerField(default=0)
+    items_running = models.PositiveIntegerField(default=0)
+    items_done = models.PositiveIntegerField(default=0)
+    items_failed = models.PositiveIntegerField(default=0)
+    matches = models.PositiveIntegerField(default=0)
+    instances_expected = models.PositiveIntegerField(default=0)
+    instances_received = models.PositiveIntegerField(default=0)
+    bytes_received = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # job_list_for_user / the dashboard: a project's jobs, newest first.
+            models.Index(fields=["project", "-created_at"], name="job_project_recent"),
+            # the reconciler: active jobs.
+            models.Index(fields=["status"], name="job_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} job {self.code}"
+
+
+class ItemStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINAL_ITEM_STATUSES = (ItemStatus.DONE, ItemStatus.FAILED, ItemStatus.CANCELLED)
+
+
+class JobItem(models.Model):
+    """One query row of a job: what to ask the PACS, and what came of it."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="items")
+    row = models.PositiveIntegerField(help_text="Row number in the uploaded file, from 1.")
+    identifier = models.JSONField(help_text="Query keys by DICOM keyword.")
+    status = models.CharField(max_length=10, choices=ItemStatus.choices, default=ItemStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    # A claimed item belongs to one worker until the lease expires.
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Retry no earlier.")
+    error_code = models.PositiveIntegerField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    matches = models.PositiveIntegerField(default=0)
+    instances_expected = models.PositiveIntegerField(default=0)
+    instances_received = models.PositiveIntegerField(default=0)
+    instances_failed = models.PositiveIntegerField(default=0)
+    bytes_received = models.PositiveBigIntegerField(default=0)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "row"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "row"], name="jobitem_row_once_per_job")
+        ]
+        indexes = [
+            # job page: a job's rows filtered by status; job_refresh_counters.
+            models.Index(fields=["job", "status"], name="jobitem_job_status"),
+            # items_reconcile: running items whose lease expired.
+            models.Index(fields=["status", "lease_expires_at"], name="jobitem_lease"),
+            # items_claim: the items a lease token holds.
+            models.Index(fields=["lease_token"], name="jobitem_lease_token"),
+        ]
+
+    def __str__(self) -> str:
+        return f"row {self.row} of {self.job_id}"
+
+
+class FindResult(models.Model):
+    """One C-FIND match: all returned attributes, plus the keys people filter on."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="find_results")
+    item = models.ForeignKey(JobItem, on_delete=models.CASCADE, related_name="find_results")
+    attributes = models.JSONField(help_text="Returned attributes by DICOM keyword.")
+    patient_id = models.CharField(max_length=64, blank=True)
+    study_instance_uid = models.CharField(max_length=64, blank=True)
+    series_instance_uid = models.CharField(max_length=64, blank=True)
+    accession_number = models.CharField(max_length=64, blank=True)
+    study_date = models.DateField(null=True, blank=True)
+    modality = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["job", "id"]
+        indexes = [
+            # "retrieve these": a job's distinct studies / series.
+            models.Index(fields=["job", "study_instance_uid"], name="findresult_study"),
+            models.Index(fields=["job", "series_instance_uid"], name="findresult_series"),
+            # job page filters and sort.
+            models.Index(fields=["job", "patient_id"], name="findresult_patient"),
+            models.Index(fields=["job", "accession_number"], name="findresult_accession"),
+            models.Index(fields=["job", "study_date"], name="findresult_date"),
+            models.Index(fields=["job", "modality"], name="findresult_modality"),
+        ]
+
+    def __str__(self) -> str:
+        return f"match {self.pk} of job {self.job_id}"
+
+
+class AuditAction(models.TextChoices):
+    LOGIN = "login", "Login"
+    LOGIN_FAILED = "login_failed", "Failed login"
+    LOGOUT = "logout", "Logout"
+    ECHO = "echo", "C-ECHO"
+    FIND = "find", "C-FIND"
+    MOVE = "move", "C-MOVE"
+    GET = "get", "C-GET"
+    JOB_CREATED = "job_created", "Job created"
+    JOB_CANCELLED = "job_cancelled", "Job cancelled"
+    JOB_RETRIED = "job_retried", "Job retried"
+    EXPORT = "export", "Export or download"
+    NODE_CHANGED = "node_changed", "Node changed"
+    PERMISSION_CHANGED = "permission_changed", "Permission changed"
+    QUARANTINE = "quarantine", "Instance quarantined"
+
+
+class AuditEventIsAppendOnly(Exception):
+    """Raised on any attempt to change or delete an audit event."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AuditEventIsAppendOnly("Audit events cannot be changed.")
+
+    def delete(self):
+        raise AuditEventIsAppendOnly("Audit events cannot be deleted.")
+
+    # bulk_update goes through update(); _raw_delete bypasses delete().
+    def _raw_delete(self, using):
+        raise AuditEventIsAppendOnly("Audit events cannot be deleted.")
+
+
+class AuditEvent(models.Model):
+    """Who did what to which patient data, from where, and what came of it.
+
+    Append-only: the model, its queryset and database triggers (migration 0002)
+    refuse every change and delete.
+    """
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,  # users are deactivated, never deleted, once audited
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor_label = models.CharField(
+        max_length=150, help_text="Username at the time, or 'system' for workers and beat."
+    )
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    action = models.CharField(max_length=24, choices=AuditAction.choices)
+    success = models.BooleanField(default=True)
+    node = models.ForeignKey(
+        PacsNode, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    job = models.ForeignKey(Job, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    target = models.CharField(max_length=300, blank=True, help_text="What it was done on.")
+    details = models.JSONField(default=dict, blank=True, help_text="Query keys, counts, status.")
+    message = models.TextField(blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            # audit page filters: by action and by project, newest first.
+            models.Index(fields=["action", "-at"], name="audit_action_recent"),
+            models.Index(fields=["project", "-at"], name="audit_project_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AuditEventIsAppendOnly("Audit events cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditEventIsAppendOnly("Audit events cannot be deleted.")

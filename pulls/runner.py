@@ -1,0 +1,144 @@
+"""Working a chunk of items: claim, one association for all of them, record outcomes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from django.db import transaction
+
+from pulls import items as item_life
+from pulls.audit import audit_record
+from pulls.dicom import PacsError, Peer, Session
+from pulls.dicom.identifiers import IdentifierError, identifier_from_row, match_to_dict
+from pulls.models import AuditAction, FindResult, Job, JobItem, JobKind, PacsNode
+
+log = logging.getLogger(__name__)
+
+# Renew the lease when this much of it has passed during one chunk.
+_RENEW_FRACTION = 0.5
+
+
+def node_peer(node: PacsNode) -> Peer:
+    return Peer(
+        host=node.host,
+        port=node.port,
+        called_ae=node.ae_title,
+        calling_ae=node.effective_calling_ae(),
+        connect_timeout=node.connect_timeout,
+        acse_timeout=node.acse_timeout,
+        dimse_timeout=node.dimse_timeout,
+        network_timeout=node.network_timeout,
+    )
+
+
+def _date(value: str) -> dt.date | None:
+    try:
+        return dt.datetime.strptime(value[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _find_one(session: Session, job: Job, item: JobItem) -> dict[str, int]:
+    identifier = identifier_from_row(item.identifier)
+    rows = []
+    for match in session.find(identifier, model=job.node.query_model):
+        attrs = match_to_dict(match)
+        rows.append(
+            FindResult(
+                job=job,
+                item=item,
+                attributes=attrs,
+                patient_id=attrs.get("PatientID", "")[:64],
+                study_instance_uid=attrs.get("StudyInstanceUID", "")[:64],
+                series_instance_uid=attrs.get("SeriesInstanceUID", "")[:64],
+                accession_number=attrs.get("AccessionNumber", "")[:64],
+                study_date=_date(attrs.get("StudyDate", "")),
+                modality=(attrs.get("Modality") or attrs.get("ModalitiesInStudy", ""))[:64],
+            )
+        )
+    with transaction.atomic():
+        # A retried item replaces what an earlier, interrupted attempt stored.
+        FindResult.objects.filter(item=item).delete()
+        FindResult.objects.bulk_create(rows, batch_size=500)
+    return {"matches": len(rows)}
+
+
+Handler = Callable[[Session, Job, JobItem], dict[str, int]]
+HANDLERS: dict[str, tuple[tuple[str, ...], Handler, AuditAction]] = {
+    JobKind.FIND: (("find",), _find_one, AuditAction.FIND),
+}
+
+
+def run_chunk(item_ids: list[int]) -> str:
+    token, claimed = item_life.items_claim(item_ids, worker=socket.gethostname())
+    if not claimed:
+        return "nothing to do"
+    job = Job.objects.select_related("node", "project", "owner").get(pk=claimed[0].job_id)
+    services, handler, action = HANDLERS[job.kind]
+    started = time.monotonic()
+    renew_after = item_life.lease_seconds() * _RENEW_FRACTION
+    done = failed = 0
+    remaining = list(claimed)
+    try:
+        with Session(node_peer(job.node), services=services) as session:
+            while remaining:
+                item = remaining.pop(0)
+                if time.monotonic() - started > renew_after:
+                    item_life.lease_renew(token)
+                    started = time.monotonic()
+                try:
+                    counts = handler(session, job, item)
+                except IdentifierError as exc:
+                    item_life.item_fail(item, token, message=str(exc), retryable=False)
+                    failed += 1
+                    continue
+                except PacsError as exc:
+                    item_life.item_fail(
+                        item,
+                        token,
+                        message=str(exc),
+                        code=getattr(exc, "status", None),
+                        retryable=exc.retryable,
+                    )
+                    _audit(job, item, action, success=False, message=str(exc))
+                    failed += 1
+                    if session.assoc is None or not session.assoc.is_established:
+                        raise
+                    continue
+                item_life.item_succeed(item, token, **counts)
+                _audit(job, item, action, success=True, counts=counts)
+                done += 1
+    except PacsError as exc:
+        # The association failed: every item not yet worked on waits for a retry.
+        for item in remaining:
+            item_life.item_fail(item, token, message=str(exc), retryable=exc.retryable)
+        log.warning("job %s: association with node %s failed: %s", job.pk, job.node_id, exc)
+    # Items set back to pending for a retry are queued again by the reconciler
+    # once their not_before has passed.
+    item_life.job_refresh_counters(job.pk)
+    return f"job {job.pk}: {done} done, {failed} failed or retrying, {len(remaining)} deferred"
+
+
+def _audit(
+    job: Job,
+    item: JobItem,
+    action: AuditAction,
+    *,
+    success: bool,
+    counts: dict[str, int] | None = None,
+    message: str = "",
+) -> None:
+    audit_record(
+        action=action,
+        actor=job.owner,
+        actor_label=f"{job.owner.get_username()} (worker)",
+        job=job,
+        success=success,
+        target=f"row {item.row}",
+        details={"query": item.identifier, **(counts or {})},
+        message=message,
+    )

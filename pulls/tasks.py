@@ -1,0 +1,22 @@
+"""Celery tasks: thin, take ids, call a service, return a short status string."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from pulls import items, runner
+
+
+def enqueue_items(item_ids: list[int]) -> None:
+    run_items.delay(item_ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def run_items(item_ids: list[int]) -> str:
+    return runner.run_chunk(item_ids)
+
+
+@shared_task(acks_late=True)
+def reconcile() -> str:
+    counts = items.items_reconcile(enqueue=enqueue_items)
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
