@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 
 from pydicom.dataset import Dataset
@@ -77,8 +77,7 @@ class EchoResult:
 
 @dataclass
 class _Connection:
-    opened: bool = False
-    handlers: list = field(default_factory=list)
+    opened_at: float | None = None
 
 
 def _raise_for_failed_association(
@@ -99,7 +98,7 @@ def _raise_for_failed_association(
             source=rsp.result_source,
             reason=rsp.diagnostic,
         )
-    if not conn.opened:
+    if conn.opened_at is None:
         if elapsed >= peer.connect_timeout * 0.9:
             raise PacsUnavailable(
                 f"could not connect to {peer.host}:{peer.port} within {peer.connect_timeout:g} s: "
@@ -109,7 +108,9 @@ def _raise_for_failed_association(
             f"could not connect to {peer.host}:{peer.port} (connection refused or unreachable): "
             "is the PACS running and is the port right?"
         )
-    if assoc.is_aborted:
+    # pynetdicom aborts after an ACSE timeout too: tell the two apart by the clock.
+    waited = time.monotonic() - conn.opened_at
+    if assoc.is_aborted and waited < peer.acse_timeout * 0.9:
         raise PacsAborted(
             f"{peer.describe()} aborted the association request: the PACS may not know the "
             f"calling AE title {peer.calling_ae!r} or supports none of the proposed services"
@@ -146,7 +147,7 @@ class Session:
         conn = _Connection()
 
         def _opened(event: evt.Event) -> None:
-            conn.opened = True
+            conn.opened_at = time.monotonic()
 
         started = time.monotonic()
         assoc = ae.associate(

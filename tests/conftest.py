@@ -1,0 +1,274 @@
+"""Real peers for the suite: Orthanc, dcmqrscp, Redis and Celery workers.
+
+Each is started by the test session on loopback with free ports and its own
+folders, and stopped by PID. A missing program is an error (the fixture
+raises with the apt-get line to fix it), never a skip.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from accounts.models import User
+from accounts.services import operators_group_sync
+from pulls.dicom import Peer
+from pulls.models import Membership, PacsNode, Project, Role
+from pulls.sandbox.dcmqrscp import Dcmqrscp
+from pulls.sandbox.orthanc import Orthanc
+from pulls.sandbox.procs import ServerFailed, free_port
+from pulls.sandbox.redis import redis_server
+from pulls.sandbox.synthetic import Manifest, generate
+
+REPO = Path(__file__).resolve().parent.parent
+# The portal's storage SCP as the PACS know it (fixtures register it there).
+SCP_PORT = free_port()
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sandbox")
+
+
+@pytest.fixture(scope="session")
+def dicom_data(sandbox) -> Manifest:
+    """4 patients x 2 studies x 2 series x 3 instances, deterministic."""
+    return generate(sandbox / "data", patients=4, studies=2, series=2, instances=3, seed=3)
+
+
+def manifest_files(manifest: Manifest) -> list[Path]:
+    return [manifest.root / inst.path for inst in manifest.instances]
+
+
+@pytest.fixture(scope="session")
+def orthanc(sandbox, dicom_data) -> Orthanc:
+    pacs = Orthanc(
+        sandbox / "orthanc",
+        aet="ORTHANC",
+        modalities={"portal": (settings.PACSNPULL_AE_TITLE, "127.0.0.1", SCP_PORT)},
+    ).start()
+    try:
+        pacs.upload(manifest_files(dicom_data))
+        yield pacs
+    finally:
+        pacs.stop()
+
+
+@pytest.fixture(scope="session")
+def dcmqrscp(sandbox, dicom_data) -> Dcmqrscp:
+    pacs = Dcmqrscp(
+        sandbox / "dcmqrscp",
+        aet="DCMQRSCP",
+        hosts={"portal": (settings.PACSNPULL_AE_TITLE, "127.0.0.1", SCP_PORT)},
+    )
+    pacs.load(manifest_files(dicom_data))
+    pacs.start()
+    try:
+        yield pacs
+    finally:
+        pacs.stop()
+
+
+def peer_for(port: int, ae_title: str, **kwargs) -> Peer:
+    return Peer("127.0.0.1", port, ae_title, settings.PACSNPULL_AE_TITLE, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def redis_url(sandbox) -> str:
+    server = redis_server(sandbox / "redis").start()
+    url = f"redis://127.0.0.1:{server.ports[0]}/0"
+    # Point this process's Celery app at the test Redis before anything is sent.
+    from portal.celery import app
+
+    settings.CELERY_BROKER_URL = url
+    app.conf.broker_url = url
+    assert app.connection_for_write().as_uri().endswith(f":{server.ports[0]}/0"), app.conf.broker_url
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+class Worker:
+    """A real `celery worker` process on the test database and the test Redis."""
+
+    def __init__(self, *, redis_url: str, db_name: str, log_path: Path) -> None:
+        self.redis_url = redis_url
+        self.db_name = db_name
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> Worker:
+        env = dict(os.environ)
+        env.update(
+            REDIS_URL=self.redis_url,
+            DATABASE_URL=f"sqlite:///{self.db_name}",
+            PACSNPULL_INSTANCE_DIR=str(settings.INSTANCE_DIR),
+            PACSNPULL_SCP_PORT=str(SCP_PORT),
+        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    "2",
+                    "--pool",
+                    "prefork",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--hostname",
+                    f"test{free_port()}@%h",
+                ],  # fmt: skip
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerFailed(f"celery worker exited:\n{self.log_tail()}")
+            with open(self.log_path, "rb") as fh:
+                fh.seek(offset)
+                if b" ready." in fh.read():
+                    return self
+            time.sleep(0.2)
+        self.stop()
+        raise ServerFailed(f"celery worker not ready in {timeout:g} s:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool), as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+_audit_triggers = importlib.import_module("pulls.migrations.0002_auditevent_append_only")
+
+
+@pytest.fixture
+def flushable_db(transactional_db):
+    """A transactional database whose audit log the end-of-test flush may empty.
+
+    The append-only triggers refuse DELETE, which is what they are for; only the
+    test teardown lifts them, and the next such test puts them back.
+    """
+    from django.db import connection
+
+    create, drop = {
+        "sqlite": (_audit_triggers.SQLITE, _audit_triggers.SQLITE_REVERSE),
+        "postgresql": (_audit_triggers.POSTGRES, _audit_triggers.POSTGRES_REVERSE),
+    }[connection.vendor]
+    with connection.schema_editor() as editor:
+        for sql in [*drop, *create]:
+            editor.execute(sql)
+    yield
+    with connection.schema_editor() as editor:
+        for sql in drop:
+            editor.execute(sql)
+
+
+@pytest.fixture
+def celery_worker(redis_url, flushable_db, sandbox) -> Worker:
+    from django.db import connection
+
+    worker = Worker(
+        redis_url=redis_url,
+        db_name=connection.settings_dict["NAME"],
+        log_path=sandbox / "celery-worker.log",
+    ).start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+# --- People and things, in the style of healthchecks' alice/bob/charlie -------
+
+
+@pytest.fixture
+def operator(db) -> User:
+    user = User.objects.create_user("olivia", password="operator-password-1")
+    user.is_staff = True
+    user.save()
+    user.groups.add(operators_group_sync())
+    return user
+
+
+@pytest.fixture
+def alice(db) -> User:
+    """Owner of the project."""
+    return User.objects.create_user("alice", password="alice-password-1")
+
+
+@pytest.fixture
+def bob(db) -> User:
+    """Viewer in the project."""
+    return User.objects.create_user("bob", password="bob-password-1")
+
+
+@pytest.fixture
+def charlie(db) -> User:
+    """Outsider: no membership, no grants."""
+    return User.objects.create_user("charlie", password="charlie-password-1")
+
+
+@pytest.fixture
+def project(alice, bob) -> Project:
+    project = Project.objects.create(name="Lung study", slug="lung-study")
+    Membership.objects.create(project=project, user=alice, role=Role.OWNER)
+    Membership.objects.create(project=project, user=bob, role=Role.VIEWER)
+    return project
+
+
+def make_node(name: str, port: int, ae_title: str, **fields) -> PacsNode:
+    return PacsNode.objects.create(
+        name=name, ae_title=ae_title, host="127.0.0.1", port=port, **fields
+    )
+
+
+@pytest.fixture
+def orthanc_node(orthanc, alice, bob) -> PacsNode:
+    node = make_node("ORTHANC", orthanc.dicom_port, orthanc.aet, connect_timeout=5)
+    node.granted_users.add(alice, bob)
+    return node

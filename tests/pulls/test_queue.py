@@ -1,0 +1,128 @@
+"""Items through the queue: leases, attempts, the reconciler, and a real worker."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from pulls import items
+from pulls.models import FindResult, ItemStatus, Job, JobItem, JobKind, JobStatus
+from pulls.services import job_create
+from pulls.tasks import enqueue_items
+from tests.conftest import make_node, wait_for
+
+
+def _job(*, owner, project, node, rows) -> Job:
+    """A job saved without being queued, as if its messages were lost."""
+    job = Job.objects.create(kind=JobKind.FIND, owner=owner, project=project, node=node)
+    JobItem.objects.bulk_create(
+        JobItem(job=job, row=n, identifier=row) for n, row in enumerate(rows, 1)
+    )
+    return job
+
+
+def _expire_leases(job: Job) -> None:
+    """What time does to the lease of a worker that died."""
+    JobItem.objects.filter(job=job, status=ItemStatus.RUNNING).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+@pytest.fixture
+def nowhere_node(db):
+    return make_node("NOWHERE", 9, "NOWHERE")
+
+
+def test_a_claim_takes_each_item_once(alice, project, nowhere_node):
+    job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}] * 3)
+    ids = list(job.items.values_list("pk", flat=True))
+    _, first = items.items_claim(ids, worker="w1")
+    _, second = items.items_claim(ids, worker="w2")
+    assert len(first) == 3
+    assert second == []
+    assert set(job.items.values_list("status", "attempts", "claimed_by")) == {
+        (ItemStatus.RUNNING, 1, "w1")
+    }
+
+
+def test_a_poison_item_ends_as_failed_after_the_set_attempts(
+    alice, project, nowhere_node, settings, django_capture_on_commit_callbacks
+):
+    settings.PACSNPULL_MAX_ATTEMPTS = 3
+    job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}])
+    item = job.items.get()
+    queued: list[list[int]] = []
+    for attempt in (1, 2, 3):
+        _, claimed = items.items_claim([item.pk], worker=f"doomed-{attempt}")
+        assert [i.pk for i in claimed] == [item.pk]
+        _expire_leases(job)
+        with django_capture_on_commit_callbacks(execute=True):
+            items.items_reconcile(enqueue=queued.append)
+        item.refresh_from_db()
+        if attempt < 3:
+            assert item.status == ItemStatus.PENDING
+            assert queued[-1] == [item.pk]
+            assert "retrying" in item.error_message
+    assert item.status == ItemStatus.FAILED
+    assert item.attempts == 3
+    assert item.error_message.startswith("gave up after 3 attempts")
+    assert len(queued) == 2
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert (job.items_failed, job.items_total) == (1, 1)
+
+
+def test_the_reconciler_leaves_live_leases_alone(
+    alice, project, nowhere_node, django_capture_on_commit_callbacks
+):
+    job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}])
+    items.items_claim([job.items.get().pk], worker="alive")
+    queued: list[list[int]] = []
+    with django_capture_on_commit_callbacks(execute=True):
+        counts = items.items_reconcile(enqueue=queued.append)
+    assert counts == {"failed": 0, "released": 0, "requeued": 0}
+    assert queued == []
+    assert job.items.get().status == ItemStatus.RUNNING
+
+
+def _study_rows(dicom_data):
+    return [
+        {"QueryRetrieveLevel": "STUDY", "PatientID": pid, "StudyInstanceUID": "", "Modality": ""}
+        for pid in sorted(dicom_data.patients)
+    ]
+
+
+def test_a_find_job_runs_on_a_real_worker(celery_worker, orthanc_node, alice, project, dicom_data):
+    job = job_create(
+        kind=JobKind.FIND, owner=alice, project=project, node=orthanc_node,
+        rows=_study_rows(dicom_data),
+    )  # fmt: skip
+    wait_for(
+        lambda: Job.objects.get(pk=job.pk).status == JobStatus.DONE,
+        timeout=60,
+        what=f"the job to finish; worker log:\n{celery_worker.log_tail()}",
+    )
+    job.refresh_from_db()
+    assert job.items_done == len(dicom_data.patients)
+    found = set(FindResult.objects.filter(job=job).values_list("study_instance_uid", flat=True))
+    assert found == set(dicom_data.studies)
+    assert job.matches == len(dicom_data.studies)
+
+
+def test_the_reconciler_requeues_an_expired_lease_and_a_worker_finishes_it(
+    celery_worker, orthanc_node, alice, project, dicom_data
+):
+    job = _job(owner=alice, project=project, node=orthanc_node, rows=_study_rows(dicom_data)[:1])
+    item = job.items.get()
+    items.items_claim([item.pk], worker="died-mid-item")
+    _expire_leases(job)
+    items.items_reconcile(enqueue=enqueue_items)
+    wait_for(
+        lambda: JobItem.objects.get(pk=item.pk).status == ItemStatus.DONE,
+        timeout=60,
+        what=f"the re-queued item; worker log:\n{celery_worker.log_tail()}",
+    )
+    item.refresh_from_db()
+    assert item.attempts == 2
+    assert item.matches == 2  # two studies per generated patient
+    assert item.claimed_by != "died-mid-item"
