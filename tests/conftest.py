@@ -90,7 +90,9 @@ def redis_url(sandbox) -> str:
 
     settings.CELERY_BROKER_URL = url
     app.conf.broker_url = url
-    assert app.connection_for_write().as_uri().endswith(f":{server.ports[0]}/0"), app.conf.broker_url
+    assert app.connection_for_write().as_uri().endswith(f":{server.ports[0]}/0"), (
+        app.conf.broker_url
+    )
     try:
         yield url
     finally:
@@ -272,3 +274,13 @@ def orthanc_node(orthanc, alice, bob) -> PacsNode:
     node = make_node("ORTHANC", orthanc.dicom_port, orthanc.aet, connect_timeout=5)
     node.granted_users.add(alice, bob)
     return node
+
+
+@pytest.fixture(autouse=True)
+def _static_files_without_collectstatic(settings):
+    # make run and deployments run collectstatic for the hashed manifest; tests
+    # serve the source files as they are.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

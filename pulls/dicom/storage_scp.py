@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import socket
+import socketserver
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ class _NoDelayServer(ThreadedAssociationServer):
         client, address = super().get_request()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
+
+    def shutdown(self) -> None:
+        # pynetdicom's shutdown() also unregisters from the AE's list of servers,
+        # which only start_server() fills; make_server() (ours) does not.
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
 
 
 @dataclass
@@ -118,7 +125,6 @@ class StorageSCP:
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
-            self._server.server_close()
             self._server = None
 
     def __enter__(self) -> StorageSCP:
