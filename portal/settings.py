@@ -216,6 +216,8 @@ CELERY_BEAT_SCHEDULE = {
 # The PACS sends C-MOVE results to this AE title and port: register both there.
 PACSNPULL_AE_TITLE = env.ae_title("PACSNPULL_AE_TITLE", "PACSNPULL")
 PACSNPULL_SCP_PORT = env.port("PACSNPULL_SCP_PORT", 11113)
+# Where the PACS reach our storage SCP (what they must register for C-MOVE).
+PACSNPULL_SCP_HOST = env.str("PACSNPULL_SCP_HOST", "127.0.0.1")
 # Loopback by default; set 0.0.0.0 (or the portal's address) so a real PACS can reach it.
 PACSNPULL_SCP_BIND = env.str("PACSNPULL_SCP_BIND", "127.0.0.1")
 PACSNPULL_STORAGE_ROOT = env.path("PACSNPULL_STORAGE_ROOT", INSTANCE_DIR / "storage")
@@ -224,6 +226,7 @@ PACSNPULL_STAGING_DIR = env.path("PACSNPULL_STAGING_DIR", INSTANCE_DIR / "stagin
 # The demo PACS that `make run` starts on loopback and registers as node DEMO.
 PACSNPULL_DEMO_PACS = env.bool("PACSNPULL_DEMO_PACS", True)
 PACSNPULL_DEMO_PACS_PORT = env.port("PACSNPULL_DEMO_PACS_PORT", 11242)
+PACSNPULL_DEMO_PACS_HOST = env.str("PACSNPULL_DEMO_PACS_HOST", "127.0.0.1")
 
 # --- Logging: no PHI here; patient data goes to the audit log only ----------
 LOGGING = {

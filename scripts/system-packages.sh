@@ -10,6 +10,7 @@ declare -A need=(
   [dcmqridx]=dcmtk
   [redis-server]=redis-server
   [chromium]=chromium
+  [docker-compose]=docker-compose
 )
 missing=()
 for program in "${!need[@]}"; do

@@ -25,6 +25,7 @@ from pulls.models import Membership, PacsNode, Project, Role
 from pulls.sandbox.dcmqrscp import Dcmqrscp
 from pulls.sandbox.orthanc import Orthanc
 from pulls.sandbox.procs import ServerFailed, free_port
+from pulls.sandbox.qrscp import Qrscp
 from pulls.sandbox.redis import redis_server
 from pulls.sandbox.synthetic import Manifest, generate
 
@@ -72,6 +73,20 @@ def dcmqrscp(sandbox, dicom_data) -> Dcmqrscp:
     pacs.load(manifest_files(dicom_data))
     pacs.start()
     try:
+        yield pacs
+    finally:
+        pacs.stop()
+
+
+@pytest.fixture(scope="session")
+def qrscp(sandbox, dicom_data) -> Qrscp:
+    pacs = Qrscp(
+        sandbox / "qrscp",
+        aet="QRSCP",
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ).start()
+    try:
+        pacs.load(manifest_files(dicom_data))
         yield pacs
     finally:
         pacs.stop()

@@ -22,6 +22,10 @@ def test_dcmqrscp_answers_echo(dcmqrscp):
     assert result.status == 0x0000
 
 
+def test_pynetdicom_qrscp_answers_echo(qrscp):
+    assert echo(peer_for(qrscp.port, "QRSCP")).status == 0x0000
+
+
 def _studies(peer) -> set[str]:
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
@@ -36,6 +40,10 @@ def test_it_finds_every_generated_study_on_orthanc(orthanc, dicom_data):
 
 def test_it_finds_every_generated_study_on_dcmqrscp(dcmqrscp, dicom_data):
     assert _studies(peer_for(dcmqrscp.port, "DCMQRSCP")) == set(dicom_data.studies)
+
+
+def test_it_finds_every_generated_study_on_qrscp(qrscp, dicom_data):
+    assert _studies(peer_for(qrscp.port, "QRSCP")) == set(dicom_data.studies)
 
 
 def test_it_names_the_called_ae_title_when_rejected(orthanc):

@@ -35,7 +35,11 @@ class Command(BaseCommand):
             self.stdout.write("generating synthetic demo studies ...")
             manifest = generate(data, patients=12, studies=2, series=2, instances=5, seed=7)
         files = [data / inst.path for inst in manifest.instances]
-        portal = (settings.PACSNPULL_AE_TITLE, "127.0.0.1", settings.PACSNPULL_SCP_PORT)
+        portal = (
+            settings.PACSNPULL_AE_TITLE,
+            settings.PACSNPULL_SCP_HOST,
+            settings.PACSNPULL_SCP_PORT,
+        )
         port = settings.PACSNPULL_DEMO_PACS_PORT
 
         if shutil.which("Orthanc"):
@@ -53,9 +57,9 @@ class Command(BaseCommand):
                 pacs.load(files)
                 (workdir / "qrscp" / "loaded").touch()
             kind = "pynetdicom qrscp"
-        node = demo_setup(ae_title=DEMO_AE, host="127.0.0.1", port=port)
+        node = demo_setup(ae_title=DEMO_AE, host=settings.PACSNPULL_DEMO_PACS_HOST, port=port)
         self.stdout.write(
-            f"demo PACS ({kind}) {DEMO_AE} on 127.0.0.1:{port} with "
+            f"demo PACS ({kind}) {DEMO_AE} on port {port} with "
             f"{len(manifest.studies)} studies, {len(files)} instances: node {node.name}"
         )
         self.stdout.flush()
