@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    StoragePresentationContexts,
+    _config,
+    build_role,
+    evt,
+)
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 from pynetdicom.transport import AddressInformation, AssociationSocket
@@ -31,10 +42,27 @@ from pulls.dicom.errors import (
     PacsUnavailable,
 )
 
+# pynetdicom logs every identifier (patient names and IDs) at INFO by default:
+# patient data belongs in the audit log only.
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+
 FIND_MODELS = {
     "S": StudyRootQueryRetrieveInformationModelFind,
     "P": PatientRootQueryRetrieveInformationModelFind,
 }
+MOVE_MODELS = {
+    "S": StudyRootQueryRetrieveInformationModelMove,
+    "P": PatientRootQueryRetrieveInformationModelMove,
+}
+GET_MODELS = {
+    "S": StudyRootQueryRetrieveInformationModelGet,
+    "P": PatientRootQueryRetrieveInformationModelGet,
+}
+# A C-GET SCU must propose every storage SOP class it will receive, in the SCP
+# role (PS3.4 C.4.3.1); an association carries at most 128 contexts, and the
+# 120 storage classes pynetdicom knows fit beside the Q/R models.
+GET_STORAGE_CLASSES = [cx.abstract_syntax for cx in StoragePresentationContexts]
 
 
 @dataclass(frozen=True)
@@ -73,6 +101,40 @@ class _NoDelayAE(AE):
 class EchoResult:
     status: int
     seconds: float
+
+
+@dataclass
+class Progress:
+    """Sub-operation counts of one C-MOVE/C-GET response (PS3.4 C.4.2.1.4)."""
+
+    remaining: int | None = None
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    responses: int = 0
+
+
+@dataclass
+class RetrieveResult:
+    """What the PACS said about a C-MOVE or C-GET; see ``completeness`` for what arrived."""
+
+    status: int
+    completed: int
+    failed: int
+    warning: int
+    failed_sop_uids: list[str]
+    responses: int
+    seconds: float
+    cancelled: bool = False
+
+    @property
+    def reported(self) -> int:
+        return self.completed + self.failed + self.warning
+
+
+# Received instance: (StudyInstanceUID, SOPInstanceUID, encoded bytes with file meta)
+StoreSink = Callable[[str, str, bytes], int]
+ProgressCallback = Callable[[Progress], bool | None]
 
 
 @dataclass
@@ -131,6 +193,8 @@ class Session:
         self.peer = peer
         self.services = tuple(services)
         self.assoc: Association | None = None
+        self._sink: StoreSink | None = None
+        self._msg_id = 0
 
     def __enter__(self) -> Session:
         ae = _NoDelayAE(ae_title=self.peer.calling_ae)
@@ -144,6 +208,18 @@ class Session:
         if "find" in self.services:
             for model in FIND_MODELS.values():
                 ae.add_requested_context(model)
+        if "move" in self.services:
+            for model in MOVE_MODELS.values():
+                ae.add_requested_context(model)
+        ext_neg = []
+        handlers: list = []
+        if "get" in self.services:
+            for model in GET_MODELS.values():
+                ae.add_requested_context(model)
+            for uid in GET_STORAGE_CLASSES:
+                ae.add_requested_context(uid, ALL_TRANSFER_SYNTAXES)
+                ext_neg.append(build_role(uid, scp_role=True))
+            handlers.append((evt.EVT_C_STORE, self._on_store))
         conn = _Connection()
 
         def _opened(event: evt.Event) -> None:
@@ -154,7 +230,8 @@ class Session:
             self.peer.host,
             self.peer.port,
             ae_title=self.peer.called_ae,
-            evt_handlers=[(evt.EVT_CONN_OPEN, _opened)],
+            evt_handlers=[(evt.EVT_CONN_OPEN, _opened), *handlers],
+            ext_neg=ext_neg or None,
         )
         if not assoc.is_established:
             _raise_for_failed_association(assoc, self.peer, conn, time.monotonic() - started)
@@ -217,6 +294,121 @@ class Session:
             if code == statuses.SUCCESS:
                 return
             raise PacsStatusError("C-FIND", code, comment=str(status.get("ErrorComment", "") or ""))
+
+    def _next_msg_id(self) -> int:
+        self._msg_id = self._msg_id % 65535 + 1
+        return self._msg_id
+
+    def _on_store(self, event: evt.Event) -> int:
+        """C-STORE sub-operations of a C-GET, on our association. Never raises."""
+        sink = self._sink
+        if sink is None:
+            return 0xC211  # no C-GET of ours in progress: refuse (cannot understand)
+        try:
+            study_uid = str(event.dataset.get("StudyInstanceUID", "") or "")
+            return sink(
+                study_uid, str(event.request.AffectedSOPInstanceUID), event.encoded_dataset()
+            )
+        except OSError:
+            return 0xA700  # out of resources: the disk is full or unwritable
+        except Exception:  # noqa: BLE001  (a handler must not raise)
+            return 0xC211
+
+    def _retrieve(
+        self,
+        operation: str,
+        responses: Iterator[tuple[Dataset, Dataset | None]],
+        *,
+        msg_id: int,
+        model: str,
+        on_progress: ProgressCallback | None,
+    ) -> RetrieveResult:
+        assoc = self._require()
+        started = time.monotonic()
+        progress = Progress()
+        cancelled = False
+        failed_uids: list[str] = []
+        final = None
+        for status, identifier in responses:
+            self._check_lost(operation, status)
+            code = int(status.Status)
+            progress.responses += 1
+            progress.remaining = status.get("NumberOfRemainingSuboperations", progress.remaining)
+            progress.completed = int(
+                status.get("NumberOfCompletedSuboperations", progress.completed) or 0
+            )
+            progress.failed = int(status.get("NumberOfFailedSuboperations", progress.failed) or 0)
+            progress.warning = int(
+                status.get("NumberOfWarningSuboperations", progress.warning) or 0
+            )
+            if statuses.is_pending(code):
+                if on_progress is not None and on_progress(progress) is False and not cancelled:
+                    assoc.send_c_cancel(msg_id, query_model=model)
+                    cancelled = True
+                continue
+            final = status
+            if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
+                value = identifier.FailedSOPInstanceUIDList
+                failed_uids = [
+                    str(v) for v in (value if isinstance(value, list | tuple) else [value]) if v
+                ]
+            break
+        if final is None:
+            raise PacsTimeout(f"{self.peer.describe()} ended {operation} without a final response")
+        code = int(final.Status)
+        result = RetrieveResult(
+            status=code,
+            completed=progress.completed,
+            failed=progress.failed,
+            warning=progress.warning,
+            failed_sop_uids=failed_uids,
+            responses=progress.responses,
+            seconds=time.monotonic() - started,
+            cancelled=cancelled or code == statuses.CANCEL,
+        )
+        if on_progress is not None:
+            on_progress(progress)
+        if code in (statuses.SUCCESS, statuses.WARNING_SUBOPS, statuses.CANCEL):
+            return result
+        raise PacsStatusError(operation, code, comment=str(final.get("ErrorComment", "") or ""))
+
+    def move(
+        self,
+        identifier: Dataset,
+        *,
+        destination: str,
+        model: str = "S",
+        on_progress: ProgressCallback | None = None,
+    ) -> RetrieveResult:
+        """C-MOVE to ``destination``; ``on_progress`` gets each pending response and
+        may return False to cancel (C-CANCEL)."""
+        assoc = self._require()
+        msg_id = self._next_msg_id()
+        responses = assoc.send_c_move(identifier, destination, MOVE_MODELS[model], msg_id=msg_id)
+        return self._retrieve(
+            "C-MOVE", responses, msg_id=msg_id, model=MOVE_MODELS[model], on_progress=on_progress
+        )
+
+    def get(
+        self,
+        identifier: Dataset,
+        *,
+        sink: StoreSink,
+        model: str = "S",
+        on_progress: ProgressCallback | None = None,
+    ) -> RetrieveResult:
+        """C-GET: the PACS sends the instances on this association; ``sink``
+        stores each one and returns the C-STORE status."""
+        assoc = self._require()
+        msg_id = self._next_msg_id()
+        self._sink = sink
+        try:
+            responses = assoc.send_c_get(identifier, GET_MODELS[model], msg_id=msg_id)
+            return self._retrieve(
+                "C-GET", responses, msg_id=msg_id, model=GET_MODELS[model], on_progress=on_progress
+            )
+        finally:
+            self._sink = None
 
 
 def echo(peer: Peer) -> EchoResult:

@@ -1,13 +1,32 @@
-"""Query identifiers from rows of keyword -> value, and matches back to plain dicts."""
+"""Query identifiers from rows of keyword -> value, and matches back to plain dicts.
+
+Values are checked by VR before anything is sent (PS3.4 C.2.2.2, PS3.5 6.2):
+dates, times and date-times and their ranges, UIDs and UID lists, wildcards
+only where DICOM allows them; empty values and ``*`` become return keys.
+Every error names the key and says how to fix it.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Mapping
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+# Wildcard matching (* and ?) is defined only for these VRs (PS3.4 C.2.2.2.4).
+_WILDCARD_VRS = {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
+_MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DS": 16, "IS": 12, "LO": 64, "SH": 16, "UI": 64}
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_CS = re.compile(r"^[A-Z0-9 _*?]*$")
+_TM = re.compile(r"^([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?$")
+_DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?$")
+_AS = re.compile(r"^\d{3}[DWMY]$")
+_IS = re.compile(r"^\s*[+-]?\d+\s*$")
+_DS = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
 
 
 class IdentifierError(ValueError):
@@ -16,24 +35,143 @@ class IdentifierError(ValueError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")
         self.key = key
+        self.reason = message
 
 
-def identifier_from_row(row: Mapping[str, str]) -> Dataset:
-    """Build a C-FIND/C-MOVE identifier; empty values and ``*`` become return keys."""
-    level = str(row.get("QueryRetrieveLevel", "")).strip().upper()
-    if level not in LEVELS:
-        raise IdentifierError(
-            "QueryRetrieveLevel", f"must be one of {', '.join(LEVELS)}, not {level!r}"
+def _check_date(value: str) -> str | None:
+    try:
+        dt.datetime.strptime(value, "%Y%m%d")
+    except ValueError:
+        return f"{value!r} is not a date: write YYYYMMDD, such as 20240131"
+    return None
+
+
+def _check_time(value: str) -> str | None:
+    if not _TM.match(value):
+        return f"{value!r} is not a time: write HHMMSS (or HH, HHMM), such as 0730 or 143000"
+    return None
+
+
+def _check_datetime(value: str) -> str | None:
+    m = _DT.match(value)
+    if not m:
+        return f"{value!r} is not a date-time: write YYYYMMDDHHMMSS, such as 20240131143000"
+    year, month, day = m.group(1), m.group(2) or "01", m.group(3) or "01"
+    problem = _check_date(year + month + day)
+    return f"{value!r} is not a date-time: {problem}" if problem else None
+
+
+_RANGE_CHECKS = {"DA": _check_date, "TM": _check_time, "DT": _check_datetime}
+
+
+def _check_range(vr: str, value: str) -> str | None:
+    """A single value or a range START-END (either side may be open)."""
+    check = _RANGE_CHECKS[vr]
+    if "-" not in value or (vr == "DT" and check(value) is None):
+        return check(value)  # a DT may end in a UTC offset such as -0500
+    if vr == "DA" and re.match(r"^\d{4}-\d{2}-\d{2}$", value):
+        return f"{value!r} looks like an ISO date: DICOM writes it {value.replace('-', '')}"
+    if value.count("-") > 1:
+        return f"{value!r} has more than one '-': a range is START-END"
+    start, end = value.split("-")
+    if not start and not end:
+        return "a range needs a start, an end or both, such as 20200101-20201231"
+    for part in (start, end):
+        if part and (problem := check(part)):
+            return problem
+    if start and end and start > end:
+        return f"the range starts after it ends ({start} > {end}): swap the two"
+    return None
+
+
+def check_value(keyword: str, vr: str, value: str) -> str | None:
+    """Return why ``value`` is not a valid matching key for ``keyword``, or None."""
+    has_wildcard = "*" in value or "?" in value
+    if has_wildcard and vr not in _WILDCARD_VRS:
+        return f"wildcards (* or ?) are not allowed for {vr} attributes: give an exact value" + (
+            " or a range" if vr in _RANGE_CHECKS else ""
         )
-    ds = Dataset()
-    ds.QueryRetrieveLevel = level
+    if vr in _RANGE_CHECKS:
+        return _check_range(vr, value)
+    if vr == "UI":
+        for uid in value.split("\\"):
+            if len(uid) > 64 or not _UID.match(uid):
+                return (
+                    f"{uid!r} is not a UID: digits and dots, at most 64 characters, "
+                    "no leading zeros in a component"
+                )
+        return None
+    if "\\" in value:
+        return "lists of values (with backslash) are only allowed for UIDs"
+    limit = _MAX_LENGTH.get(vr)
+    if limit and len(value) > limit:
+        return f"is {len(value)} characters long; {vr} values have at most {limit}"
+    if vr == "CS" and not _CS.match(value):
+        upper = value.upper()
+        if _CS.match(upper):
+            return f"code strings are upper case: write {upper!r}"
+        return "code strings have only A-Z, 0-9, space and underscore"
+    if vr == "AS" and not _AS.match(value):
+        return f"{value!r} is not an age: write nnnD, nnnW, nnnM or nnnY, such as 045Y"
+    if vr == "IS" and not _IS.match(value):
+        return f"{value!r} is not a whole number"
+    if vr == "DS" and not _DS.match(value):
+        return f"{value!r} is not a decimal number"
+    if vr == "PN" and len(value.split("=")[0]) > 64:
+        return "person names have at most 64 characters per component group"
+    if any(ord(c) < 32 for c in value):
+        return "contains control characters"
+    return None
+
+
+def row_errors(row: Mapping[str, object]) -> list[IdentifierError]:
+    """Every problem of a query row, each naming its key."""
+    errors: list[IdentifierError] = []
+    level = str(row.get("QueryRetrieveLevel", "") or "").strip().upper()
+    if not level:
+        errors.append(
+            IdentifierError(
+                "QueryRetrieveLevel",
+                f"is missing: add it with one of {', '.join(LEVELS)}",
+            )
+        )
+    elif level not in LEVELS:
+        errors.append(
+            IdentifierError(
+                "QueryRetrieveLevel", f"must be one of {', '.join(LEVELS)}, not {level!r}"
+            )
+        )
     for key, raw in row.items():
         if key == "QueryRetrieveLevel":
             continue
-        if tag_for_keyword(key) is None:
-            raise IdentifierError(key, "is not a DICOM keyword (check spelling and case)")
-        if dictionary_VR(key) == "SQ":
-            raise IdentifierError(key, "sequence attributes cannot be used as query keys")
+        if not isinstance(key, str) or tag_for_keyword(key) is None:
+            errors.append(
+                IdentifierError(str(key), "is not a DICOM keyword (check spelling and case)")
+            )
+            continue
+        vr = dictionary_VR(key)
+        if vr == "SQ":
+            errors.append(IdentifierError(key, "sequences cannot be used as query keys"))
+            continue
+        value = "" if raw is None else str(raw).strip()
+        if value in ("", "*"):
+            continue
+        problem = check_value(key, vr, value)
+        if problem:
+            errors.append(IdentifierError(key, problem))
+    return errors
+
+
+def identifier_from_row(row: Mapping[str, object]) -> Dataset:
+    """Build a C-FIND/C-MOVE/C-GET identifier; raises the first error of the row."""
+    errors = row_errors(row)
+    if errors:
+        raise errors[0]
+    ds = Dataset()
+    ds.QueryRetrieveLevel = str(row["QueryRetrieveLevel"]).strip().upper()
+    for key, raw in row.items():
+        if key == "QueryRetrieveLevel":
+            continue
         value = "" if raw is None else str(raw).strip()
         setattr(ds, key, "" if value == "*" else value)
     return ds

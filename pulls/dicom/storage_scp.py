@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket
 import socketserver
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from pulls.dicom.paths import safe_component
+from pulls.dicom.staging import stage_instance
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +48,6 @@ class StoreCounters:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def write_atomically(directory: Path, name: str, chunks: list[bytes]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".incoming-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-        final = directory / name
-        os.replace(tmp, final)
-        return final
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class StorageSCP:
     def __init__(
         self, *, ae_title: str, port: int, staging_dir: Path, bind: str = "127.0.0.1"
@@ -79,13 +62,11 @@ class StorageSCP:
     def _handle_store(self, event: evt.Event) -> int:
         # Handlers never raise: an exception would abort the association.
         try:
-            sop_uid = str(event.request.AffectedSOPInstanceUID)
-            study_uid = str(event.dataset.get("StudyInstanceUID", "") or "unknown-study")
-            encoded = event.encoded_dataset()
-            write_atomically(
-                self.staging_dir / safe_component(study_uid),
-                f"{safe_component(sop_uid)}.dcm",
-                [encoded],
+            stage_instance(
+                self.staging_dir,
+                study_uid=str(event.dataset.get("StudyInstanceUID", "") or ""),
+                sop_uid=str(event.request.AffectedSOPInstanceUID),
+                data=[event.encoded_dataset()],
             )
         except OSError as exc:
             with self.counters.lock:

@@ -1,0 +1,81 @@
+"""How many instances the PACS holds for a study or a series (the expected count).
+
+Study level: NumberOfStudyRelatedInstances when the PACS fills it (Orthanc
+does). Otherwise series by series: NumberOfSeriesRelatedInstances, or an
+IMAGE-level C-FIND that names the series (dcmqrscp leaves the counts empty and
+returns nothing at IMAGE level without a SeriesInstanceUID).
+"""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+
+from pulls.dicom.client import Session
+
+
+def _query(level: str, **keys: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for key, value in keys.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def _count(value: object) -> int | None:
+    try:
+        return int(str(value).strip()) if str(value).strip() else None
+    except ValueError:
+        return None
+
+
+def _series_count(
+    session: Session, *, model: str, study_uid: str, series_uid: str, patient: dict
+) -> int:
+    query = _query(
+        "SERIES",
+        **patient,
+        StudyInstanceUID=study_uid,
+        SeriesInstanceUID=series_uid,
+        NumberOfSeriesRelatedInstances="",
+    )
+    for match in session.find(query, model=model):
+        count = _count(match.get("NumberOfSeriesRelatedInstances", ""))
+        if count is not None:
+            return count
+    images = _query(
+        "IMAGE",
+        **patient,
+        StudyInstanceUID=study_uid,
+        SeriesInstanceUID=series_uid,
+        SOPInstanceUID="",
+    )
+    return sum(1 for _ in session.find(images, model=model))
+
+
+def count_instances(
+    session: Session,
+    *,
+    study_uid: str,
+    series_uid: str | None = None,
+    patient_id: str | None = None,
+    model: str = "S",
+) -> int:
+    """Instances of the study (or of one series of it) according to the PACS."""
+    patient = {"PatientID": patient_id} if model == "P" and patient_id else {}
+    if series_uid:
+        return _series_count(
+            session, model=model, study_uid=study_uid, series_uid=series_uid, patient=patient
+        )
+    study = _query(
+        "STUDY", **patient, StudyInstanceUID=study_uid, NumberOfStudyRelatedInstances=""
+    )
+    for match in session.find(study, model=model):
+        count = _count(match.get("NumberOfStudyRelatedInstances", ""))
+        if count is not None:
+            return count
+    series = _query("SERIES", **patient, StudyInstanceUID=study_uid, SeriesInstanceUID="")
+    series_uids = [str(m.SeriesInstanceUID) for m in session.find(series, model=model)]
+    return sum(
+        _series_count(session, model=model, study_uid=study_uid, series_uid=uid, patient=patient)
+        for uid in series_uids
+    )
