@@ -92,6 +92,41 @@ def qrscp(sandbox, dicom_data) -> Qrscp:
         pacs.stop()
 
 
+@pytest.fixture(scope="session")
+def storage_scp(sandbox):
+    """The portal's storage SCP at the AE title and port the PACS fixtures know."""
+    from pulls.dicom.storage_scp import StorageSCP
+
+    scp = StorageSCP(
+        ae_title=settings.PACSNPULL_AE_TITLE, port=SCP_PORT, staging_dir=sandbox / "staging"
+    ).start()
+    try:
+        yield scp
+    finally:
+        scp.stop()
+
+
+@pytest.fixture
+def staging(storage_scp) -> Path:
+    """The storage SCP's staging folder, emptied for this test."""
+    import shutil
+
+    for child in storage_scp.staging_dir.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    return storage_scp.staging_dir
+
+
+PACS_FIXTURES = {"orthanc": "ORTHANC", "dcmqrscp": "DCMQRSCP", "qrscp": "QRSCP"}
+
+
+@pytest.fixture(params=sorted(PACS_FIXTURES))
+def any_pacs(request):
+    """Each of the three real PACS in turn, as a Peer."""
+    pacs = request.getfixturevalue(request.param)
+    port = pacs.dicom_port if request.param == "orthanc" else pacs.port
+    return peer_for(port, PACS_FIXTURES[request.param])
+
+
 def peer_for(port: int, ae_title: str, **kwargs) -> Peer:
     return Peer("127.0.0.1", port, ae_title, settings.PACSNPULL_AE_TITLE, **kwargs)
 

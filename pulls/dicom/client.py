@@ -15,7 +15,6 @@ from types import TracebackType
 from pydicom.dataset import Dataset
 from pynetdicom import (
     AE,
-    ALL_TRANSFER_SYNTAXES,
     StoragePresentationContexts,
     _config,
     build_role,
@@ -41,6 +40,7 @@ from pulls.dicom.errors import (
     PacsTimeout,
     PacsUnavailable,
 )
+from pulls.dicom.transfer_syntaxes import PREFERRED_TRANSFER_SYNTAXES
 
 # pynetdicom logs every identifier (patient names and IDs) at INFO by default:
 # patient data belongs in the audit log only.
@@ -217,7 +217,7 @@ class Session:
             for model in GET_MODELS.values():
                 ae.add_requested_context(model)
             for uid in GET_STORAGE_CLASSES:
-                ae.add_requested_context(uid, ALL_TRANSFER_SYNTAXES)
+                ae.add_requested_context(uid, PREFERRED_TRANSFER_SYNTAXES)
                 ext_neg.append(build_role(uid, scp_role=True))
             handlers.append((evt.EVT_C_STORE, self._on_store))
         conn = _Connection()
@@ -281,19 +281,37 @@ class Session:
         return EchoResult(status=code, seconds=time.monotonic() - started)
 
     def find(self, identifier: Dataset, *, model: str = "S") -> Iterator[Dataset]:
-        """Run one C-FIND and yield each match as it arrives."""
+        """Run one C-FIND and yield each match as it arrives.
+
+        A caller that stops early gets the C-FIND cancelled and its remaining
+        responses drained, so the next operation on this association does not
+        read them as its own.
+        """
         assoc = self._require()
-        responses = assoc.send_c_find(identifier, FIND_MODELS[model])
-        for status, match in responses:
-            self._check_lost("C-FIND", status)
-            code = int(status.Status)
-            if statuses.is_pending(code):
-                if match is not None:
-                    yield match
-                continue
-            if code == statuses.SUCCESS:
-                return
-            raise PacsStatusError("C-FIND", code, comment=str(status.get("ErrorComment", "") or ""))
+        msg_id = self._next_msg_id()
+        responses = assoc.send_c_find(identifier, FIND_MODELS[model], msg_id=msg_id)
+        finished = False
+        try:
+            for status, match in responses:
+                self._check_lost("C-FIND", status)
+                code = int(status.Status)
+                if statuses.is_pending(code):
+                    if match is not None:
+                        yield match
+                    continue
+                finished = True
+                if code in (statuses.SUCCESS, statuses.CANCEL):
+                    return
+                raise PacsStatusError(
+                    "C-FIND", code, comment=str(status.get("ErrorComment", "") or "")
+                )
+            finished = True
+        finally:
+            if not finished and assoc.is_established:
+                assoc.send_c_cancel(msg_id, query_model=FIND_MODELS[model])
+                for status, _ in responses:
+                    if status is None or not statuses.is_pending(int(status.get("Status", 0))):
+                        break
 
     def _next_msg_id(self) -> int:
         self._msg_id = self._msg_id % 65535 + 1

@@ -66,16 +66,15 @@ def count_instances(
         return _series_count(
             session, model=model, study_uid=study_uid, series_uid=series_uid, patient=patient
         )
-    study = _query(
-        "STUDY", **patient, StudyInstanceUID=study_uid, NumberOfStudyRelatedInstances=""
-    )
+    study = _query("STUDY", **patient, StudyInstanceUID=study_uid, NumberOfStudyRelatedInstances="")
     for match in session.find(study, model=model):
         count = _count(match.get("NumberOfStudyRelatedInstances", ""))
         if count is not None:
             return count
     series = _query("SERIES", **patient, StudyInstanceUID=study_uid, SeriesInstanceUID="")
-    series_uids = [str(m.SeriesInstanceUID) for m in session.find(series, model=model)]
+    # A set: pynetdicom's qrscp answers a SERIES query with one match per instance.
+    series_uids = {str(m.SeriesInstanceUID) for m in session.find(series, model=model)}
     return sum(
         _series_count(session, model=model, study_uid=study_uid, series_uid=uid, patient=patient)
-        for uid in series_uids
+        for uid in sorted(series_uids)
     )

@@ -16,10 +16,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pulls.dicom.staging import stage_instance
+from pulls.dicom.transfer_syntaxes import PREFERRED_TRANSFER_SYNTAXES
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class StorageSCP:
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         ae = AE(ae_title=self.ae_title)
         for context in StoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(context.abstract_syntax, PREFERRED_TRANSFER_SYNTAXES)
         ae.add_supported_context("1.2.840.10008.1.1")  # Verification: let PACS echo us
         ae.maximum_associations = 32
         ae.network_timeout = 120

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pydicom import dcmread
-from pynetdicom import AE, StoragePresentationContexts
+from pynetdicom import AE
 
 from pulls.sandbox.procs import Server, free_port
 
@@ -59,16 +59,23 @@ class Qrscp:
         return self
 
     def load(self, paths: Iterable[Path]) -> int:
-        """Send the files with C-STORE (qrscp indexes what it receives)."""
+        """Send the files with C-STORE (qrscp indexes what it receives).
+
+        Each SOP class is proposed with the files' own transfer syntax only, so
+        qrscp stores the bytes as they are and serves them back unchanged.
+        """
+        paths = list(paths)
+        datasets = [dcmread(path) for path in paths]
         ae = AE(ae_title="LOADER")
-        ae.requested_contexts = StoragePresentationContexts[:128]
+        for pair in sorted({(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets}):
+            ae.add_requested_context(pair[0], [pair[1]])
         assoc = ae.associate("127.0.0.1", self.port, ae_title=self.aet)
         if not assoc.is_established:
             raise RuntimeError(f"qrscp on port {self.port} refused the loader's association")
         count = 0
         try:
-            for path in paths:
-                status = assoc.send_c_store(dcmread(path))
+            for path, ds in zip(paths, datasets, strict=True):
+                status = assoc.send_c_store(ds)
                 if status is None or status.Status != 0:
                     raise RuntimeError(f"qrscp did not store {path.name}")
                 count += 1

@@ -1,0 +1,149 @@
+"""The DICOM engine against Orthanc, DCMTK dcmqrscp and pynetdicom's qrscp."""
+
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import ImplicitVRLittleEndian
+
+from pulls.dicom import Session
+from pulls.dicom.completeness import Verdict, assess
+from pulls.dicom.counting import count_instances
+from pulls.dicom.staging import stage_instance, staged_sop_files
+
+
+def _q(level: str, **keys) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for k, v in keys.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The data set of a DICOM file without preamble and file meta information."""
+    data = path.read_bytes()
+    assert data[128:132] == b"DICM"
+    group_length = int.from_bytes(data[140:144], "little")  # (0002,0000) UL value
+    return data[144 + group_length :]
+
+
+@pytest.mark.parametrize("model", ["S", "P"])
+def test_find_at_each_level_returns_what_the_pacs_holds(any_pacs, dicom_data, model):
+    patient_id = sorted(dicom_data.patients)[0]
+    instances = dicom_data.patients[patient_id]
+    study_uid = instances[0].study_instance_uid
+    series_uid = instances[0].series_instance_uid
+    with Session(any_pacs, services=("find",)) as s:
+        patients = (
+            {
+                str(m.PatientID)
+                for m in s.find(_q("PATIENT", PatientID=patient_id, PatientName=""), model="P")
+            }
+            if model == "P"
+            else {patient_id}
+        )
+        studies = {
+            str(m.StudyInstanceUID)
+            for m in s.find(_q("STUDY", PatientID=patient_id, StudyInstanceUID=""), model=model)
+        }
+        series = {
+            str(m.SeriesInstanceUID)
+            for m in s.find(
+                _q(
+                    "SERIES", PatientID=patient_id, StudyInstanceUID=study_uid, SeriesInstanceUID=""
+                ),
+                model=model,
+            )
+        }
+        images = {
+            str(m.SOPInstanceUID)
+            for m in s.find(
+                _q(
+                    "IMAGE", PatientID=patient_id, StudyInstanceUID=study_uid,
+                    SeriesInstanceUID=series_uid, SOPInstanceUID="",
+                ),
+                model=model,
+            )
+        }  # fmt: skip
+    assert patients == {patient_id}
+    assert studies == {i.study_instance_uid for i in instances}
+    assert series == {i.series_instance_uid for i in instances if i.study_instance_uid == study_uid}
+    assert images == {i.sop_instance_uid for i in dicom_data.series[series_uid]}
+
+
+def test_expected_counts_come_from_the_pacs(any_pacs, dicom_data):
+    study_uid, instances = next(iter(dicom_data.studies.items()))
+    series_uid = instances[0].series_instance_uid
+    with Session(any_pacs, services=("find",)) as s:
+        assert count_instances(s, study_uid=study_uid) == len(instances)
+        assert count_instances(s, study_uid=study_uid, series_uid=series_uid) == len(
+            dicom_data.series[series_uid]
+        )
+
+
+def _assert_received_exactly(staging: Path, dicom_data, expected_instances) -> None:
+    study_uid = expected_instances[0].study_instance_uid
+    received = {p.stem: p for p in staged_sop_files(staging, study_uid)}
+    assert set(received) == {i.sop_instance_uid for i in expected_instances}
+    for inst in expected_instances:
+        got, loaded = received[inst.sop_instance_uid], dicom_data.root / inst.path
+        if dcmread(got).file_meta.TransferSyntaxUID == dcmread(loaded).file_meta.TransferSyntaxUID:
+            assert dataset_bytes(got) == dataset_bytes(loaded)
+        else:
+            # The PACS chose another (lossless) transfer syntax as acceptor of
+            # our C-GET contexts (pynetdicom's qrscp prefers implicit VR): the
+            # bytes differ, every value must not.
+            assert dcmread(got).file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+            assert dcmread(got) == dcmread(loaded)
+
+
+def test_move_of_a_study_brings_every_instance_byte_identical(any_pacs, dicom_data, staging):
+    study_uid, instances = sorted(dicom_data.studies.items())[1]
+    progress = []
+    with Session(any_pacs, services=("find", "move")) as s:
+        expected = count_instances(s, study_uid=study_uid)
+        result = s.move(
+            _q("STUDY", StudyInstanceUID=study_uid),
+            destination="PACSNPULL",
+            on_progress=progress.append,
+        )
+    verdict = assess(
+        result,
+        expected=expected,
+        count_received=lambda: len(staged_sop_files(staging, study_uid)),
+    )
+    assert verdict.verdict is Verdict.COMPLETE, verdict.message
+    assert (result.status, result.completed, result.failed) == (0, len(instances), 0)
+    assert progress[-1].completed == len(instances)
+    _assert_received_exactly(staging, dicom_data, instances)
+
+
+def test_move_of_a_series_brings_only_that_series(any_pacs, dicom_data, staging):
+    series_uid, instances = sorted(dicom_data.series.items())[2]
+    study_uid = instances[0].study_instance_uid
+    with Session(any_pacs, services=("move",)) as s:
+        result = s.move(
+            _q("SERIES", StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid),
+            destination="PACSNPULL",
+        )
+    assert result.completed == len(instances)
+    _assert_received_exactly(staging, dicom_data, instances)
+
+
+def test_get_of_a_study_receives_every_instance_on_the_association(any_pacs, dicom_data, tmp_path):
+    study_uid, instances = sorted(dicom_data.studies.items())[3]
+
+    def sink(study: str, sop: str, data: bytes) -> int:
+        stage_instance(tmp_path, study_uid=study, sop_uid=sop, data=[data])
+        return 0
+
+    with Session(any_pacs, services=("find", "get")) as s:
+        expected = count_instances(s, study_uid=study_uid)
+        result = s.get(_q("STUDY", StudyInstanceUID=study_uid), sink=sink)
+    verdict = assess(
+        result, expected=expected, count_received=lambda: len(staged_sop_files(tmp_path, study_uid))
+    )
+    assert verdict.verdict is Verdict.COMPLETE, verdict.message
+    _assert_received_exactly(tmp_path, dicom_data, instances)
