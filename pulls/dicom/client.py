@@ -258,12 +258,17 @@ class Session:
             raise PacsAborted(f"the association with {self.peer.describe()} is no longer open")
         return self.assoc
 
-    def _check_lost(self, operation: str, status: Dataset | None) -> None:
-        """A response with no status means the association timed out or was aborted."""
+    def _check_lost(self, operation: str, status: Dataset | None, waiting_since: float) -> None:
+        """A response with no status means the association timed out or was aborted.
+
+        pynetdicom aborts the association after a DIMSE timeout too, so the
+        clock tells the two apart.
+        """
         if status is not None and "Status" in status:
             return
         assoc = self.assoc
-        if assoc is not None and assoc.is_aborted:
+        waited = time.monotonic() - waiting_since
+        if assoc is not None and assoc.is_aborted and waited < self.peer.dimse_timeout * 0.9:
             raise PacsAborted(f"{self.peer.describe()} aborted the association during {operation}")
         raise PacsTimeout(
             f"{self.peer.describe()} did not answer {operation} within "
@@ -274,7 +279,7 @@ class Session:
         assoc = self._require()
         started = time.monotonic()
         status = assoc.send_c_echo()
-        self._check_lost("C-ECHO", status)
+        self._check_lost("C-ECHO", status, started)
         code = int(status.Status)
         if code != statuses.SUCCESS:
             raise PacsStatusError("C-ECHO", code)
@@ -291,9 +296,11 @@ class Session:
         msg_id = self._next_msg_id()
         responses = assoc.send_c_find(identifier, FIND_MODELS[model], msg_id=msg_id)
         finished = False
+        waiting_since = time.monotonic()
         try:
             for status, match in responses:
-                self._check_lost("C-FIND", status)
+                self._check_lost("C-FIND", status, waiting_since)
+                waiting_since = time.monotonic()
                 code = int(status.Status)
                 if statuses.is_pending(code):
                     if match is not None:
@@ -347,8 +354,10 @@ class Session:
         cancelled = False
         failed_uids: list[str] = []
         final = None
+        waiting_since = started
         for status, identifier in responses:
-            self._check_lost(operation, status)
+            self._check_lost(operation, status, waiting_since)
+            waiting_since = time.monotonic()
             code = int(status.Status)
             progress.responses += 1
             progress.remaining = status.get("NumberOfRemainingSuboperations", progress.remaining)
@@ -366,10 +375,9 @@ class Session:
                 continue
             final = status
             if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
-                value = identifier.FailedSOPInstanceUIDList
-                failed_uids = [
-                    str(v) for v in (value if isinstance(value, list | tuple) else [value]) if v
-                ]
+                elem = identifier["FailedSOPInstanceUIDList"]
+                values = elem.value if elem.VM > 1 else [elem.value]
+                failed_uids = [str(v) for v in values if v]
             break
         if final is None:
             raise PacsTimeout(f"{self.peer.describe()} ended {operation} without a final response")

@@ -1,0 +1,96 @@
+"""A small pynetdicom PACS that misbehaves on purpose, as PACS in the field do."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from pulls.sandbox.procs import free_port
+
+
+class ScriptedPacs:
+    """Serves one study; ``behaviour`` decides how its C-MOVE lies.
+
+    - "honest": sends every instance and says so;
+    - "withhold": claims success but sends ``withhold`` instances fewer;
+    - "fail_some": ``withhold`` sub-operations fail (status 0xB000);
+    - "stall": never answers a C-FIND (the client must time out).
+    """
+
+    def __init__(
+        self,
+        files: list[Path],
+        *,
+        behaviour: str,
+        destinations: dict[str, tuple[str, int]],
+        withhold: int = 2,
+    ) -> None:
+        self.datasets = [dcmread(p) for p in files]
+        self.behaviour = behaviour
+        self.destinations = destinations
+        self.withhold = withhold
+        self.port = free_port()
+        self.ae_title = "SCRIPTED"
+        self._server = None
+
+    def _find(self, event: evt.Event):
+        if self.behaviour == "stall":
+            time.sleep(30)
+        first = self.datasets[0]
+        match = Dataset()
+        match.QueryRetrieveLevel = "STUDY"
+        match.StudyInstanceUID = first.StudyInstanceUID
+        match.NumberOfStudyRelatedInstances = str(len(self.datasets))
+        yield 0xFF00, match
+
+    def _move(self, event: evt.Event):
+        destination = self.destinations.get(str(event.move_destination).strip())
+        if destination is None:
+            yield None, None  # pynetdicom answers 0xA801
+            return
+        yield destination
+        to_send = list(self.datasets)
+        if self.behaviour == "withhold":
+            to_send = to_send[: -self.withhold]
+        yield len(to_send)
+        for n, ds in enumerate(to_send):
+            if self.behaviour == "fail_some" and n < self.withhold:
+                broken = Dataset()
+                broken.SOPClassUID = "1.2.3.4.5.6.7"  # nobody has a context for it
+                broken.SOPInstanceUID = ds.SOPInstanceUID
+                yield 0xFF00, broken
+            else:
+                yield 0xFF00, ds
+
+    def start(self) -> ScriptedPacs:
+        ae = AE(ae_title=self.ae_title)
+        ae.add_supported_context(Verification)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
+        for ds in self.datasets:
+            ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        self._server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move)],
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+
+    def __enter__(self) -> ScriptedPacs:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

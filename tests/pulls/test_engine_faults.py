@@ -1,0 +1,110 @@
+"""PACS that lie, stall or refuse: the engine says what happened, in words a person can use."""
+
+import time
+
+import pytest
+from django.conf import settings
+from pydicom.dataset import Dataset
+
+from pulls.dicom import PacsStatusError, PacsTimeout, Session
+from pulls.dicom.completeness import Verdict, assess
+from pulls.dicom.counting import count_instances
+from pulls.dicom.staging import staged_sop_files
+from tests.conftest import SCP_PORT, peer_for
+from tests.pulls.scripted_pacs import ScriptedPacs
+
+
+def _study(uid: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = uid
+    return ds
+
+
+@pytest.fixture
+def one_study(dicom_data):
+    study_uid, instances = sorted(dicom_data.studies.items())[4]
+    return study_uid, [dicom_data.root / i.path for i in instances]
+
+
+def _scripted(one_study, behaviour: str) -> ScriptedPacs:
+    _, files = one_study
+    return ScriptedPacs(
+        files,
+        behaviour=behaviour,
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    )
+
+
+def _move_and_assess(pacs: ScriptedPacs, study_uid: str, staging):
+    with Session(peer_for(pacs.port, pacs.ae_title), services=("find", "move")) as s:
+        expected = count_instances(s, study_uid=study_uid)
+        result = s.move(_study(study_uid), destination=settings.PACSNPULL_AE_TITLE)
+    return result, assess(
+        result,
+        expected=expected,
+        count_received=lambda: len(staged_sop_files(staging, study_uid)),
+        idle_timeout=1,
+    )
+
+
+def test_an_honest_pacs_is_complete(one_study, staging):
+    study_uid, files = one_study
+    with _scripted(one_study, "honest") as pacs:
+        _, verdict = _move_and_assess(pacs, study_uid, staging)
+    assert verdict.verdict is Verdict.COMPLETE
+    assert verdict.received == len(files)
+
+
+def test_success_with_instances_missing_is_caught(one_study, staging):
+    study_uid, files = one_study
+    with _scripted(one_study, "withhold") as pacs:
+        result, verdict = _move_and_assess(pacs, study_uid, staging)
+    assert result.status == 0x0000  # the PACS says all is well
+    assert verdict.verdict is Verdict.MISSING
+    assert (verdict.expected, verdict.received) == (len(files), len(files) - 2)
+    assert f"only {len(files) - 2} of {len(files)} instances arrived" in verdict.message
+
+
+def test_failed_sub_operations_are_reported_with_their_uids(one_study, staging):
+    study_uid, files = one_study
+    with _scripted(one_study, "fail_some") as pacs:
+        result, verdict = _move_and_assess(pacs, study_uid, staging)
+    assert result.status == 0xB000
+    assert result.failed == 2
+    assert len(result.failed_sop_uids) == 2
+    assert verdict.verdict is Verdict.FAILED_SUBOPERATIONS
+    assert "failed to send 2 instance(s)" in verdict.message
+
+
+def test_a_stalled_pacs_hits_the_dimse_timeout(one_study):
+    with _scripted(one_study, "stall") as pacs:
+        peer = peer_for(pacs.port, pacs.ae_title, dimse_timeout=2)
+        started = time.monotonic()
+        with pytest.raises(PacsTimeout) as info, Session(peer, services=("find",)) as s:
+            list(s.find(_study(one_study[0])))
+    assert time.monotonic() - started < 10
+    assert "did not answer C-FIND within 2 s" in str(info.value)
+
+
+def test_an_unknown_move_destination_on_dcmqrscp_is_0xa801_with_a_fix(dcmqrscp, one_study):
+    with (
+        pytest.raises(PacsStatusError) as info,
+        Session(peer_for(dcmqrscp.port, "DCMQRSCP"), services=("move",)) as s,
+    ):
+        s.move(_study(one_study[0]), destination="NOBODY")
+    assert info.value.status == 0xA801
+    assert info.value.retryable is False
+    assert "does not know the move destination" in str(info.value)
+    assert "register it on the PACS" in str(info.value)
+
+
+def test_an_unknown_move_destination_on_orthanc_is_0xc000_and_explained(orthanc, one_study):
+    with (
+        pytest.raises(PacsStatusError) as info,
+        Session(peer_for(orthanc.dicom_port, "ORTHANC"), services=("move",)) as s,
+    ):
+        s.move(_study(one_study[0]), destination="NOBODY")
+    assert info.value.status == 0xC000
+    assert info.value.retryable is False
+    assert "unknown move destination" in str(info.value)
