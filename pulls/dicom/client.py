@@ -269,7 +269,11 @@ class Session:
         assoc = self.assoc
         waited = time.monotonic() - waiting_since
         if assoc is not None and assoc.is_aborted and waited < self.peer.dimse_timeout * 0.9:
-            raise PacsAborted(f"{self.peer.describe()} aborted the association during {operation}")
+            raise PacsAborted(
+                f"{self.peer.describe()} aborted the association during {operation}: "
+                f"a PACS that does not know the calling AE title {self.peer.calling_ae!r} "
+                "(Orthanc: DicomModalities) may do this; ask for it to be registered"
+            )
         raise PacsTimeout(
             f"{self.peer.describe()} did not answer {operation} within "
             f"{self.peer.dimse_timeout:g} s"
@@ -403,17 +407,37 @@ class Session:
         identifier: Dataset,
         *,
         destination: str,
+        destination_address: tuple[str, int] | None = None,
         model: str = "S",
         on_progress: ProgressCallback | None = None,
     ) -> RetrieveResult:
         """C-MOVE to ``destination``; ``on_progress`` gets each pending response and
-        may return False to cancel (C-CANCEL)."""
+        may return False to cancel (C-CANCEL). ``destination_address`` (where our
+        storage SCP listens) only makes the error for an unknown destination precise."""
         assoc = self._require()
         msg_id = self._next_msg_id()
         responses = assoc.send_c_move(identifier, destination, MOVE_MODELS[model], msg_id=msg_id)
-        return self._retrieve(
-            "C-MOVE", responses, msg_id=msg_id, model=MOVE_MODELS[model], on_progress=on_progress
-        )
+        try:
+            return self._retrieve(
+                "C-MOVE",
+                responses,
+                msg_id=msg_id,
+                model=MOVE_MODELS[model],
+                on_progress=on_progress,
+            )
+        except PacsStatusError as exc:
+            if exc.status in (statuses.MOVE_DESTINATION_UNKNOWN, statuses.UNABLE_TO_PROCESS):
+                where = (
+                    f" at {destination_address[0]} port {destination_address[1]}"
+                    if destination_address
+                    else ""
+                )
+                exc.args = (
+                    f"{exc.args[0]}. On {self.peer.describe()}, register the move destination "
+                    f"AE title {destination!r}{where} (Orthanc: DicomModalities; "
+                    "DCMTK: HostTable)",
+                )
+            raise
 
     def get(
         self,

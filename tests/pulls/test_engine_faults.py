@@ -92,11 +92,12 @@ def test_an_unknown_move_destination_on_dcmqrscp_is_0xa801_with_a_fix(dcmqrscp, 
         pytest.raises(PacsStatusError) as info,
         Session(peer_for(dcmqrscp.port, "DCMQRSCP"), services=("move",)) as s,
     ):
-        s.move(_study(one_study[0]), destination="NOBODY")
+        s.move(_study(one_study[0]), destination="NOBODY", destination_address=("10.1.2.3", 104))
     assert info.value.status == 0xA801
     assert info.value.retryable is False
     assert "does not know the move destination" in str(info.value)
     assert "register it on the PACS" in str(info.value)
+    assert "register the move destination AE title 'NOBODY' at 10.1.2.3 port 104" in str(info.value)
 
 
 def test_an_unknown_move_destination_on_orthanc_is_0xc000_and_explained(orthanc, one_study):
@@ -108,3 +109,24 @@ def test_an_unknown_move_destination_on_orthanc_is_0xc000_and_explained(orthanc,
     assert info.value.status == 0xC000
     assert info.value.retryable is False
     assert "unknown move destination" in str(info.value)
+
+
+def test_a_rejected_calling_ae_title_is_named(one_study):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from pulls.dicom import PacsRejected, echo
+    from pulls.sandbox.procs import free_port
+
+    ae = AE(ae_title="STRICT")
+    ae.add_supported_context(Verification)
+    ae.require_calling_aet = ["SOMEONE"]
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False)
+    try:
+        with pytest.raises(PacsRejected) as info:
+            echo(peer_for(port, "STRICT"))
+    finally:
+        server.shutdown()
+    assert "Calling AE title not recognised" in str(info.value)
+    assert f"register the calling AE title {settings.PACSNPULL_AE_TITLE!r}" in str(info.value)
