@@ -17,7 +17,6 @@ from pynetdicom import (
     AE,
     StoragePresentationContexts,
     _config,
-    build_role,
     evt,
 )
 from pynetdicom.association import Association
@@ -40,7 +39,6 @@ from pulls.dicom.errors import (
     PacsTimeout,
     PacsUnavailable,
 )
-from pulls.dicom.transfer_syntaxes import PREFERRED_TRANSFER_SYNTAXES
 
 # pynetdicom logs every identifier (patient names and IDs) at INFO by default:
 # patient data belongs in the audit log only.
@@ -132,8 +130,6 @@ class RetrieveResult:
         return self.completed + self.failed + self.warning
 
 
-# Received instance: (StudyInstanceUID, SOPInstanceUID, encoded bytes with file meta)
-StoreSink = Callable[[str, str, bytes], int]
 ProgressCallback = Callable[[Progress], bool | None]
 
 
@@ -142,43 +138,56 @@ class _Connection:
     opened_at: float | None = None
 
 
+def rejection_error(peer: Peer, rsp: object) -> PacsRejected:
+    """A PacsRejected from an A-ASSOCIATE-RJ primitive, with what to do about it."""
+    hint = ""
+    if rsp.result_source == 1 and rsp.diagnostic == 3:
+        hint = f": register the calling AE title {peer.calling_ae!r} on the PACS"
+    elif rsp.result_source == 1 and rsp.diagnostic == 7:
+        hint = f": the PACS is not called {peer.called_ae!r}; check the node's AE title"
+    elif rsp.result_source == 3 and rsp.diagnostic in (1, 2):
+        hint = ": the PACS is busy; the association will be retried later"
+    return PacsRejected(
+        f"{peer.describe()} rejected the association ({rsp.result_str}, "
+        f"{rsp.source_str}): {rsp.reason_str}{hint}",
+        result=rsp.result,
+        source=rsp.result_source,
+        reason=rsp.diagnostic,
+    )
+
+
+def connect_error(peer: Peer, *, timed_out: bool) -> PacsUnavailable:
+    if timed_out:
+        return PacsUnavailable(
+            f"could not connect to {peer.host}:{peer.port} within {peer.connect_timeout:g} s: "
+            "check host, port and firewall"
+        )
+    return PacsUnavailable(
+        f"could not connect to {peer.host}:{peer.port} (connection refused or unreachable): "
+        "is the PACS running and is the port right?"
+    )
+
+
 def _raise_for_failed_association(
     assoc: Association, peer: Peer, conn: _Connection, elapsed: float
 ) -> None:
     if assoc.is_rejected:
-        rsp = assoc.acceptor.primitive
-        reason = rsp.reason_str
-        hint = ""
-        if rsp.result_source == 1 and rsp.diagnostic == 3:
-            hint = f": register the calling AE title {peer.calling_ae!r} on the PACS"
-        elif rsp.result_source == 1 and rsp.diagnostic == 7:
-            hint = f": the PACS is not called {peer.called_ae!r}; check the node's AE title"
-        raise PacsRejected(
-            f"{peer.describe()} rejected the association ({rsp.result_str}, "
-            f"{rsp.source_str}): {reason}{hint}",
-            result=rsp.result,
-            source=rsp.result_source,
-            reason=rsp.diagnostic,
-        )
+        raise rejection_error(peer, assoc.acceptor.primitive)
     if conn.opened_at is None:
-        if elapsed >= peer.connect_timeout * 0.9:
-            raise PacsUnavailable(
-                f"could not connect to {peer.host}:{peer.port} within {peer.connect_timeout:g} s: "
-                "check host, port and firewall"
-            )
-        raise PacsUnavailable(
-            f"could not connect to {peer.host}:{peer.port} (connection refused or unreachable): "
-            "is the PACS running and is the port right?"
-        )
+        raise connect_error(peer, timed_out=elapsed >= peer.connect_timeout * 0.9)
     # pynetdicom aborts after an ACSE timeout too: tell the two apart by the clock.
     waited = time.monotonic() - conn.opened_at
     if assoc.is_aborted and waited < peer.acse_timeout * 0.9:
-        raise PacsAborted(
-            f"{peer.describe()} aborted the association request: the PACS may not know the "
-            f"calling AE title {peer.calling_ae!r} or supports none of the proposed services"
-        )
+        raise aborted_at_association(peer)
     raise PacsTimeout(
         f"{peer.describe()} did not answer the association request within {peer.acse_timeout:g} s"
+    )
+
+
+def aborted_at_association(peer: Peer) -> PacsAborted:
+    return PacsAborted(
+        f"{peer.describe()} aborted the association request: the PACS may not know the "
+        f"calling AE title {peer.calling_ae!r} or supports none of the proposed services"
     )
 
 
@@ -193,7 +202,6 @@ class Session:
         self.peer = peer
         self.services = tuple(services)
         self.assoc: Association | None = None
-        self._sink: StoreSink | None = None
         self._msg_id = 0
 
     def __enter__(self) -> Session:
@@ -211,15 +219,6 @@ class Session:
         if "move" in self.services:
             for model in MOVE_MODELS.values():
                 ae.add_requested_context(model)
-        ext_neg = []
-        handlers: list = []
-        if "get" in self.services:
-            for model in GET_MODELS.values():
-                ae.add_requested_context(model)
-            for uid in GET_STORAGE_CLASSES:
-                ae.add_requested_context(uid, PREFERRED_TRANSFER_SYNTAXES)
-                ext_neg.append(build_role(uid, scp_role=True))
-            handlers.append((evt.EVT_C_STORE, self._on_store))
         conn = _Connection()
 
         def _opened(event: evt.Event) -> None:
@@ -230,8 +229,7 @@ class Session:
             self.peer.host,
             self.peer.port,
             ae_title=self.peer.called_ae,
-            evt_handlers=[(evt.EVT_CONN_OPEN, _opened), *handlers],
-            ext_neg=ext_neg or None,
+            evt_handlers=[(evt.EVT_CONN_OPEN, _opened)],
         )
         if not assoc.is_established:
             _raise_for_failed_association(assoc, self.peer, conn, time.monotonic() - started)
@@ -328,21 +326,6 @@ class Session:
         self._msg_id = self._msg_id % 65535 + 1
         return self._msg_id
 
-    def _on_store(self, event: evt.Event) -> int:
-        """C-STORE sub-operations of a C-GET, on our association. Never raises."""
-        sink = self._sink
-        if sink is None:
-            return 0xC211  # no C-GET of ours in progress: refuse (cannot understand)
-        try:
-            study_uid = str(event.dataset.get("StudyInstanceUID", "") or "")
-            return sink(
-                study_uid, str(event.request.AffectedSOPInstanceUID), event.encoded_dataset()
-            )
-        except OSError:
-            return 0xA700  # out of resources: the disk is full or unwritable
-        except Exception:  # noqa: BLE001  (a handler must not raise)
-            return 0xC211
-
     def _retrieve(
         self,
         operation: str,
@@ -438,27 +421,6 @@ class Session:
                     "DCMTK: HostTable)",
                 )
             raise
-
-    def get(
-        self,
-        identifier: Dataset,
-        *,
-        sink: StoreSink,
-        model: str = "S",
-        on_progress: ProgressCallback | None = None,
-    ) -> RetrieveResult:
-        """C-GET: the PACS sends the instances on this association; ``sink``
-        stores each one and returns the C-STORE status."""
-        assoc = self._require()
-        msg_id = self._next_msg_id()
-        self._sink = sink
-        try:
-            responses = assoc.send_c_get(identifier, GET_MODELS[model], msg_id=msg_id)
-            return self._retrieve(
-                "C-GET", responses, msg_id=msg_id, model=GET_MODELS[model], on_progress=on_progress
-            )
-        finally:
-            self._sink = None
 
 
 def echo(peer: Peer) -> EchoResult:

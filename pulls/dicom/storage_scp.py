@@ -95,7 +95,7 @@ class StorageSCP:
                 ae_title=self.ae_title, contexts=self.contexts, busy=busy
             ):
                 return
-            for context_id, command in conn.messages(self.writer):
+            for context_id, command, _ in conn.messages(self.writer):
                 if command.get(0x0100) == C_ECHO_RQ:
                     conn.send_message(
                         context_id,

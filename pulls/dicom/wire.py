@@ -40,8 +40,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
-from pulls.dicom.paths import safe_component
-from pulls.dicom.staging import TEMP_PREFIX
+from pulls.dicom.staging import TEMP_PREFIX, instance_name, study_dir
 
 log = logging.getLogger(__name__)
 
@@ -257,17 +256,23 @@ class Connection:
 
     # --- messages -----------------------------------------------------------------
 
-    def messages(self, store: InstanceWriter) -> Iterator[tuple[int, dict[int, object]]]:
-        """Yield (context id, command) for every complete message except C-STOREs,
-        which ``store`` writes and answers on its own. Ends on release or abort."""
+    def messages(
+        self, store: InstanceWriter
+    ) -> Iterator[tuple[int, dict[int, object], bytes | None]]:
+        """Yield (context id, command, data set bytes or None) for every complete
+        message except C-STOREs, which ``store`` writes and answers on its own.
+        Ends when the association is released; raises PeerGone on abort."""
         command = bytearray()
         writer: _PendingStore | None = None
+        pending: tuple[int, dict[int, object]] | None = None  # a command awaiting its data set
+        dataset = bytearray()
         while True:
             pdu_type, body = self.read_pdu()
-            if pdu_type == RELEASE_RQ:
+            if pdu_type in (RELEASE_RQ, RELEASE_RP):
                 if writer is not None:
                     writer.discard()
-                self.send_pdu(RELEASE_RP, b"\x00\x00\x00\x00")
+                if pdu_type == RELEASE_RQ:
+                    self.send_pdu(RELEASE_RP, b"\x00\x00\x00\x00")
                 return
             if pdu_type == ABORT:
                 if writer is not None:
@@ -290,18 +295,86 @@ class Connection:
                         continue
                     fields = decode_command(bytes(command))
                     command.clear()
+                    has_dataset = fields.get(0x0800) != NO_DATASET
                     if fields.get(0x0100) == C_STORE_RQ:
                         writer = store.begin(self, context_id, fields)
-                        if fields.get(0x0800) == NO_DATASET:
+                        if not has_dataset:
                             writer.finish()
                             writer = None
-                        continue
-                    yield context_id, fields
+                    elif has_dataset:
+                        pending = (context_id, fields)
+                    else:
+                        yield context_id, fields, None
                 elif writer is not None:
                     writer.write(data)
                     if control & 0x02:
                         writer.finish()
                         writer = None
+                elif pending is not None:
+                    dataset += data
+                    if control & 0x02:
+                        yield pending[0], pending[1], bytes(dataset)
+                        pending = None
+                        dataset.clear()
+
+    def release(self) -> None:
+        """A-RELEASE-RQ; the reply is read by ``messages``."""
+        self.send_pdu(RELEASE_RQ, b"\x00\x00\x00\x00")
+
+    # --- association, requestor side ----------------------------------------------
+
+    def request_association(
+        self,
+        *,
+        calling_ae: str,
+        called_ae: str,
+        contexts: list[PresentationContext],
+        extra_user_information: list | None = None,
+    ) -> A_ASSOCIATE:
+        """Send the A-ASSOCIATE-RQ; return the peer's answer (AC or RJ primitive).
+
+        Raises PeerGone if the peer aborts or closes instead of answering."""
+        request = A_ASSOCIATE()
+        request.application_context_name = APPLICATION_CONTEXT_NAME
+        request.calling_ae_title = calling_ae
+        request.called_ae_title = called_ae
+        for n, cx in enumerate(contexts):
+            cx.context_id = 2 * n + 1
+        request.presentation_context_definition_list = contexts
+        request.user_information = _user_information() + list(extra_user_information or [])
+        rq = A_ASSOCIATE_RQ()
+        rq.from_primitive(request)
+        self.send(rq.encode())
+        pdu_type, body = self.read_pdu()
+        raw = struct.pack(">BBI", pdu_type, 0, len(body)) + body
+        if pdu_type == ASSOCIATE_AC:
+            ac = A_ASSOCIATE_AC()
+            ac.decode(raw)
+            answer = ac.to_primitive()
+            proposed = {cx.context_id: cx for cx in contexts}
+            for cx in answer.presentation_context_definition_results_list:
+                if cx.result == 0x00 and cx.context_id in proposed:
+                    self.accepted.contexts[cx.context_id] = (
+                        str(proposed[cx.context_id].abstract_syntax),
+                        str(cx.transfer_syntax[0]),
+                    )
+            for item in answer.user_information:
+                if isinstance(item, MaximumLengthNotification):
+                    self.accepted.peer_max_pdu = item.maximum_length_received
+            self.accepted.calling_ae = calling_ae
+            self.accepted.called_ae = called_ae
+            return answer
+        if pdu_type == ASSOCIATE_RJ:
+            rj = A_ASSOCIATE_RJ()
+            rj.decode(raw)
+            return rj.to_primitive()
+        raise PeerGone(f"the peer answered the association request with PDU 0x{pdu_type:02X}")
+
+    def context_for(self, abstract_syntax: str) -> tuple[int, str] | None:
+        for context_id, (syntax, transfer_syntax) in self.accepted.contexts.items():
+            if syntax == abstract_syntax:
+                return context_id, transfer_syntax
+        return None
 
 
 def _user_information() -> list:
@@ -543,8 +616,8 @@ class _PendingStore:
         return str(ds.get("StudyInstanceUID", "") or "")
 
     def _place(self) -> None:
-        folder = self.owner.staging_dir / safe_component(self._study_uid() or "unknown-study")
-        final = folder / f"{safe_component(str(self.command.get(0x1000, '')))}.dcm"
+        folder = study_dir(self.owner.staging_dir, self._study_uid())
+        final = folder / instance_name(str(self.command.get(0x1000, "")))
         if self.spill is not None and self.spill_path is not None:
             self.spill.close()
             self.spill = None

@@ -10,7 +10,8 @@ from pydicom.uid import ImplicitVRLittleEndian
 from pulls.dicom import Session
 from pulls.dicom.completeness import Verdict, assess
 from pulls.dicom.counting import count_instances
-from pulls.dicom.staging import stage_instance, staged_sop_files
+from pulls.dicom.getscu import GetSession
+from pulls.dicom.staging import staged_sop_files
 
 
 def _q(level: str, **keys) -> Dataset:
@@ -134,16 +135,19 @@ def test_move_of_a_series_brings_only_that_series(any_pacs, dicom_data, staging)
 
 def test_get_of_a_study_receives_every_instance_on_the_association(any_pacs, dicom_data, tmp_path):
     study_uid, instances = sorted(dicom_data.studies.items())[3]
-
-    def sink(study: str, sop: str, data: bytes) -> int:
-        stage_instance(tmp_path, study_uid=study, sop_uid=sop, data=[data])
-        return 0
-
-    with Session(any_pacs, services=("find", "get")) as s:
+    progress = []
+    with Session(any_pacs, services=("find",)) as s:
         expected = count_instances(s, study_uid=study_uid)
-        result = s.get(_q("STUDY", StudyInstanceUID=study_uid), sink=sink)
+    with GetSession(any_pacs, staging_dir=tmp_path) as g:
+        result = g.get(_q("STUDY", StudyInstanceUID=study_uid), on_progress=progress.append)
+        # one association serves several C-GETs
+        again = g.get(_q("STUDY", StudyInstanceUID=study_uid))
     verdict = assess(
         result, expected=expected, count_received=lambda: len(staged_sop_files(tmp_path, study_uid))
     )
     assert verdict.verdict is Verdict.COMPLETE, verdict.message
+    assert (result.status, result.completed, again.completed) == (0, len(instances), len(instances))
+    assert progress[-1].completed == len(instances)
+    assert g.counters.received == 2 * len(instances)
     _assert_received_exactly(tmp_path, dicom_data, instances)
+    assert not list((tmp_path / ".incoming").iterdir())
