@@ -1,21 +1,32 @@
 """The storage SCP writes what it receives, byte for byte, inside the staging area."""
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
-from pynetdicom import AE, StoragePresentationContexts
+from pynetdicom import AE
 
+from pulls.dicom.staging import staged_sop_files
 from pulls.dicom.storage_scp import StorageSCP
-from pulls.sandbox.procs import free_port
+from pulls.sandbox.procs import free_port, port_open
+from tests.conftest import REPO, wait_for
+from tests.pulls.test_engine import dataset_bytes
 
 
-def _send(port: int, paths: list[Path]) -> list[int]:
+def _send(port: int, paths: list[Path], *, ae_title: str = "PACSNPULL") -> list[int]:
+    datasets = [dcmread(p) for p in paths]
     ae = AE(ae_title="SENDER")
-    ae.requested_contexts = StoragePresentationContexts[:128]
-    assoc = ae.associate("127.0.0.1", port, ae_title="PACSNPULL")
+    for pair in {(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets}:
+        ae.add_requested_context(*pair)
+    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
     assert assoc.is_established
     try:
-        return [int(assoc.send_c_store(dcmread(p)).Status) for p in paths]
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
     finally:
         assoc.release()
 
@@ -29,13 +40,14 @@ def test_received_files_are_byte_identical_by_study(tmp_path, dicom_data):
     assert scp.counters.received == 4
     for inst in sent:
         received = tmp_path / inst.study_instance_uid / f"{inst.sop_instance_uid}.dcm"
-        original = dcmread(dicom_data.root / inst.path)
-        copy = dcmread(received)
-        assert copy.SOPInstanceUID == inst.sop_instance_uid
-        assert copy.PixelData == original.PixelData
-    assert not list(tmp_path.rglob(".incoming-*"))
+        assert dataset_bytes(received) == dataset_bytes(dicom_data.root / inst.path)
+        meta = dcmread(received).file_meta
+        assert meta.MediaStorageSOPInstanceUID == inst.sop_instance_uid
+        assert meta.SourceApplicationEntityTitle == "SENDER"
+    assert not [p for p in tmp_path.rglob("*.part")]
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # hostile on purpose
 def test_a_hostile_uid_never_leaves_the_staging_folder(tmp_path, dicom_data):
     staging = tmp_path / "staging"
     ds = dcmread(dicom_data.root / dicom_data.instances[0].path)
@@ -52,3 +64,120 @@ def test_a_hostile_uid_never_leaves_the_staging_folder(tmp_path, dicom_data):
     assert written[0].is_relative_to(staging)
     assert ".." not in written[0].relative_to(staging).parts
     assert written[0].name.startswith("x")
+    assert written[0].parent.name.startswith("x")
+
+
+def test_it_rejects_an_association_for_another_ae_title(tmp_path):
+    port = free_port()
+    with StorageSCP(ae_title="PACSNPULL", port=port, staging_dir=tmp_path):
+        ae = AE(ae_title="SENDER")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", port, ae_title="SOMEONEELSE")
+        assert assoc.is_rejected
+        assert assoc.acceptor.primitive.diagnostic == 7  # called AE title not recognised
+
+
+def test_it_answers_echo(tmp_path):
+    from pulls.dicom import Peer, echo
+
+    port = free_port()
+    with StorageSCP(ae_title="PACSNPULL", port=port, staging_dir=tmp_path):
+        assert echo(Peer("127.0.0.1", port, "PACSNPULL", "PACS")).status == 0
+
+
+def test_concurrent_associations_each_land_complete(tmp_path, dicom_data):
+    port = free_port()
+    groups = [list(items) for _, items in sorted(dicom_data.studies.items())[:4]]
+    results: list[list[int]] = []
+    with StorageSCP(ae_title="PACSNPULL", port=port, staging_dir=tmp_path) as scp:
+        threads = [
+            threading.Thread(
+                target=lambda g=g: results.append(
+                    _send(port, [dicom_data.root / i.path for i in g])
+                )
+            )
+            for g in groups
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert sorted(map(len, results)) == sorted(map(len, groups))
+    assert all(s == 0 for r in results for s in r)
+    assert scp.counters.received == sum(map(len, groups))
+    for group in groups:
+        files = staged_sop_files(tmp_path, group[0].study_instance_uid)
+        assert {f.stem for f in files} == {i.sop_instance_uid for i in group}
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 48 KiB tmpfs: a real full disk (needs root, as CI has)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the disk-full test needs root to mount a tmpfs")
+        pytest.skip("needs root to mount a small tmpfs (CI runs it)")
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount_point)], check=True
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_is_answered_with_0xa700_and_leaves_no_partial_file(tiny_disk, sandbox):
+    from pulls.sandbox.synthetic import generate
+
+    big = generate(sandbox / "big", patients=1, studies=1, series=1, instances=12, seed=9, size=64)
+    port = free_port()
+    files = [big.root / i.path for i in big.instances]
+    with StorageSCP(ae_title="PACSNPULL", port=port, staging_dir=tiny_disk) as scp:
+        statuses = _send(port, files)
+        assert 0xA700 in statuses
+        stored = statuses.index(0xA700)
+        assert set(statuses[:stored]) == {0} and set(statuses[stored:]) == {0xA700}
+        on_disk = staged_sop_files(tiny_disk, big.instances[0].study_instance_uid)
+        assert len(on_disk) == stored
+        for path in on_disk:  # every file that exists is whole
+            original = big.root / next(
+                i.path for i in big.instances if i.sop_instance_uid == path.stem
+            )
+            assert dataset_bytes(path) == dataset_bytes(original)
+        assert not list(tiny_disk.rglob("*.part"))
+        # Space freed: the SCP works again, it did not crash.
+        for path in on_disk:
+            path.unlink()
+        assert _send(port, files[:1]) == [0]
+        assert scp.counters.failed == len(statuses) - stored
+
+
+def test_the_storescp_command_listens_and_stops_cleanly_on_sigterm(tmp_path, dicom_data):
+    port = free_port()
+    env = dict(
+        os.environ,
+        PACSNPULL_INSTANCE_DIR=str(tmp_path),
+        PACSNPULL_SCP_PORT=str(port),
+        PACSNPULL_STAGING_DIR=str(tmp_path / "staging"),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "storescp"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: port_open(port), timeout=30, what="the storage SCP to listen")
+        assert _send(port, [dicom_data.root / dicom_data.instances[0].path]) == [0]
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "storage SCP stopped (1 received, 0 failed)" in out
+    assert not port_open(port)
