@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
@@ -71,17 +72,36 @@ class ScriptedPacs:
             else:
                 yield 0xFF00, ds
 
+    def _get(self, event: evt.Event):
+        if self.behaviour == "stall":
+            time.sleep(30)
+        to_send = list(self.datasets)
+        if self.behaviour == "withhold":
+            to_send = to_send[: -self.withhold]
+        yield len(to_send)
+        for ds in to_send:
+            yield 0xFF00, ds
+
     def start(self) -> ScriptedPacs:
         ae = AE(ae_title=self.ae_title)
         ae.add_supported_context(Verification)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
         for ds in self.datasets:
             ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+            # C-GET: the storage classes come back in our SCU role (PS3.4 C.4.3.1)
+            ae.add_supported_context(
+                ds.SOPClassUID, ds.file_meta.TransferSyntaxUID, scu_role=True, scp_role=True
+            )
         self._server = ae.start_server(
             ("127.0.0.1", self.port),
             block=False,
-            evt_handlers=[(evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move)],
+            evt_handlers=[
+                (evt.EVT_C_FIND, self._find),
+                (evt.EVT_C_MOVE, self._move),
+                (evt.EVT_C_GET, self._get),
+            ],
         )
         return self
 
