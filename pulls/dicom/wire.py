@@ -56,6 +56,8 @@ P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = 0x04, 0x05, 0x06, 0x07
 # Command fields (PS3.7 E.1)
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
 C_GET_RQ, C_GET_RSP = 0x0010, 0x8010
+C_FIND_RQ, C_FIND_RSP = 0x0020, 0x8020
+C_MOVE_RQ, C_MOVE_RSP = 0x0021, 0x8021
 C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
 C_CANCEL_RQ = 0x0FFF
 NO_DATASET = 0x0101
@@ -66,7 +68,7 @@ STATUS_PROCESSING_FAILURE = 0x0110
 
 _UI_TAGS = {0x0002, 0x0003, 0x1000, 0x1001}  # (0000,xxxx) elements that hold UIDs
 _US_TAGS = {0x0100, 0x0110, 0x0120, 0x0700, 0x0800, 0x0900, 0x1020, 0x1021, 0x1022, 0x1023}
-_TEXT_TAGS = {0x0902, 0x1030}
+_TEXT_TAGS = {0x0600, 0x0902, 0x1030}  # Move Destination, Error Comment, Originator AE
 
 
 class PeerGone(Exception):
@@ -257,7 +259,7 @@ class Connection:
     # --- messages -----------------------------------------------------------------
 
     def messages(
-        self, store: InstanceWriter
+        self, store: InstanceWriter | None
     ) -> Iterator[tuple[int, dict[int, object], bytes | None]]:
         """Yield (context id, command, data set bytes or None) for every complete
         message except C-STOREs, which ``store`` writes and answers on its own.
@@ -297,6 +299,9 @@ class Connection:
                     command.clear()
                     has_dataset = fields.get(0x0800) != NO_DATASET
                     if fields.get(0x0100) == C_STORE_RQ:
+                        if store is None:  # we asked for no instances on this association
+                            self.abort()
+                            raise PeerGone("the peer sent a C-STORE we did not ask for")
                         writer = store.begin(self, context_id, fields)
                         if not has_dataset:
                             writer.finish()

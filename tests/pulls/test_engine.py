@@ -10,7 +10,6 @@ from pydicom.uid import ImplicitVRLittleEndian
 from pulls.dicom import Session
 from pulls.dicom.completeness import Verdict, assess
 from pulls.dicom.counting import count_instances
-from pulls.dicom.getscu import GetSession
 from pulls.dicom.staging import staged_sop_files
 
 
@@ -138,7 +137,7 @@ def test_get_of_a_study_receives_every_instance_on_the_association(any_pacs, dic
     progress = []
     with Session(any_pacs, services=("find",)) as s:
         expected = count_instances(s, study_uid=study_uid)
-    with GetSession(any_pacs, staging_dir=tmp_path) as g:
+    with Session(any_pacs, services=("get",), staging_dir=tmp_path) as g:
         result = g.get(_q("STUDY", StudyInstanceUID=study_uid), on_progress=progress.append)
         # one association serves several C-GETs
         again = g.get(_q("STUDY", StudyInstanceUID=study_uid))

@@ -133,14 +133,12 @@ def test_a_rejected_calling_ae_title_is_named(one_study):
 
 
 def test_a_get_with_instances_withheld_is_caught(one_study, tmp_path):
-    from pulls.dicom.getscu import GetSession
-
     study_uid, files = one_study
     with _scripted(one_study, "withhold") as pacs:
         peer = peer_for(pacs.port, pacs.ae_title)
         with Session(peer, services=("find",)) as s:
             expected = count_instances(s, study_uid=study_uid)
-        with GetSession(peer, staging_dir=tmp_path) as g:
+        with Session(peer, services=("get",), staging_dir=tmp_path) as g:
             result = g.get(_study(study_uid))
     verdict = assess(
         result,
@@ -154,12 +152,13 @@ def test_a_get_with_instances_withheld_is_caught(one_study, tmp_path):
 
 
 def test_a_stalled_get_hits_the_dimse_timeout(one_study, tmp_path):
-    from pulls.dicom.getscu import GetSession
-
     with _scripted(one_study, "stall") as pacs:
         peer = peer_for(pacs.port, pacs.ae_title, dimse_timeout=2)
         started = time.monotonic()
-        with pytest.raises(PacsTimeout) as info, GetSession(peer, staging_dir=tmp_path) as g:
+        with (
+            pytest.raises(PacsTimeout) as info,
+            Session(peer, services=("get",), staging_dir=tmp_path) as g,
+        ):
             g.get(_study(one_study[0]))
     assert time.monotonic() - started < 10
     assert "did not answer C-GET within 2 s" in str(info.value)
@@ -167,16 +166,15 @@ def test_a_stalled_get_hits_the_dimse_timeout(one_study, tmp_path):
 
 def test_get_reports_refused_connections_and_rejections(orthanc, tmp_path):
     from pulls.dicom import PacsRejected, PacsUnavailable
-    from pulls.dicom.getscu import GetSession
     from pulls.sandbox.procs import free_port
 
     with (
         pytest.raises(PacsUnavailable, match="connection refused"),
-        GetSession(peer_for(free_port(), "NOBODY"), staging_dir=tmp_path),
+        Session(peer_for(free_port(), "NOBODY"), services=("get",), staging_dir=tmp_path),
     ):
         pass
     with (
         pytest.raises(PacsRejected, match="Called AE title not recognised"),
-        GetSession(peer_for(orthanc.dicom_port, "WRONG"), staging_dir=tmp_path),
+        Session(peer_for(orthanc.dicom_port, "WRONG"), services=("get",), staging_dir=tmp_path),
     ):
         pass
