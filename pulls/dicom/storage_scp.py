@@ -30,6 +30,7 @@ from pulls.dicom.wire import (
     STATUS_SUCCESS,
     Connection,
     InstanceWriter,
+    NegotiationCache,
     PeerGone,
     StoreCounters,
     encode_command,
@@ -76,6 +77,7 @@ class StorageSCP:
         self.network_timeout = network_timeout
         self.writer = InstanceWriter(staging_dir)
         self.contexts = storage_contexts()
+        self.negotiations = NegotiationCache()
         self._active = 0
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -92,7 +94,10 @@ class StorageSCP:
             self._active += 1
         try:
             if not conn.accept_association(
-                ae_title=self.ae_title, contexts=self.contexts, busy=busy
+                ae_title=self.ae_title,
+                contexts=self.contexts,
+                busy=busy,
+                cache=self.negotiations,
             ):
                 return
             for context_id, command, _ in conn.messages(self.writer):
