@@ -55,11 +55,18 @@ class PacsNode(models.Model):
     retrieve_method = models.CharField(
         max_length=4, choices=RetrieveMethod.choices, default=RetrieveMethod.MOVE
     )
-    # Timeouts in seconds (pynetdicom: connection, ACSE, DIMSE, network).
-    connect_timeout = models.PositiveIntegerField(default=10)
-    acse_timeout = models.PositiveIntegerField(default=30)
-    dimse_timeout = models.PositiveIntegerField(default=60)
-    network_timeout = models.PositiveIntegerField(default=120)
+    # Timeouts in seconds.
+    connect_timeout = models.PositiveIntegerField(default=10, help_text="TCP connect.")
+    acse_timeout = models.PositiveIntegerField(
+        default=30, help_text="Answer to the association request."
+    )
+    dimse_timeout = models.PositiveIntegerField(
+        default=60, help_text="Answer to a C-ECHO, and each C-FIND response."
+    )
+    network_timeout = models.PositiveIntegerField(
+        default=120,
+        help_text="Longest silence between the sub-operations of a C-MOVE or C-GET.",
+    )
     # Limits: how hard the portal, all workers together, may hit this node.
     max_associations = models.PositiveIntegerField(
         default=2, validators=[MinValueValidator(1)], help_text="Concurrent associations."

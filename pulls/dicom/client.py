@@ -93,10 +93,10 @@ class Peer:
     port: int
     called_ae: str
     calling_ae: str
-    connect_timeout: float = 10
-    acse_timeout: float = 30
-    dimse_timeout: float = 60
-    network_timeout: float = 120
+    connect_timeout: float = 10  # TCP connect
+    acse_timeout: float = 30  # answer to the association request
+    dimse_timeout: float = 60  # answer to a C-ECHO / each C-FIND response
+    network_timeout: float = 120  # silence between the sub-operations of a C-MOVE / C-GET
 
     def describe(self) -> str:
         return f"{self.called_ae}@{self.host}:{self.port}"
@@ -331,9 +331,16 @@ class Session:
         self._require().send_message(context_id, encode_command(command), data)
 
     def _response(
-        self, operation: str, response: int, msg_id: int
+        self, operation: str, response: int, msg_id: int, *, timeout: float | None = None
     ) -> tuple[dict[int, object], bytes | None]:
-        """The next response to ``msg_id``; C-STOREs of a C-GET are handled on the way."""
+        """The next response to ``msg_id``; C-STOREs of a C-GET are handled on the way.
+
+        ``timeout`` is the longest silence allowed: the DIMSE timeout for
+        request/response operations, the network timeout between the
+        sub-operations of a C-MOVE or C-GET (a PACS may fetch from slow storage).
+        """
+        timeout = self.peer.dimse_timeout if timeout is None else timeout
+        self._require().sock.settimeout(timeout)
         while True:
             try:
                 _, fields, dataset = next(self._messages)
@@ -349,8 +356,7 @@ class Session:
                     self.conn.close()
                     self.conn = None
                 raise PacsTimeout(
-                    f"{self.peer.describe()} did not answer {operation} within "
-                    f"{self.peer.dimse_timeout:g} s"
+                    f"{self.peer.describe()} did not answer {operation} within {timeout:g} s"
                 ) from None
             except (PeerGone, OSError):
                 self.conn = None
@@ -433,7 +439,9 @@ class Session:
         progress = Progress()
         cancelled = False
         while True:
-            fields, dataset = self._response(operation, response, msg_id)
+            fields, dataset = self._response(
+                operation, response, msg_id, timeout=self.peer.network_timeout
+            )
             status = int(fields.get(0x0900, 0xC000))
             progress.responses += 1
             if 0x1020 in fields:

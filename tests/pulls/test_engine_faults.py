@@ -151,9 +151,9 @@ def test_a_get_with_instances_withheld_is_caught(one_study, tmp_path):
     assert verdict.received == len(files) - 2
 
 
-def test_a_stalled_get_hits_the_dimse_timeout(one_study, tmp_path):
+def test_a_stalled_get_hits_the_network_timeout(one_study, tmp_path):
     with _scripted(one_study, "stall") as pacs:
-        peer = peer_for(pacs.port, pacs.ae_title, dimse_timeout=2)
+        peer = peer_for(pacs.port, pacs.ae_title, network_timeout=2)
         started = time.monotonic()
         with (
             pytest.raises(PacsTimeout) as info,
