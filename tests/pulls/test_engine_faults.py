@@ -178,3 +178,38 @@ def test_get_reports_refused_connections_and_rejections(orthanc, tmp_path):
         Session(peer_for(orthanc.dicom_port, "WRONG"), services=("get",), staging_dir=tmp_path),
     ):
         pass
+
+
+def test_instances_arriving_after_the_final_response_are_waited_for(dicom_data, tmp_path):
+    """A PACS that answers before its last C-STOREs land (seen in the field)."""
+    import shutil
+    import threading
+
+    from pulls.dicom.client import RetrieveResult
+    from pulls.dicom.staging import study_dir
+
+    study_uid, instances = sorted(dicom_data.studies.items())[5]
+    folder = study_dir(tmp_path, study_uid)
+    folder.mkdir(parents=True)
+
+    def land(items):
+        for inst in items:
+            shutil.copy(dicom_data.root / inst.path, folder / f"{inst.sop_instance_uid}.dcm")
+
+    land(instances[:-2])
+    late = threading.Timer(0.5, land, args=(instances[-2:],))
+    late.start()
+    said = RetrieveResult(
+        status=0, completed=len(instances), failed=0, warning=0,
+        failed_sop_uids=[], responses=len(instances) + 1, seconds=0.1,
+    )  # fmt: skip
+    verdict = assess(
+        said,
+        expected=len(instances),
+        count_received=lambda: len(staged_sop_files(tmp_path, study_uid)),
+        idle_timeout=3,
+    )
+    late.join()
+    assert verdict.verdict is Verdict.COMPLETE
+    assert verdict.late == 2
+    assert "(2 after the final response)" in verdict.message
