@@ -23,7 +23,7 @@ def node_echo(*, node: PacsNode, user: User | None, request: HttpRequest | None 
     except PacsError as exc:
         ok, message = False, str(exc)
     else:
-        ok, message = True, f"C-ECHO succeeded in {result.seconds * 1000:.0f} ms"
+        ok, message = True, f"C-ECHO succeeded in {result.seconds * 1000:.1f} ms"
     PacsNode.objects.filter(pk=node.pk).update(
         last_echo_at=timezone.now(), last_echo_ok=ok, last_echo_message=message[:500]
     )
