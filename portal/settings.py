@@ -223,6 +223,14 @@ PACSNPULL_SCP_BIND = env.str("PACSNPULL_SCP_BIND", "127.0.0.1")
 PACSNPULL_STORAGE_ROOT = env.path("PACSNPULL_STORAGE_ROOT", INSTANCE_DIR / "storage")
 PACSNPULL_STAGING_DIR = env.path("PACSNPULL_STAGING_DIR", INSTANCE_DIR / "staging")
 
+# Query files: bigger ones are refused with a message saying to split them.
+PACSNPULL_QUERY_MAX_ROWS = env.int(
+    "PACSNPULL_QUERY_MAX_ROWS", 100_000, minimum=1, maximum=10_000_000
+)
+PACSNPULL_QUERY_MAX_BYTES = env.int(
+    "PACSNPULL_QUERY_MAX_BYTES", 20 << 20, minimum=1024, maximum=1 << 30
+)
+
 # The demo PACS that `make run` starts on loopback and registers as node DEMO.
 PACSNPULL_DEMO_PACS = env.bool("PACSNPULL_DEMO_PACS", True)
 PACSNPULL_DEMO_PACS_PORT = env.port("PACSNPULL_DEMO_PACS_PORT", 11242)

@@ -116,8 +116,12 @@ def _finish(item: JobItem, token: uuid.UUID, **fields: object) -> bool:
     return bool(updated)
 
 
-def item_succeed(item: JobItem, token: uuid.UUID, **counts: int) -> bool:
+def item_succeed(item: JobItem, token: uuid.UUID, **counts: object) -> bool:
     return _finish(item, token, status=ItemStatus.DONE, error_code=None, error_message="", **counts)
+
+
+def item_cancel(item: JobItem, token: uuid.UUID) -> bool:
+    return _finish(item, token, status=ItemStatus.CANCELLED, error_message="cancelled by a user")
 
 
 def item_fail(
@@ -166,6 +170,7 @@ def job_refresh_counters(job_id: int) -> Job:
         "items_running": by_status.get(ItemStatus.RUNNING, 0),
         "items_done": by_status.get(ItemStatus.DONE, 0),
         "items_failed": by_status.get(ItemStatus.FAILED, 0),
+        "items_cancelled": by_status.get(ItemStatus.CANCELLED, 0),
         "matches": totals["matches"] or 0,
         "instances_expected": totals["expected"] or 0,
         "instances_received": totals["received"] or 0,

@@ -166,6 +166,7 @@ class JobKind(models.TextChoices):
 
 
 class JobStatus(models.TextChoices):
+    DRAFT = "draft", "Draft (not started)"
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     PAUSED = "paused", "Paused"
@@ -180,8 +181,9 @@ ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 class Job(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     kind = models.CharField(max_length=4, choices=JobKind.choices)
-    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.DRAFT)
     title = models.CharField(max_length=200, blank=True)
+    source_name = models.CharField(max_length=255, blank=True, help_text="Uploaded file name.")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
     )
@@ -194,6 +196,7 @@ class Job(models.Model):
     items_running = models.PositiveIntegerField(default=0)
     items_done = models.PositiveIntegerField(default=0)
     items_failed = models.PositiveIntegerField(default=0)
+    items_cancelled = models.PositiveIntegerField(default=0)
     matches = models.PositiveIntegerField(default=0)
     instances_expected = models.PositiveIntegerField(default=0)
     instances_received = models.PositiveIntegerField(default=0)
@@ -243,6 +246,9 @@ class JobItem(models.Model):
     error_code = models.PositiveIntegerField(null=True, blank=True)
     error_message = models.TextField(blank=True)
     matches = models.PositiveIntegerField(default=0)
+    possibly_truncated = models.BooleanField(
+        default=False, help_text="As many matches as the node's result cap: some may be missing."
+    )
     instances_expected = models.PositiveIntegerField(default=0)
     instances_received = models.PositiveIntegerField(default=0)
     instances_failed = models.PositiveIntegerField(default=0)

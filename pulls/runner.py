@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable
 
 from django.db import transaction
+from pydicom.dataset import Dataset
 
 from pulls import items as item_life
 from pulls.audit import audit_record
 from pulls.dicom import PacsError, Peer, Session
 from pulls.dicom.identifiers import IdentifierError, identifier_from_row, match_to_dict
-from pulls.models import AuditAction, FindResult, Job, JobItem, JobKind, PacsNode
+from pulls.models import AuditAction, FindResult, Job, JobItem, JobKind, JobStatus, PacsNode
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,56 @@ def _date(value: str) -> dt.date | None:
         return None
 
 
+def _split_date_range(value: str) -> tuple[str, str] | None:
+    """Two halves of a StudyDate range longer than a day, or None."""
+    if "-" not in value:
+        return None
+    start, end = value.split("-", 1)
+    first = _date(start) if start else dt.date(1900, 1, 1)
+    last = _date(end) if end else dt.date.today()
+    if first is None or last is None or last <= first:
+        return None
+    middle = first + (last - first) // 2
+    return (
+        f"{first:%Y%m%d}-{middle:%Y%m%d}",
+        f"{middle + dt.timedelta(days=1):%Y%m%d}-{last:%Y%m%d}",
+    )
+
+
+def _find_capped(
+    session: Session, row: dict[str, str], *, model: str, cap: int
+) -> tuple[list[Dataset], bool]:
+    """C-FIND one row; a row that hits the node's result cap and has a StudyDate
+    range is split in halves (on the same association) until each part is under
+    the cap. Returns the matches and whether some may still be missing."""
+    matches = list(session.find(identifier_from_row(row), model=model))
+    if not cap or len(matches) < cap:
+        return matches, False
+    halves = _split_date_range(row.get("StudyDate", ""))
+    if halves is None:
+        return matches, True
+    merged: dict[tuple[str, ...], Dataset] = {}
+    truncated = False
+    for half in halves:
+        part, part_truncated = _find_capped(
+            session, {**row, "StudyDate": half}, model=model, cap=cap
+        )
+        truncated = truncated or part_truncated
+        for match in part:
+            key = tuple(
+                str(match.get(k, ""))
+                for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID")
+            )
+            merged[key] = match
+    return list(merged.values()), truncated
+
+
 def _find_one(session: Session, job: Job, item: JobItem) -> dict[str, int]:
-    identifier = identifier_from_row(item.identifier)
+    matches, truncated = _find_capped(
+        session, dict(item.identifier), model=job.node.query_model, cap=job.node.result_cap
+    )
     rows = []
-    for match in session.find(identifier, model=job.node.query_model):
+    for match in matches:
         attrs = match_to_dict(match)
         rows.append(
             FindResult(
@@ -64,10 +111,10 @@ def _find_one(session: Session, job: Job, item: JobItem) -> dict[str, int]:
         # A retried item replaces what an earlier, interrupted attempt stored.
         FindResult.objects.filter(item=item).delete()
         FindResult.objects.bulk_create(rows, batch_size=500)
-    return {"matches": len(rows)}
+    return {"matches": len(rows), "possibly_truncated": truncated}
 
 
-Handler = Callable[[Session, Job, JobItem], dict[str, int]]
+Handler = Callable[[Session, Job, JobItem], dict[str, object]]
 HANDLERS: dict[str, tuple[tuple[str, ...], Handler, AuditAction]] = {
     JobKind.FIND: (("find",), _find_one, AuditAction.FIND),
 }
@@ -86,6 +133,8 @@ def run_chunk(item_ids: list[int]) -> str:
     try:
         with Session(node_peer(job.node), services=services) as session:
             while remaining:
+                if Job.objects.filter(pk=job.pk, status=JobStatus.CANCELLED).exists():
+                    break
                 item = remaining.pop(0)
                 if time.monotonic() - started > renew_after:
                     item_life.lease_renew(token)
@@ -117,6 +166,9 @@ def run_chunk(item_ids: list[int]) -> str:
         for item in remaining:
             item_life.item_fail(item, token, message=str(exc), retryable=exc.retryable)
         log.warning("job %s: association with node %s failed: %s", job.pk, job.node_id, exc)
+    # Items of a job cancelled meanwhile are cancelled, not left running.
+    for item in remaining:
+        item_life.item_cancel(item, token)
     # Items set back to pending for a retry are queued again by the reconciler
     # once their not_before has passed.
     item_life.job_refresh_counters(job.pk)

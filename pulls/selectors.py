@@ -6,7 +6,7 @@ from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from accounts.models import User
-from pulls.models import Job, Membership, PacsNode, Project
+from pulls.models import FindResult, ItemStatus, Job, JobItem, Membership, PacsNode, Project, Role
 
 
 def node_list_for_user(*, user: User) -> QuerySet[PacsNode]:
@@ -31,6 +31,60 @@ def project_list_for_user(*, user: User) -> QuerySet[Project]:
 
 def membership_for(*, user: User, project: Project) -> Membership | None:
     return Membership.objects.filter(user=user, project=project).first()
+
+
+def project_role_for(*, user: User, project: Project) -> str | None:
+    """The user's role in the project; operators act as owners everywhere."""
+    if user.is_operator:
+        return Role.OWNER
+    membership = membership_for(user=user, project=project)
+    return membership.role if membership else None
+
+
+def writable_projects_for(*, user: User) -> QuerySet[Project]:
+    if user.is_operator:
+        return Project.objects.all()
+    return Project.objects.filter(
+        memberships__user=user, memberships__role__in=(Role.OWNER, Role.MEMBER)
+    ).distinct()
+
+
+def job_items(*, job: Job, status: str = "") -> QuerySet[JobItem]:
+    items = JobItem.objects.filter(job=job).order_by("row")
+    if status in ItemStatus.values:
+        items = items.filter(status=status)
+    return items
+
+
+MATCH_SORTS = {
+    "date": ("study_date", "id"),
+    "-date": ("-study_date", "-id"),
+    "patient": ("patient_id", "id"),
+    "modality": ("modality", "id"),
+    "accession": ("accession_number", "id"),
+    "row": ("item__row", "id"),
+}
+
+
+def job_matches(
+    *,
+    job: Job,
+    modality: str = "",
+    date_from=None,
+    date_to=None,
+    description: str = "",
+    sort: str = "row",
+) -> QuerySet[FindResult]:
+    matches = FindResult.objects.filter(job=job)
+    if modality:
+        matches = matches.filter(modality__icontains=modality)
+    if date_from:
+        matches = matches.filter(study_date__gte=date_from)
+    if date_to:
+        matches = matches.filter(study_date__lte=date_to)
+    if description:
+        matches = matches.filter(attributes__StudyDescription__icontains=description)
+    return matches.order_by(*MATCH_SORTS.get(sort, MATCH_SORTS["row"])).select_related("item")
 
 
 def job_list_for_user(*, user: User) -> QuerySet[Job]:

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import User
-from pulls import items
+from pulls import items, selectors
 from pulls.audit import audit_record
 from pulls.dicom import PacsError, echo
-from pulls.models import AuditAction, Job, JobItem, JobKind, PacsNode, Project
+from pulls.models import (
+    AuditAction,
+    ItemStatus,
+    Job,
+    JobItem,
+    JobKind,
+    JobStatus,
+    Membership,
+    PacsNode,
+    Project,
+    Role,
+)
 from pulls.runner import node_peer
+from pulls.seedconfig import SeedConfig
 
 
 def node_echo(*, node: PacsNode, user: User | None, request: HttpRequest | None = None) -> str:
@@ -40,6 +53,17 @@ def node_echo(*, node: PacsNode, user: User | None, request: HttpRequest | None 
     return message
 
 
+def _require_writer(*, user: User, project: Project) -> None:
+    """Owners and members may start and change jobs; viewers only look (403)."""
+    if selectors.project_role_for(user=user, project=project) not in (Role.OWNER, Role.MEMBER):
+        raise PermissionDenied("Viewers cannot start, cancel or retry jobs in this project.")
+
+
+def _require_node(*, user: User, node: PacsNode) -> None:
+    if not selectors.node_list_for_user(user=user).filter(pk=node.pk).exists():
+        raise PermissionDenied(f"The node {node.name} is not granted to you.")
+
+
 def job_create(
     *,
     kind: JobKind,
@@ -47,19 +71,32 @@ def job_create(
     project: Project,
     node: PacsNode,
     rows: Sequence[Mapping[str, str]],
+    row_numbers: Sequence[int] | None = None,
     title: str = "",
+    source_name: str = "",
+    start: bool = False,
     request: HttpRequest | None = None,
 ) -> Job:
-    """Save a job with one item per row, then queue it once the rows are committed."""
-    from pulls.tasks import enqueue_items
-
+    """Save a job with one item per row, as a draft to preview or started at once."""
+    _require_writer(user=owner, project=project)
+    _require_node(user=owner, node=node)
     with transaction.atomic():
         job = Job.objects.create(
-            kind=kind, owner=owner, project=project, node=node, title=title[:200]
+            kind=kind,
+            owner=owner,
+            project=project,
+            node=node,
+            title=title[:200],
+            source_name=source_name[:255],
+            status=JobStatus.DRAFT,
         )
+        numbers = row_numbers or range(1, len(rows) + 1)
         JobItem.objects.bulk_create(
-            [JobItem(job=job, row=n, identifier=dict(row)) for n, row in enumerate(rows, 1)],
-            batch_size=1000,
+            (
+                JobItem(job=job, row=n, identifier=dict(row))
+                for n, row in zip(numbers, rows, strict=True)
+            ),
+            batch_size=2000,
         )
         items.job_refresh_counters(job.pk)
         audit_record(
@@ -68,17 +105,93 @@ def job_create(
             request=request,
             job=job,
             target=str(job.code),
-            details={"kind": kind, "rows": len(rows)},
+            details={"kind": kind, "rows": len(rows), "file": source_name},
         )
-        items.items_enqueue(job, enqueue=enqueue_items)
+        if start:
+            _start(job)
     job.refresh_from_db()
     return job
+
+
+def _start(job: Job) -> None:
+    from pulls.tasks import enqueue_items
+
+    Job.objects.filter(pk=job.pk, status=JobStatus.DRAFT).update(status=JobStatus.QUEUED)
+    job.status = JobStatus.QUEUED
+    items.items_enqueue(job, enqueue=enqueue_items)
+
+
+def job_start(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
+    _require_writer(user=user, project=job.project)
+    _require_node(user=user, node=job.node)
+    if job.status != JobStatus.DRAFT:
+        raise ValidationError("This job has already been started.")
+    with transaction.atomic():
+        _start(job)
+    job.refresh_from_db()
+    return job
+
+
+def job_cancel(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
+    """Stop a job: pending rows are cancelled; rows being worked on finish first."""
+    _require_writer(user=user, project=job.project)
+    if job.status not in (JobStatus.DRAFT, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED):
+        raise ValidationError("This job has already ended.")
+    with transaction.atomic():
+        now = timezone.now()
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED, finished_at=now)
+        JobItem.objects.filter(job=job, status=ItemStatus.PENDING).update(
+            status=ItemStatus.CANCELLED, finished_at=now, error_message="cancelled by a user"
+        )
+        items.job_refresh_counters(job.pk)
+        audit_record(
+            action=AuditAction.JOB_CANCELLED,
+            actor=user,
+            request=request,
+            job=job,
+            target=str(job.code),
+        )
+    job.refresh_from_db()
+    return job
+
+
+def job_retry_failed(*, job: Job, user: User, request: HttpRequest | None = None) -> int:
+    """Send the failed rows again, with fresh attempts. Returns how many."""
+    from pulls.tasks import enqueue_items
+
+    _require_writer(user=user, project=job.project)
+    _require_node(user=user, node=job.node)
+    if job.status in (JobStatus.DRAFT, JobStatus.CANCELLED):
+        raise ValidationError("Only a started job that is not cancelled can retry rows.")
+    with transaction.atomic():
+        retried = JobItem.objects.filter(job=job, status=ItemStatus.FAILED).update(
+            status=ItemStatus.PENDING,
+            attempts=0,
+            error_code=None,
+            error_message="",
+            not_before=None,
+            queued_at=None,
+            finished_at=None,
+        )
+        if retried:
+            Job.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, finished_at=None)
+            job.status = JobStatus.QUEUED
+            items.items_enqueue(job, enqueue=enqueue_items)
+            items.job_refresh_counters(job.pk)
+        audit_record(
+            action=AuditAction.JOB_RETRIED,
+            actor=user,
+            request=request,
+            job=job,
+            target=str(job.code),
+            details={"rows": retried},
+        )
+    return retried
 
 
 def demo_setup(*, ae_title: str, host: str, port: int) -> PacsNode:
     """Register the demo PACS as node DEMO and a Demo project owned by the operators."""
     from accounts.models import OPERATORS_GROUP
-    from pulls.models import Membership, Role
 
     with transaction.atomic():
         node, _ = PacsNode.objects.update_or_create(
@@ -93,3 +206,42 @@ def demo_setup(*, ae_title: str, host: str, port: int) -> PacsNode:
                 project=project, user=user, defaults={"role": Role.OWNER}
             )
     return node
+
+
+def cli_setup(*, config: SeedConfig, username: str | None) -> tuple[User, Project, PacsNode]:
+    """The user, project and node that a seed-compatible command works with.
+
+    The node is the PACS of the config (created or updated, named after its
+    address); the project is "Command line" unless the user names one.
+    """
+    with transaction.atomic():
+        if username:
+            user = User.objects.get(username=username)
+        else:
+            user, created = User.objects.get_or_create(username="cli")
+            if created:
+                user.set_unusable_password()
+                user.save(update_fields=["password"])
+        name = f"cli {config.host_name}@{config.host_ip}:{config.host_port}"[:64]
+        node, _ = PacsNode.objects.update_or_create(
+            name=name,
+            defaults={
+                "ae_title": config.host_name,
+                "host": config.host_ip,
+                "port": config.host_port,
+                "calling_ae_title": config.client_name,
+                "move_destination": config.client_name,
+                "query_model": config.query_model,
+                "stall_limit": config.query_break_count,
+                "connect_timeout": config.timeout,
+                "acse_timeout": config.timeout,
+                "dimse_timeout": config.timeout,
+                "is_active": True,
+            },
+        )
+        node.granted_users.add(user)
+        project, _ = Project.objects.get_or_create(
+            slug="command-line", defaults={"name": "Command line"}
+        )
+        Membership.objects.get_or_create(project=project, user=user, defaults={"role": Role.OWNER})
+    return user, project, node

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from pulls import views
 
@@ -6,4 +6,14 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("nodes/<uuid:code>/", views.node_detail, name="node_detail"),
     path("nodes/<uuid:code>/echo/", views.node_echo, name="node_echo"),
+    path("jobs/new/", views.job_new, name="job_new"),
+    path("jobs/<uuid:code>/", views.job_detail, name="job_detail"),
+    path("jobs/<uuid:code>/start/", views.job_start, name="job_start"),
+    path("jobs/<uuid:code>/cancel/", views.job_cancel, name="job_cancel"),
+    path("jobs/<uuid:code>/retry/", views.job_retry, name="job_retry"),
+    re_path(
+        r"^jobs/(?P<code>[0-9a-f-]{36})/matches\.(?P<fmt>csv|xlsx)$",
+        views.job_export,
+        name="job_export",
+    ),
 ]

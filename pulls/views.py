@@ -1,11 +1,27 @@
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from pulls import selectors, services
+from pulls import exports, selectors, services
+from pulls.audit import audit_record
+from pulls.forms import FindJobForm
+from pulls.models import AuditAction, ItemStatus, JobKind, Role
+
+
+class MatchFilterForm(forms.Form):
+    modality = forms.CharField(required=False, max_length=16)
+    date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    description = forms.CharField(required=False, max_length=64)
+    sort = forms.ChoiceField(
+        required=False, choices=[(k, k) for k in selectors.MATCH_SORTS], initial="row"
+    )
 
 
 @login_required
@@ -37,3 +53,108 @@ def node_echo(request: HttpRequest, code: str) -> HttpResponse:
     else:
         messages.error(request, f"{node.name}: {message}")
     return redirect("node_detail", code=node.code)
+
+
+@login_required
+def job_new(request: HttpRequest) -> HttpResponse:
+    form = FindJobForm(request.POST or None, request.FILES or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        parsed = form.parsed
+        job = services.job_create(
+            kind=JobKind.FIND,
+            owner=request.user,
+            project=form.cleaned_data["project"],
+            node=form.cleaned_data["node"],
+            rows=parsed.rows,
+            row_numbers=parsed.numbers,
+            title=form.cleaned_data["title"],
+            source_name=form.cleaned_data["query_file"].name,
+            request=request,
+        )
+        messages.info(
+            request, f"{len(parsed.rows)} rows are valid. Check the preview, then start the job."
+        )
+        return redirect("job_detail", code=job.code)
+    return render(request, "pulls/job_new.html", {"form": form, "nav": "new"})
+
+
+def _page(request: HttpRequest, queryset, param: str, per_page: int = 50):
+    return Paginator(queryset, per_page).get_page(request.GET.get(param))
+
+
+@login_required
+def job_detail(request: HttpRequest, code: str) -> HttpResponse:
+    job = selectors.job_get_for_user(user=request.user, code=code)
+    role = selectors.project_role_for(user=request.user, project=job.project)
+    status = request.GET.get("status", "")
+    filters = MatchFilterForm(request.GET or None)
+    match_args = filters.cleaned_data if filters.is_valid() else {}
+    context = {
+        "job": job,
+        "can_write": role in (Role.OWNER, Role.MEMBER),
+        "rows": _page(request, selectors.job_items(job=job, status=status), "rows_page"),
+        "row_status": status,
+        "row_statuses": ItemStatus.choices,
+        "matches": _page(
+            request,
+            selectors.job_matches(job=job, **{k: v for k, v in match_args.items() if v}),
+            "matches_page",
+        ),
+        "filters": filters,
+        "query_keys": list(job.items.order_by("row").first().identifier) if job.items_total else [],
+        "nav": "jobs",
+    }
+    return render(request, "pulls/job_detail.html", context)
+
+
+def _job_action(request: HttpRequest, code: str, action, done: str) -> HttpResponse:
+    job = selectors.job_get_for_user(user=request.user, code=code)
+    try:
+        result = action(job=job, user=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, done.format(result=result))
+    return redirect("job_detail", code=job.code)
+
+
+@login_required
+@require_POST
+def job_start(request: HttpRequest, code: str) -> HttpResponse:
+    return _job_action(request, code, services.job_start, "The job is queued.")
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, code: str) -> HttpResponse:
+    return _job_action(request, code, services.job_cancel, "The job is cancelled.")
+
+
+@login_required
+@require_POST
+def job_retry(request: HttpRequest, code: str) -> HttpResponse:
+    return _job_action(
+        request, code, services.job_retry_failed, "{result} failed rows queued again."
+    )
+
+
+@login_required
+def job_export(request: HttpRequest, code: str, fmt: str) -> HttpResponse:
+    job = selectors.job_get_for_user(user=request.user, code=code)
+    audit_record(
+        action=AuditAction.EXPORT,
+        request=request,
+        job=job,
+        target=f"matches.{fmt}",
+        details={"format": fmt, "matches": job.matches, "rows": job.items_total},
+    )
+    name = f"pacsnpull-{job.code}-matches.{fmt}"
+    if fmt == "xlsx":
+        response = HttpResponse(
+            exports.xlsx_bytes(job),
+            content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        )
+    else:
+        response = StreamingHttpResponse(exports.csv_chunks(job), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

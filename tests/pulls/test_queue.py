@@ -14,7 +14,9 @@ from tests.conftest import make_node, wait_for
 
 def _job(*, owner, project, node, rows) -> Job:
     """A job saved without being queued, as if its messages were lost."""
-    job = Job.objects.create(kind=JobKind.FIND, owner=owner, project=project, node=node)
+    job = Job.objects.create(
+        kind=JobKind.FIND, owner=owner, project=project, node=node, status=JobStatus.QUEUED
+    )
     JobItem.objects.bulk_create(
         JobItem(job=job, row=n, identifier=row) for n, row in enumerate(rows, 1)
     )
@@ -95,7 +97,7 @@ def _study_rows(dicom_data):
 def test_a_find_job_runs_on_a_real_worker(celery_worker, orthanc_node, alice, project, dicom_data):
     job = job_create(
         kind=JobKind.FIND, owner=alice, project=project, node=orthanc_node,
-        rows=_study_rows(dicom_data),
+        rows=_study_rows(dicom_data), start=True,
     )  # fmt: skip
     wait_for(
         lambda: Job.objects.get(pk=job.pk).status == JobStatus.DONE,

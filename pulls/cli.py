@@ -1,0 +1,71 @@
+"""Running a job in the terminal: the seed-compatible `manage.py find|move`.
+
+The same code path as the workers (runner.run_chunk on claimed items), only
+in this process and with a progress bar instead of Celery.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from django.utils import timezone
+from django.utils.text import slugify
+
+from pulls import exports, items, runner
+from pulls.models import ItemStatus, Job, JobItem, JobStatus
+
+
+def progress_bar(job: Job, *, width: int = 30, stream=sys.stderr) -> None:
+    done = job.items_done + job.items_failed + job.items_cancelled
+    total = max(job.items_total, 1)
+    filled = int(width * done / total)
+    stream.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{job.items_total} rows, "
+        f"{job.items_failed} failed, {job.matches} matches"
+    )
+    stream.flush()
+
+
+def run_inline(job: Job, *, on_progress: Callable[[Job], None] = progress_bar) -> Job:
+    """Work every item of a started job here, retries included, until all are final."""
+    Job.objects.filter(pk=job.pk, status=JobStatus.DRAFT).update(status=JobStatus.QUEUED)
+    while True:
+        now = timezone.now()
+        ready = list(
+            JobItem.objects.filter(job=job, status=ItemStatus.PENDING)
+            .exclude(not_before__gt=now)
+            .order_by("row")
+            .values_list("pk", flat=True)
+        )
+        for start in range(0, len(ready), items.CHUNK_SIZE):
+            runner.run_chunk(ready[start : start + items.CHUNK_SIZE])
+            on_progress(items.job_refresh_counters(job.pk))
+        waiting = JobItem.objects.filter(job=job, status=ItemStatus.PENDING)
+        if not ready and not waiting.exists():
+            break
+        if not ready:
+            first = waiting.order_by("not_before").values_list("not_before", flat=True).first()
+            if first is not None:
+                time.sleep(min(60.0, max(0.1, (first - timezone.now()).total_seconds())))
+    job = items.job_refresh_counters(job.pk)
+    on_progress(job)
+    return job
+
+
+def output_folder(out: Path, job_title: str, kind: str) -> Path:
+    """``OUT/<job_title>/<kind>/``; the title is made a safe folder name."""
+    name = slugify(job_title) or "job"
+    folder = out / name / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_find_results(job: Job, folder: Path) -> Path:
+    path = folder / "find_results.csv"
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        for chunk in exports.csv_chunks(job):
+            fh.write(chunk)
+    return path

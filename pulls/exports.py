@@ -1,0 +1,116 @@
+"""Exports of a find job: one line per match, and one per row that matched
+nothing or failed (with the reason), under one header that never changes
+within a file (the prototype's CSV columns drifted from row to row)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+
+from pydicom.datadict import tag_for_keyword
+
+from pulls.models import FindResult, Job, JobItem
+
+ROW_COLUMNS = ["row", "row_status", "row_matches", "possibly_truncated", "row_error"]
+# Always present, in this order, so scripts can rely on them.
+KEY_COLUMNS = [
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyInstanceUID",
+    "StudyDescription",
+    "ModalitiesInStudy",
+    "SeriesInstanceUID",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SOPInstanceUID",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+    "NumberOfSeriesRelatedInstances",
+]
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> str:
+    """Text that a spreadsheet will not run as a formula (CSV/formula injection)."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_STARTS):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
+
+
+def header_for(job: Job) -> list[str]:
+    """Row columns, the key columns, then every other returned keyword by tag."""
+    extra: set[str] = set()
+    for attributes in FindResult.objects.filter(job=job).values_list("attributes", flat=True):
+        extra.update(attributes)
+    extra -= set(KEY_COLUMNS)
+    return ROW_COLUMNS + KEY_COLUMNS + sorted(extra, key=lambda k: tag_for_keyword(k) or 0)
+
+
+def export_lines(job: Job, header: list[str]) -> Iterator[list[str]]:
+    """Lines in row order, matches of a row in the order the PACS sent them."""
+    attribute_columns = header[len(ROW_COLUMNS) :]
+    matches = (
+        FindResult.objects.filter(job=job)
+        .order_by("item__row", "id")
+        .values_list("item_id", "attributes")
+        .iterator(chunk_size=2000)
+    )
+    pending = next(matches, None)
+    items = (
+        JobItem.objects.filter(job=job)
+        .order_by("row")
+        .values_list("pk", "row", "status", "matches", "possibly_truncated", "error_message")
+        .iterator(chunk_size=2000)
+    )
+    for pk, row, status, count, truncated, error in items:
+        head = [str(row), status, str(count), "yes" if truncated else "", _cell(error)]
+        wrote = False
+        while pending is not None and pending[0] == pk:
+            attributes = pending[1]
+            yield head + [_cell(attributes.get(k, "")) for k in attribute_columns]
+            wrote = True
+            pending = next(matches, None)
+        if not wrote:
+            yield head + [""] * len(attribute_columns)
+
+
+def csv_chunks(job: Job) -> Iterator[str]:
+    """CSV text in chunks, for a streaming response."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    header = header_for(job)
+    writer.writerow(header)
+    for n, line in enumerate(export_lines(job, header), 1):
+        writer.writerow(line)
+        if n % 1000 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def xlsx_bytes(job: Job) -> bytes:
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("matches")
+    header = header_for(job)
+    sheet.append(header)
+    for line in export_lines(job, header):
+        sheet.append(line)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()

@@ -1,0 +1,67 @@
+from crispy_forms.helper import FormHelper
+from crispy_forms.layout import Submit
+from django import forms
+from django.conf import settings
+
+from pulls import selectors
+from pulls.dicom.identifiers import LEVELS
+from pulls.queryfiles import ParsedQueries, parse_query_file
+
+# How many problems the form lists before "and N more".
+_SHOWN_PROBLEMS = 50
+
+
+class FindJobForm(forms.Form):
+    project = forms.ModelChoiceField(queryset=None, empty_label=None)
+    node = forms.ModelChoiceField(queryset=None, empty_label=None, label="PACS node")
+    query_file = forms.FileField(
+        help_text="JSON list of {keyword: value} objects, or CSV / XLSX with DICOM keywords "
+        "as column headers (PatientID, StudyDate, AccessionNumber, ...). Empty or * values "
+        "are returned by the PACS.",
+    )
+    default_level = forms.ChoiceField(
+        choices=[("", "— only from the file —")] + [(lvl, lvl) for lvl in LEVELS],
+        required=False,
+        initial="STUDY",
+        label="QueryRetrieveLevel for rows without one",
+    )
+    title = forms.CharField(max_length=200, required=False)
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["project"].queryset = selectors.writable_projects_for(user=user)
+        self.fields["node"].queryset = selectors.node_list_for_user(user=user).filter(
+            is_active=True
+        )
+        self.parsed: ParsedQueries | None = None
+        self.helper = FormHelper()
+        self.helper.add_input(Submit("submit", "Check the file and preview"))
+
+    def clean(self):
+        cleaned = super().clean()
+        upload = cleaned.get("query_file")
+        if upload is None:
+            return cleaned
+        limit = settings.PACSNPULL_QUERY_MAX_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file is {upload.size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB: "
+                "split it into several files."
+            )
+        parsed = parse_query_file(
+            upload.read(),
+            name=upload.name,
+            default_level=cleaned.get("default_level", ""),
+            max_rows=settings.PACSNPULL_QUERY_MAX_ROWS,
+            max_bytes=limit,
+        )
+        if not parsed.ok:
+            shown = [str(p) for p in parsed.problems[:_SHOWN_PROBLEMS]]
+            more = len(parsed.problems) - len(shown)
+            if more or parsed.truncated:
+                shown.append("… and more problems: fix these first, then upload again.")
+            raise forms.ValidationError(
+                [f"{upload.name}: nothing was saved. Fix these and upload again:", *shown]
+            )
+        self.parsed = parsed
+        return cleaned

@@ -1,0 +1,69 @@
+"""Seed-compatible: `python manage.py find --config CONF.json --query QUERY.json [--out DIR]`.
+
+Results go to DIR/<job_title>/qry/find_results.csv (one line per match, one
+stable header); the job is in the database and the audit log like any other.
+"""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from pulls.cli import output_folder, run_inline, write_find_results
+from pulls.models import JobKind
+from pulls.queryfiles import parse_query_file
+from pulls.seedconfig import ConfigError, load_seed_config
+from pulls.services import cli_setup, job_create
+
+
+class Command(BaseCommand):
+    help = "Run a batch C-FIND from a prototype CONF.json and QUERY.json (or CSV/XLSX)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--config", type=Path, required=True, help="the prototype's CONF.json")
+        parser.add_argument("--query", type=Path, required=True, help="QUERY.json, .csv or .xlsx")
+        parser.add_argument("--out", type=Path, help="output folder (default: instance/cli)")
+        parser.add_argument("--user", help="portal user to act as (default: 'cli')")
+
+    def handle(self, *args, config: Path, query: Path, out: Path | None, user, **options):
+        try:
+            conf = load_seed_config(config)
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            data = query.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"{query}: {exc.strerror}") from None
+        parsed = parse_query_file(
+            data,
+            name=query.name,
+            max_rows=settings.PACSNPULL_QUERY_MAX_ROWS,
+            max_bytes=settings.PACSNPULL_QUERY_MAX_BYTES,
+        )
+        if not parsed.ok:
+            listed = "\n".join(f"  {p}" for p in parsed.problems)
+            raise CommandError(f"{query}: nothing was sent. Fix these and run again:\n{listed}")
+        owner, project, node = cli_setup(config=conf, username=user)
+        job = job_create(
+            kind=JobKind.FIND,
+            owner=owner,
+            project=project,
+            node=node,
+            rows=parsed.rows,
+            row_numbers=parsed.numbers,
+            title=conf.job_title,
+            source_name=query.name,
+        )
+        job = run_inline(job)
+        self.stderr.write("")
+        folder = output_folder(out or settings.INSTANCE_DIR / "cli", conf.job_title, "qry")
+        path = write_find_results(job, folder)
+        summary = (
+            f"{job.items_done} of {job.items_total} rows done, {job.items_failed} failed, "
+            f"{job.matches} matches; results in {path}"
+        )
+        if job.items_failed:
+            failed = job.items.filter(status="failed").order_by("row")[:20]
+            lines = "\n".join(f"  row {i.row}: {i.error_message}" for i in failed)
+            raise CommandError(f"{summary}\n{lines}")
+        self.stdout.write(self.style.SUCCESS(summary))
