@@ -187,6 +187,8 @@ REDIS_URL = env.url(
 PACSNPULL_LEASE_SECONDS = env.int("PACSNPULL_LEASE_SECONDS", 600, minimum=30, maximum=86400)
 # An item that used up its attempts (crashes, timeouts) ends as failed.
 PACSNPULL_MAX_ATTEMPTS = env.int("PACSNPULL_MAX_ATTEMPTS", 3, minimum=1, maximum=50)
+# How long a row waits before a retry after a failure that may heal.
+PACSNPULL_RETRY_SECONDS = env.int("PACSNPULL_RETRY_SECONDS", 60, minimum=0, maximum=86400)
 PACSNPULL_RECONCILE_SECONDS = env.int("PACSNPULL_RECONCILE_SECONDS", 60, minimum=5, maximum=3600)
 
 CELERY_BROKER_URL = REDIS_URL

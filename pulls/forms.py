@@ -5,7 +5,7 @@ from django.conf import settings
 
 from pulls import selectors
 from pulls.dicom.identifiers import LEVELS
-from pulls.queryfiles import ParsedQueries, parse_query_file
+from pulls.queryfiles import ParsedQueries, human_size, parse_query_file
 
 # How many problems the form lists before "and N more".
 _SHOWN_PROBLEMS = 50
@@ -45,7 +45,7 @@ class FindJobForm(forms.Form):
         limit = settings.PACSNPULL_QUERY_MAX_BYTES
         if upload.size > limit:
             raise forms.ValidationError(
-                f"The file is {upload.size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB: "
+                f"The file is {human_size(upload.size)}; the limit is {human_size(limit)}: "
                 "split it into several files."
             )
         parsed = parse_query_file(

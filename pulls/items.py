@@ -131,7 +131,7 @@ def item_fail(
     message: str,
     code: int | None = None,
     retryable: bool,
-    retry_in: int = 60,
+    retry_in: int | None = None,
 ) -> bool:
     """Record a failure; a retryable one goes back to pending until attempts run out."""
     if retryable and item.attempts < settings.PACSNPULL_MAX_ATTEMPTS:
@@ -141,7 +141,8 @@ def item_fail(
             status=ItemStatus.PENDING,
             error_code=code,
             error_message=f"attempt {item.attempts} failed, will retry: {message}",
-            not_before=timezone.now() + timedelta(seconds=retry_in),
+            not_before=timezone.now()
+            + timedelta(seconds=settings.PACSNPULL_RETRY_SECONDS if retry_in is None else retry_in),
             queued_at=None,
         )
     if retryable:

@@ -53,6 +53,10 @@ class ParsedQueries:
         return list(seen)
 
 
+def human_size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1_000_000 else f"{max(1, round(n / 1000))} KB"
+
+
 class QueryFileError(ValueError):
     """The file as a whole cannot be read."""
 
@@ -237,7 +241,7 @@ def parse_query_file(
                 Problem(
                     None,
                     "",
-                    f"is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB: "
+                    f"is {human_size(len(data))}; the limit is {human_size(max_bytes)}: "
                     "split it into several files",
                 )
             ]

@@ -26,6 +26,7 @@ class Orthanc:
         dicom_port: int | None = None,
         http_port: int | None = None,
         dicomweb: bool = False,
+        extra_config: dict | None = None,
     ) -> None:
         self.workdir = workdir
         self.aet = aet
@@ -33,6 +34,7 @@ class Orthanc:
         self.dicom_port = dicom_port or free_port()
         self.http_port = http_port or free_port()
         self.dicomweb = dicomweb
+        self.extra_config = dict(extra_config or {})
         self.server: Server | None = None
 
     @property
@@ -65,6 +67,7 @@ class Orthanc:
         if self.dicomweb:
             config["Plugins"] = ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"]
             config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
+        config.update(self.extra_config)
         return config
 
     def start(self) -> Orthanc:

@@ -17,7 +17,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, config: Path, user: str | None, **options):
         try:
-            conf = load_seed_config(config)
+            conf = load_seed_config(Path(config))
         except ConfigError as exc:
             raise CommandError(str(exc)) from None
         actor, _, node = cli_setup(config=conf, username=user)

@@ -26,6 +26,8 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="portal user to act as (default: 'cli')")
 
     def handle(self, *args, config: Path, query: Path, out: Path | None, user, **options):
+        config, query = Path(config), Path(query)
+        out = Path(out) if out else None
         try:
             conf = load_seed_config(config)
         except ConfigError as exc:

@@ -1,0 +1,111 @@
+"""The prototype's command line: `manage.py echo|find` with its CONF.json and QUERY.json."""
+
+import csv
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from pulls.models import AuditAction, AuditEvent, Job, JobStatus
+
+
+def _conf(tmp_path, port: int, ae: str, **extra) -> str:
+    conf = {
+        "job_title": "cmd line/test",
+        "host_ip": "127.0.0.1",
+        "host_port": port,
+        "client_name": "PACSNPULL",
+        "client_ip": "",
+        "client_port": 2000,
+        "query_model": "S",
+        "query_break_count": 10,
+        "host_name": ae,
+        **extra,
+    }
+    path = tmp_path / "conf.json"
+    path.write_text(json.dumps(conf))
+    return str(path)
+
+
+def _query(tmp_path, rows) -> str:
+    path = tmp_path / "find.json"
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+@pytest.fixture(params=["orthanc", "dcmqrscp"])
+def seed_pacs(request):
+    pacs = request.getfixturevalue(request.param)
+    if request.param == "orthanc":
+        return pacs.dicom_port, "ORTHANC"
+    return pacs.port, "DCMQRSCP"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_echo_with_the_seed_config(tmp_path, orthanc, capsys, flushable_db):
+    call_command("echo", config=_conf(tmp_path, orthanc.dicom_port, "ORTHANC"))
+    assert "C-ECHO succeeded" in capsys.readouterr().out
+    assert AuditEvent.objects.filter(action=AuditAction.ECHO, success=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_find_with_seed_files_writes_every_match(tmp_path, seed_pacs, dicom_data, flushable_db):
+    port, ae = seed_pacs
+    rows = [
+        {"QueryRetrieveLevel": "STUDY", "PatientID": pid, "StudyInstanceUID": "", "StudyDate": ""}
+        for pid in sorted(dicom_data.patients)
+    ]
+    call_command(
+        "find",
+        config=_conf(tmp_path, port, ae),
+        query=_query(tmp_path, rows),
+        out=str(tmp_path / "out"),
+    )
+    results = tmp_path / "out" / "cmd-linetest" / "qry" / "find_results.csv"
+    with open(results, newline="", encoding="utf-8") as fh:
+        lines = list(csv.DictReader(fh))
+    assert {line["StudyInstanceUID"] for line in lines} == set(dicom_data.studies)
+    assert {line["row_status"] for line in lines} == {"done"}
+    job = Job.objects.get()
+    assert (job.status, job.title, job.owner.username) == (JobStatus.DONE, "cmd line/test", "cli")
+    assert AuditEvent.objects.filter(action=AuditAction.FIND, job=job).count() == len(rows)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unknown_config_key_is_named(tmp_path, orthanc, flushable_db):
+    config = _conf(tmp_path, orthanc.dicom_port, "ORTHANC", host_aet="X")
+    with pytest.raises(CommandError, match="unknown key 'host_aet'"):
+        call_command("find", config=config, query=_query(tmp_path, [{"PatientID": "1"}]))
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_query_file_sends_nothing(tmp_path, orthanc, flushable_db):
+    with pytest.raises(CommandError) as info:
+        call_command(
+            "find",
+            config=_conf(tmp_path, orthanc.dicom_port, "ORTHANC"),
+            query=_query(tmp_path, [{"PatientID": "1"}]),
+        )
+    assert "nothing was sent" in str(info.value)
+    assert "row 1, QueryRetrieveLevel: is missing" in str(info.value)
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_rows_give_a_non_zero_exit_with_a_summary(tmp_path, settings, flushable_db):
+    from pulls.sandbox.procs import free_port
+
+    settings.PACSNPULL_RETRY_SECONDS = 0
+    settings.PACSNPULL_MAX_ATTEMPTS = 2
+    with pytest.raises(CommandError) as info:
+        call_command(
+            "find",
+            config=_conf(tmp_path, free_port(), "NOBODY", timeout=2),
+            query=_query(tmp_path, [{"QueryRetrieveLevel": "STUDY", "PatientID": "1"}]),
+            out=str(tmp_path / "out"),
+        )
+    message = str(info.value)
+    assert "0 of 1 rows done, 1 failed" in message
+    assert "row 1: gave up after 2 attempts: could not connect to 127.0.0.1" in message
+    assert (tmp_path / "out" / "cmd-linetest" / "qry" / "find_results.csv").exists()
