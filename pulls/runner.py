@@ -120,11 +120,34 @@ HANDLERS: dict[str, tuple[tuple[str, ...], Handler, AuditAction]] = {
 }
 
 
+def _access_refusal(job: Job) -> str:
+    from pulls import selectors
+    from pulls.models import Role
+
+    owner = job.owner
+    if not owner.is_active:
+        return f"the job's owner {owner.get_username()} is no longer active"
+    if not selectors.node_list_for_user(user=owner).filter(pk=job.node_id).exists():
+        return f"the node {job.node.name} is no longer granted to {owner.get_username()}"
+    role = selectors.project_role_for(user=owner, project=job.project)
+    if role not in (Role.OWNER, Role.MEMBER):
+        return f"{owner.get_username()} may no longer run jobs in {job.project.name}"
+    return ""
+
+
 def run_chunk(item_ids: list[int]) -> str:
     token, claimed = item_life.items_claim(item_ids, worker=socket.gethostname())
     if not claimed:
         return "nothing to do"
     job = Job.objects.select_related("node", "project", "owner").get(pk=claimed[0].job_id)
+    refusal = _access_refusal(job)
+    if refusal:
+        # Access is checked again here, not only when the job was created: a
+        # grant or membership withdrawn since then stops the job's traffic.
+        for item in claimed:
+            item_life.item_fail(item, token, message=refusal, retryable=False)
+        item_life.job_refresh_counters(job.pk)
+        return f"job {job.pk}: {refusal}"
     services, handler, action = HANDLERS[job.kind]
     started = time.monotonic()
     renew_after = item_life.lease_seconds() * _RENEW_FRACTION

@@ -128,3 +128,14 @@ def test_the_reconciler_requeues_an_expired_lease_and_a_worker_finishes_it(
     assert item.attempts == 2
     assert item.matches == 2  # two studies per generated patient
     assert item.claimed_by != "died-mid-item"
+
+
+def test_a_worker_rechecks_access_before_sending_anything(alice, project, orthanc_node):
+    from pulls.runner import run_chunk
+
+    job = _job(owner=alice, project=project, node=orthanc_node, rows=[{"PatientID": "1"}])
+    orthanc_node.granted_users.remove(alice)
+    assert "no longer granted" in run_chunk(list(job.items.values_list("pk", flat=True)))
+    item = job.items.get()
+    assert item.status == ItemStatus.FAILED
+    assert item.error_message == "the node ORTHANC is no longer granted to alice"
