@@ -224,6 +224,11 @@ PACSNPULL_SCP_HOST = env.str("PACSNPULL_SCP_HOST", "127.0.0.1")
 PACSNPULL_SCP_BIND = env.str("PACSNPULL_SCP_BIND", "127.0.0.1")
 PACSNPULL_STORAGE_ROOT = env.path("PACSNPULL_STORAGE_ROOT", INSTANCE_DIR / "storage")
 PACSNPULL_STAGING_DIR = env.path("PACSNPULL_STAGING_DIR", INSTANCE_DIR / "staging")
+# After a C-MOVE/C-GET's final response, wait this long without a new arrival
+# before counting what is missing (some PACS answer before their last C-STORE).
+PACSNPULL_ARRIVAL_WAIT_SECONDS = env.int(
+    "PACSNPULL_ARRIVAL_WAIT_SECONDS", 5, minimum=0, maximum=600
+)
 
 # Query files: bigger ones are refused with a message saying to split them.
 PACSNPULL_QUERY_MAX_ROWS = env.int(

@@ -39,7 +39,7 @@ KEY_COLUMNS = [
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: object) -> str:
+def spreadsheet_safe(value: object) -> str:
     """Text that a spreadsheet will not run as a formula (CSV/formula injection)."""
     text = "" if value is None else str(value)
     if text.startswith(_FORMULA_STARTS):
@@ -76,11 +76,11 @@ def export_lines(job: Job, header: list[str]) -> Iterator[list[str]]:
         .iterator(chunk_size=2000)
     )
     for pk, row, status, count, truncated, error in items:
-        head = [str(row), status, str(count), "yes" if truncated else "", _cell(error)]
+        head = [str(row), status, str(count), "yes" if truncated else "", spreadsheet_safe(error)]
         wrote = False
         while pending is not None and pending[0] == pk:
             attributes = pending[1]
-            yield head + [_cell(attributes.get(k, "")) for k in attribute_columns]
+            yield head + [spreadsheet_safe(attributes.get(k, "")) for k in attribute_columns]
             wrote = True
             pending = next(matches, None)
         if not wrote:

@@ -132,12 +132,15 @@ def item_fail(
     code: int | None = None,
     retryable: bool,
     retry_in: int | None = None,
+    **counts: object,
 ) -> bool:
-    """Record a failure; a retryable one goes back to pending until attempts run out."""
+    """Record a failure (with what was counted); a retryable one goes back to
+    pending until its attempts run out."""
     if retryable and item.attempts < settings.PACSNPULL_MAX_ATTEMPTS:
         return _finish(
             item,
             token,
+            **counts,
             status=ItemStatus.PENDING,
             error_code=code,
             error_message=f"attempt {item.attempts} failed, will retry: {message}",
@@ -147,7 +150,9 @@ def item_fail(
         )
     if retryable:
         message = f"gave up after {item.attempts} attempts: {message}"
-    return _finish(item, token, status=ItemStatus.FAILED, error_code=code, error_message=message)
+    return _finish(
+        item, token, status=ItemStatus.FAILED, error_code=code, error_message=message, **counts
+    )
 
 
 def job_refresh_counters(job_id: int) -> Job:

@@ -131,6 +131,11 @@ class Project(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def storage_dir(self):
+        """The project's folder; the slug is a validated folder name."""
+        return settings.PACSNPULL_STORAGE_ROOT / self.slug
+
 
 class Role(models.TextChoices):
     OWNER = "owner", "Owner"
@@ -390,3 +395,36 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AuditEventIsAppendOnly("Audit events cannot be deleted.")
+
+
+class RetrievedInstance(models.Model):
+    """An instance on disk in a project's storage: each one exactly once.
+
+    The manifest of a retrieval job is the set of these for its items' studies
+    (or series); an item whose instances are all here already is skipped.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="instances")
+    path = models.CharField(max_length=400, help_text="Relative to the project's folder.")
+    patient_id = models.CharField(max_length=64, blank=True)
+    study_instance_uid = models.CharField(max_length=64)
+    series_instance_uid = models.CharField(max_length=64)
+    sop_instance_uid = models.CharField(max_length=64)
+    modality = models.CharField(max_length=16, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    placed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "sop_instance_uid"], name="instance_once_per_project"
+            )
+        ]
+        indexes = [
+            # manifests and the "already complete" check: a project's study or series.
+            models.Index(fields=["project", "study_instance_uid"], name="instance_study"),
+            models.Index(fields=["project", "series_instance_uid"], name="instance_series"),
+        ]
+
+    def __str__(self) -> str:
+        return self.path

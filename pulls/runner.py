@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import transaction
 from pydicom.dataset import Dataset
 
@@ -16,6 +17,7 @@ from pulls.audit import audit_record
 from pulls.dicom import PacsError, Peer, Session
 from pulls.dicom.identifiers import IdentifierError, identifier_from_row, match_to_dict
 from pulls.models import AuditAction, FindResult, Job, JobItem, JobKind, JobStatus, PacsNode
+from pulls.retrieval import retrieve_item
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,8 @@ def _find_one(session: Session, job: Job, item: JobItem) -> dict[str, int]:
 Handler = Callable[[Session, Job, JobItem], dict[str, object]]
 HANDLERS: dict[str, tuple[tuple[str, ...], Handler, AuditAction]] = {
     JobKind.FIND: (("find",), _find_one, AuditAction.FIND),
+    JobKind.MOVE: (("find", "move"), retrieve_item, AuditAction.MOVE),
+    JobKind.GET: (("find", "get"), retrieve_item, AuditAction.GET),
 }
 
 
@@ -154,7 +158,8 @@ def run_chunk(item_ids: list[int]) -> str:
     done = failed = 0
     remaining = list(claimed)
     try:
-        with Session(node_peer(job.node), services=services) as session:
+        staging = settings.PACSNPULL_STAGING_DIR if "get" in services else None
+        with Session(node_peer(job.node), services=services, staging_dir=staging) as session:
             while remaining:
                 if Job.objects.filter(pk=job.pk, status=JobStatus.CANCELLED).exists():
                     break
@@ -175,10 +180,11 @@ def run_chunk(item_ids: list[int]) -> str:
                         message=str(exc),
                         code=getattr(exc, "status", None),
                         retryable=exc.retryable,
+                        **getattr(exc, "counts", {}),
                     )
                     _audit(job, item, action, success=False, message=str(exc))
                     failed += 1
-                    if session.assoc is None or not session.assoc.is_established:
+                    if session.conn is None:  # the association is gone: stop this chunk
                         raise
                     continue
                 item_life.item_succeed(item, token, **counts)

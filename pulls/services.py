@@ -245,3 +245,68 @@ def cli_setup(*, config: SeedConfig, username: str | None) -> tuple[User, Projec
         )
         Membership.objects.get_or_create(project=project, user=user, defaults={"role": Role.OWNER})
     return user, project, node
+
+
+def retrieval_create_from_find(
+    *,
+    find_job: Job,
+    user: User,
+    method: str,
+    level: str = "STUDY",
+    modality: str = "",
+    description: str = "",
+    date_from=None,
+    date_to=None,
+    request: HttpRequest | None = None,
+) -> Job:
+    """A draft C-MOVE/C-GET job for the matches of a find job ("retrieve these").
+
+    One item per distinct study (or series), keyed by its unique UIDs.
+    """
+    if find_job.kind != JobKind.FIND:
+        raise ValidationError("Only the matches of a find job can be retrieved.")
+    matches = selectors.job_matches(
+        job=find_job,
+        modality=modality,
+        description=description,
+        date_from=date_from,
+        date_to=date_to,
+    ).order_by()
+    patient_root = find_job.node.query_model == "P"
+    if level == "SERIES":
+        keys = (
+            matches.exclude(series_instance_uid="")
+            .values_list("patient_id", "study_instance_uid", "series_instance_uid")
+            .distinct()
+        )
+        if not keys:
+            raise ValidationError(
+                "These matches name no series: retrieve whole studies, or run a SERIES-level find."
+            )
+    else:
+        keys = (
+            matches.exclude(study_instance_uid="")
+            .values_list("patient_id", "study_instance_uid")
+            .distinct()
+        )
+    rows = []
+    for key in sorted(set(keys)):
+        row = {"QueryRetrieveLevel": level, "StudyInstanceUID": key[1]}
+        if level == "SERIES":
+            row["SeriesInstanceUID"] = key[2]
+        if patient_root:
+            row["PatientID"] = key[0]
+        rows.append(row)
+    if not rows:
+        raise ValidationError("No matches to retrieve with these filters.")
+    kind = JobKind.GET if method == "get" else JobKind.MOVE
+    return job_create(
+        kind=kind,
+        owner=user,
+        project=find_job.project,
+        node=find_job.node,
+        rows=rows,
+        title=f"Retrieve: {find_job.title or find_job.code}",
+        source_name=f"find job {find_job.code}",
+        request=request,
+    )

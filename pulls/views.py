@@ -8,13 +8,32 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from pulls import exports, selectors, services
+from pulls import exports, manifests, selectors, services
 from pulls.audit import audit_record
 from pulls.forms import FindJobForm
 from pulls.models import AuditAction, ItemStatus, JobKind, Role
 
 
-class MatchFilterForm(forms.Form):
+class SmallControlsMixin:
+    """Bootstrap classes for the compact filter forms rendered field by field."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            css = "form-select" if isinstance(field.widget, forms.Select) else "form-control"
+            field.widget.attrs.setdefault("class", f"{css} {css}-sm")
+
+
+class RetrieveForm(SmallControlsMixin, forms.Form):
+    method = forms.ChoiceField(choices=[("move", "C-MOVE"), ("get", "C-GET")])
+    level = forms.ChoiceField(choices=[("STUDY", "whole studies"), ("SERIES", "series")])
+    modality = forms.CharField(required=False, max_length=16)
+    description = forms.CharField(required=False, max_length=64, label="Description contains")
+    date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+class MatchFilterForm(SmallControlsMixin, forms.Form):
     modality = forms.CharField(required=False, max_length=16)
     date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
@@ -101,7 +120,7 @@ def job_detail(request: HttpRequest, code: str) -> HttpResponse:
             "matches_page",
         ),
         "filters": filters,
-        "query_keys": list(job.items.order_by("row").first().identifier) if job.items_total else [],
+        "retrieve_form": RetrieveForm(initial={"method": job.node.retrieve_method}),
         "nav": "jobs",
     }
     return render(request, "pulls/job_detail.html", context)
@@ -157,4 +176,38 @@ def job_export(request: HttpRequest, code: str, fmt: str) -> HttpResponse:
     else:
         response = StreamingHttpResponse(exports.csv_chunks(job), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@login_required
+@require_POST
+def job_retrieve(request: HttpRequest, code: str) -> HttpResponse:
+    find_job = selectors.job_get_for_user(user=request.user, code=code)
+    form = RetrieveForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Check the retrieval options.")
+        return redirect("job_detail", code=find_job.code)
+    try:
+        job = services.retrieval_create_from_find(
+            find_job=find_job, user=request.user, request=request, **form.cleaned_data
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("job_detail", code=find_job.code)
+    messages.info(request, f"{job.items_total} items to retrieve. Start the job when ready.")
+    return redirect("job_detail", code=job.code)
+
+
+@login_required
+def job_manifest(request: HttpRequest, code: str) -> HttpResponse:
+    job = selectors.job_get_for_user(user=request.user, code=code)
+    audit_record(
+        action=AuditAction.EXPORT,
+        request=request,
+        job=job,
+        target="manifest.csv",
+        details={"instances": job.instances_received},
+    )
+    response = StreamingHttpResponse(manifests.manifest_chunks(job), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="pacsnpull-{job.code}-manifest.csv"'
     return response

@@ -199,7 +199,7 @@ def test_cancel_stops_a_draft_and_its_rows(client, alice, project, orthanc_node,
 
 
 def test_export_cells_never_become_formulas():
-    from pulls.exports import _cell
+    from pulls.exports import spreadsheet_safe as _cell
 
     assert _cell('=HYPERLINK("x")') == '\'=HYPERLINK("x")'
     assert _cell("-12.5") == "-12.5"

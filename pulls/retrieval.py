@@ -1,0 +1,153 @@
+"""Retrieving one item (a study or a series) into the project's storage.
+
+Expected count from the PACS, then C-MOVE (to our storage SCP) or C-GET (on the
+association), a bounded wait for late arrivals, placement into the project's
+layout, and a count of what is really there. Never trusts the final status.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from pulls.dicom import PacsError, Session
+from pulls.dicom.client import Progress
+from pulls.dicom.completeness import assess
+from pulls.dicom.counting import count_instances
+from pulls.dicom.identifiers import identifier_from_row
+from pulls.dicom.placement import header_keys, place_instance
+from pulls.dicom.staging import staged_sop_files
+from pulls.models import Job, JobItem, JobKind, Project, RetrievedInstance
+
+
+class IncompleteRetrieval(PacsError):
+    """Instances are missing or failed; retried until the attempts run out."""
+
+    retryable = True
+
+    def __init__(self, message: str, **counts: int) -> None:
+        super().__init__(message)
+        self.counts = counts
+
+
+class StallGuard:
+    """The prototype's query_break_count: cancel after N responses without progress."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.last = -1
+        self.same = 0
+        self.tripped = False
+
+    def __call__(self, progress: Progress) -> bool:
+        done = progress.completed + progress.failed + progress.warning
+        if done == self.last:
+            self.same += 1
+        else:
+            self.last, self.same = done, 0
+        if self.limit and self.same >= self.limit:
+            self.tripped = True
+            return False
+        return True
+
+
+def _instances(project: Project, study: str, series: str | None):
+    found = RetrievedInstance.objects.filter(project=project, study_instance_uid=study)
+    return found.filter(series_instance_uid=series) if series else found
+
+
+def present_count(project: Project, study: str, series: str | None) -> int:
+    """Instances of the study (series) recorded in the project and still on disk."""
+    root = project.storage_dir
+    paths = _instances(project, study, series).values_list("path", flat=True)
+    return sum(1 for path in paths if (root / path).is_file())
+
+
+def _place_staged(project: Project, staging: Path, study: str, series: str | None) -> int:
+    """Move this study's (series') staged files into the project; returns bytes placed."""
+    placed = []
+    for staged in staged_sop_files(staging, study):
+        if series and header_keys(staged)["SeriesInstanceUID"] != series:
+            continue  # another series of the study: not ours to take
+        item = place_instance(staged, project.storage_dir)
+        placed.append(
+            RetrievedInstance(
+                project=project,
+                path=str(item.path),
+                patient_id=item.patient_id[:64],
+                study_instance_uid=item.study_instance_uid[:64],
+                series_instance_uid=item.series_instance_uid[:64],
+                sop_instance_uid=item.sop_instance_uid[:64],
+                modality=item.modality[:16],
+                size=item.size,
+            )
+        )
+    RetrievedInstance.objects.bulk_create(
+        placed,
+        batch_size=500,
+        update_conflicts=True,
+        unique_fields=["project", "sop_instance_uid"],
+        update_fields=[
+            "path",
+            "patient_id",
+            "study_instance_uid",
+            "series_instance_uid",
+            "modality",
+            "size",
+            "placed_at",
+        ],
+    )
+    return sum(p.size for p in placed)
+
+
+def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object]:
+    node = job.node
+    keys = dict(item.identifier)
+    study = keys["StudyInstanceUID"]
+    series = keys.get("SeriesInstanceUID") or None
+    model = node.query_model
+    expected = count_instances(
+        session, study_uid=study, series_uid=series, patient_id=keys.get("PatientID"), model=model
+    )
+    present = present_count(job.project, study, series)
+    if present >= expected > 0:
+        return {"instances_expected": expected, "instances_received": present}  # nothing to do
+    staging = settings.PACSNPULL_STAGING_DIR
+    identifier = identifier_from_row(keys)
+    guard = StallGuard(node.stall_limit)
+    if job.kind == JobKind.MOVE:
+        result = session.move(
+            identifier,
+            destination=node.effective_move_destination(),
+            destination_address=(settings.PACSNPULL_SCP_HOST, settings.PACSNPULL_SCP_PORT),
+            model=model,
+            on_progress=guard,
+        )
+    else:
+        result = session.get(identifier, model=model, on_progress=guard)
+    verdict = assess(
+        result,
+        expected=expected,
+        count_received=lambda: len(staged_sop_files(staging, study)),
+        idle_timeout=settings.PACSNPULL_ARRIVAL_WAIT_SECONDS,
+    )
+    placed_bytes = _place_staged(job.project, staging, study, series)
+    total = present_count(job.project, study, series)
+    counts = {
+        "instances_expected": expected,
+        "instances_received": total,
+        "instances_failed": result.failed,
+        "bytes_received": placed_bytes,
+    }
+    if guard.tripped:
+        raise IncompleteRetrieval(
+            f"the PACS sent {node.stall_limit} responses without progress: cancelled; "
+            f"{total} of {expected} instances in the project",
+            **counts,
+        )
+    if total < expected:
+        raise IncompleteRetrieval(
+            f"{verdict.message}; {total} of {expected} in the project", **counts
+        )
+    return counts

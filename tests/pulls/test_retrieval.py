@@ -1,0 +1,201 @@
+"""Retrieval jobs: the PACS's instances in the project's storage, exactly, and checked."""
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from pulls.cli import run_inline
+from pulls.models import (
+    AuditAction,
+    AuditEvent,
+    ItemStatus,
+    JobKind,
+    JobStatus,
+    RetrievedInstance,
+)
+from pulls.services import job_create, retrieval_create_from_find
+from tests.conftest import SCP_PORT, make_node
+from tests.pulls.test_engine import dataset_bytes
+
+QUIET = {"on_progress": lambda job: None}
+
+
+@pytest.fixture
+def storage(settings, tmp_path, staging):
+    settings.PACSNPULL_STORAGE_ROOT = tmp_path / "storage"
+    settings.PACSNPULL_STAGING_DIR = staging
+    settings.PACSNPULL_SCP_PORT = SCP_PORT
+    settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
+    settings.PACSNPULL_RETRY_SECONDS = 0
+    return settings.PACSNPULL_STORAGE_ROOT
+
+
+@pytest.fixture(params=["orthanc", "dcmqrscp"])
+def pacs_node(request, alice, bob):
+    pacs = request.getfixturevalue(request.param)
+    port, ae = (
+        (pacs.dicom_port, "ORTHANC") if request.param == "orthanc" else (pacs.port, "DCMQRSCP")
+    )
+    node = make_node(request.param.upper(), port, ae, connect_timeout=5)
+    node.granted_users.add(alice, bob)
+    return node
+
+
+def _find(alice, project, node, patient_ids):
+    rows = [
+        {"QueryRetrieveLevel": "STUDY", "PatientID": pid, "StudyInstanceUID": ""}
+        for pid in patient_ids
+    ]
+    job = job_create(kind=JobKind.FIND, owner=alice, project=project, node=node, rows=rows)
+    return run_inline(job, **QUIET)
+
+
+def _assert_project_holds_exactly(project, instances, root: Path, dicom_data):
+    files = sorted(p for p in (root / project.slug).rglob("*.dcm"))
+    assert {p.stem for p in files} == {i.sop_instance_uid for i in instances}
+    for inst in instances:
+        path = (
+            root
+            / project.slug
+            / inst.patient_id
+            / inst.study_instance_uid
+            / inst.series_instance_uid
+        )
+        placed = path / f"{inst.sop_instance_uid}.dcm"
+        assert dataset_bytes(placed) == dataset_bytes(dicom_data.root / inst.path)
+    assert RetrievedInstance.objects.filter(project=project).count() == len(instances)
+
+
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_a_retrieval_puts_exactly_the_pacs_instances_in_the_project(
+    method, pacs_node, storage, alice, project, dicom_data
+):
+    patients = sorted(dicom_data.patients)[:2]
+    find = _find(alice, project, pacs_node, patients)
+    job = retrieval_create_from_find(find_job=find, user=alice, method=method)
+    assert job.kind == (JobKind.MOVE if method == "move" else JobKind.GET)
+    job = run_inline(job, **QUIET)
+    instances = [i for p in patients for i in dicom_data.patients[p]]
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
+    assert (job.instances_expected, job.instances_received) == (len(instances), len(instances))
+    _assert_project_holds_exactly(project, instances, storage, dicom_data)
+    assert AuditEvent.objects.filter(action=method, job=job).count() == job.items_total
+
+    # A second run costs nothing: every item is complete in the project already.
+    again = run_inline(
+        retrieval_create_from_find(find_job=find, user=alice, method=method), **QUIET
+    )
+    assert again.status == JobStatus.DONE
+    assert again.bytes_received == 0
+    _assert_project_holds_exactly(project, instances, storage, dicom_data)
+
+
+def test_a_series_retrieval_takes_only_that_series(orthanc, storage, alice, project, dicom_data):
+    node = make_node("ORTHANC", orthanc.dicom_port, "ORTHANC")
+    node.granted_users.add(alice)
+    series_uid, instances = sorted(dicom_data.series.items())[0]
+    rows = [
+        {
+            "QueryRetrieveLevel": "SERIES",
+            "StudyInstanceUID": instances[0].study_instance_uid,
+            "SeriesInstanceUID": series_uid,
+        }
+    ]
+    job = job_create(kind=JobKind.MOVE, owner=alice, project=project, node=node, rows=rows)
+    job = run_inline(job, **QUIET)
+    assert job.status == JobStatus.DONE
+    _assert_project_holds_exactly(project, instances, storage, dicom_data)
+
+
+def test_success_with_instances_withheld_is_retried_then_failed_with_the_numbers(
+    storage, alice, project, dicom_data, settings
+):
+    from tests.pulls.scripted_pacs import ScriptedPacs
+
+    settings.PACSNPULL_MAX_ATTEMPTS = 2
+    study_uid, instances = sorted(dicom_data.studies.items())[4]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="withhold",
+        destinations={django_settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ) as pacs:
+        node = make_node("LIAR", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = job_create(
+            kind=JobKind.MOVE,
+            owner=alice,
+            project=project,
+            node=node,
+            rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}],
+        )
+        job = run_inline(job, **QUIET)
+    item = job.items.get()
+    assert item.status == ItemStatus.FAILED
+    assert item.attempts == 2
+    n = len(instances)
+    assert item.error_message.startswith("gave up after 2 attempts: the PACS reported success")
+    assert f"{n - 2} of {n} in the project" in item.error_message
+    assert (item.instances_expected, item.instances_received) == (n, n - 2)
+
+
+def test_an_unknown_move_destination_is_explained_and_not_retried(
+    dcmqrscp, storage, alice, project, dicom_data
+):
+    node = make_node("DCMQRSCP", dcmqrscp.port, "DCMQRSCP", move_destination="NOBODY")
+    node.granted_users.add(alice)
+    study_uid = sorted(dicom_data.studies)[0]
+    job = job_create(
+        kind=JobKind.MOVE,
+        owner=alice,
+        project=project,
+        node=node,
+        rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}],
+    )
+    item = run_inline(job, **QUIET).items.get()
+    assert (item.status, item.attempts, item.error_code) == (ItemStatus.FAILED, 1, 0xA801)
+    assert "register the move destination AE title 'NOBODY' at 127.0.0.1 port" in item.error_message
+
+
+def test_the_manifest_lists_every_instance_and_is_access_checked(
+    client, orthanc, storage, alice, bob, charlie, project, dicom_data
+):
+    node = make_node("ORTHANC", orthanc.dicom_port, "ORTHANC")
+    node.granted_users.add(alice)
+    patient = sorted(dicom_data.patients)[3]
+    find = _find(alice, project, node, [patient])
+    job = run_inline(retrieval_create_from_find(find_job=find, user=alice, method="move"), **QUIET)
+    client.force_login(charlie)
+    assert client.get(f"/jobs/{job.code}/manifest.csv").status_code == 404
+    client.force_login(bob)  # a viewer may read
+    response = client.get(f"/jobs/{job.code}/manifest.csv")
+    lines = b"".join(response.streaming_content).decode().splitlines()
+    assert (
+        lines[0]
+        == "path,PatientID,StudyInstanceUID,SeriesInstanceUID,SOPInstanceUID,Modality,bytes"
+    )
+    assert len(lines) - 1 == len(dicom_data.patients[patient])
+    assert AuditEvent.objects.filter(action=AuditAction.EXPORT, actor=bob, job=job).exists()
+
+
+def test_retrieve_these_from_the_find_page(
+    client, orthanc, storage, alice, bob, project, dicom_data
+):
+    node = make_node("ORTHANC", orthanc.dicom_port, "ORTHANC")
+    node.granted_users.add(alice, bob)
+    find = _find(alice, project, node, sorted(dicom_data.patients)[:1])
+    client.force_login(bob)
+    assert (
+        client.post(
+            f"/jobs/{find.code}/retrieve/", {"method": "move", "level": "STUDY"}
+        ).status_code
+        == 403
+    )
+    client.force_login(alice)
+    response = client.post(
+        f"/jobs/{find.code}/retrieve/", {"method": "get", "level": "STUDY", "modality": ""}
+    )
+    assert response.status_code == 302
+    retrieval = find.project.jobs.exclude(pk=find.pk).get()
+    assert (retrieval.kind, retrieval.status) == (JobKind.GET, JobStatus.DRAFT)
+    assert retrieval.items_total == 2  # the patient's two studies
