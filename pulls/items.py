@@ -120,6 +120,13 @@ def item_succeed(item: JobItem, token: uuid.UUID, **counts: object) -> bool:
     return _finish(item, token, status=ItemStatus.DONE, error_code=None, error_message="", **counts)
 
 
+def item_release(item: JobItem, token: uuid.UUID) -> bool:
+    """Give an item back untouched (its job was paused): the attempt is not counted."""
+    return _finish(
+        item, token, status=ItemStatus.PENDING, attempts=F("attempts") - 1, queued_at=None
+    )
+
+
 def item_cancel(item: JobItem, token: uuid.UUID) -> bool:
     return _finish(item, token, status=ItemStatus.CANCELLED, error_message="cancelled by a user")
 

@@ -7,6 +7,7 @@ only say "work on these item ids" and can be lost without losing work.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -120,6 +121,11 @@ class Project(models.Model):
         max_length=64, unique=True, help_text="Folder name of the project's storage."
     )
     description = models.TextField(blank=True)
+    storage_path = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Absolute folder for this project's files; blank: the storage root / slug.",
+    )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="projects"
     )
@@ -134,6 +140,8 @@ class Project(models.Model):
     @property
     def storage_dir(self):
         """The project's folder; the slug is a validated folder name."""
+        if self.storage_path:
+            return Path(self.storage_path)
         return settings.PACSNPULL_STORAGE_ROOT / self.slug
 
 
@@ -321,6 +329,8 @@ class AuditAction(models.TextChoices):
     JOB_CREATED = "job_created", "Job created"
     JOB_CANCELLED = "job_cancelled", "Job cancelled"
     JOB_RETRIED = "job_retried", "Job retried"
+    JOB_PAUSED = "job_paused", "Job paused"
+    JOB_RESUMED = "job_resumed", "Job resumed"
     EXPORT = "export", "Export or download"
     NODE_CHANGED = "node_changed", "Node changed"
     PERMISSION_CHANGED = "permission_changed", "Permission changed"

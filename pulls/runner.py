@@ -161,7 +161,8 @@ def run_chunk(item_ids: list[int]) -> str:
         staging = settings.PACSNPULL_STAGING_DIR if "get" in services else None
         with Session(node_peer(job.node), services=services, staging_dir=staging) as session:
             while remaining:
-                if Job.objects.filter(pk=job.pk, status=JobStatus.CANCELLED).exists():
+                status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).get()
+                if status in (JobStatus.CANCELLED, JobStatus.PAUSED):
                     break
                 item = remaining.pop(0)
                 if time.monotonic() - started > renew_after:
@@ -195,9 +196,14 @@ def run_chunk(item_ids: list[int]) -> str:
         for item in remaining:
             item_life.item_fail(item, token, message=str(exc), retryable=exc.retryable)
         log.warning("job %s: association with node %s failed: %s", job.pk, job.node_id, exc)
-    # Items of a job cancelled meanwhile are cancelled, not left running.
+    # Items of a job cancelled meanwhile are cancelled; of a paused job, they wait
+    # (the attempt was not used) until it is resumed.
+    paused = Job.objects.filter(pk=job.pk, status=JobStatus.PAUSED).exists()
     for item in remaining:
-        item_life.item_cancel(item, token)
+        if paused:
+            item_life.item_release(item, token)
+        else:
+            item_life.item_cancel(item, token)
     # Items set back to pending for a retry are queued again by the reconciler
     # once their not_before has passed.
     item_life.job_refresh_counters(job.pk)

@@ -155,6 +155,46 @@ def job_cancel(*, job: Job, user: User, request: HttpRequest | None = None) -> J
     return job
 
 
+def job_pause(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
+    """Stop sending new work; rows being worked on finish their current step."""
+    _require_writer(user=user, project=job.project)
+    updated = Job.objects.filter(
+        pk=job.pk, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)
+    ).update(status=JobStatus.PAUSED, waiting_reason=f"paused by {user.get_username()}")
+    if not updated:
+        raise ValidationError("Only a queued or running job can be paused.")
+    audit_record(
+        action=AuditAction.JOB_PAUSED, actor=user, request=request, job=job, target=str(job.code)
+    )
+    job.refresh_from_db()
+    return job
+
+
+def job_resume(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
+    from pulls.tasks import enqueue_items
+
+    _require_writer(user=user, project=job.project)
+    _require_node(user=user, node=job.node)
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status=JobStatus.PAUSED).update(
+            status=JobStatus.QUEUED, waiting_reason=""
+        )
+        if not updated:
+            raise ValidationError("Only a paused job can be resumed.")
+        job.status = JobStatus.QUEUED
+        items.items_enqueue(job, enqueue=enqueue_items)
+        items.job_refresh_counters(job.pk)  # closes it if nothing was left to do
+        audit_record(
+            action=AuditAction.JOB_RESUMED,
+            actor=user,
+            request=request,
+            job=job,
+            target=str(job.code),
+        )
+    job.refresh_from_db()
+    return job
+
+
 def job_retry_failed(*, job: Job, user: User, request: HttpRequest | None = None) -> int:
     """Send the failed rows again, with fresh attempts. Returns how many."""
     from pulls.tasks import enqueue_items

@@ -11,6 +11,8 @@ urlpatterns = [
     path("jobs/<uuid:code>/start/", views.job_start, name="job_start"),
     path("jobs/<uuid:code>/cancel/", views.job_cancel, name="job_cancel"),
     path("jobs/<uuid:code>/retry/", views.job_retry, name="job_retry"),
+    path("jobs/<uuid:code>/pause/", views.job_pause, name="job_pause"),
+    path("jobs/<uuid:code>/resume/", views.job_resume, name="job_resume"),
     path("jobs/<uuid:code>/retrieve/", views.job_retrieve, name="job_retrieve"),
     path("jobs/<uuid:code>/manifest.csv", views.job_manifest, name="job_manifest"),
     re_path(

@@ -151,6 +151,18 @@ def job_cancel(request: HttpRequest, code: str) -> HttpResponse:
 
 @login_required
 @require_POST
+def job_pause(request: HttpRequest, code: str) -> HttpResponse:
+    return _job_action(request, code, services.job_pause, "The job is paused.")
+
+
+@login_required
+@require_POST
+def job_resume(request: HttpRequest, code: str) -> HttpResponse:
+    return _job_action(request, code, services.job_resume, "The job is resumed.")
+
+
+@login_required
+@require_POST
 def job_retry(request: HttpRequest, code: str) -> HttpResponse:
     return _job_action(
         request, code, services.job_retry_failed, "{result} failed rows queued again."

@@ -199,3 +199,38 @@ def test_retrieve_these_from_the_find_page(
     retrieval = find.project.jobs.exclude(pk=find.pk).get()
     assert (retrieval.kind, retrieval.status) == (JobKind.GET, JobStatus.DRAFT)
     assert retrieval.items_total == 2  # the patient's two studies
+
+
+def test_pause_holds_the_work_and_resume_releases_it(
+    client, orthanc, storage, alice, bob, project, dicom_data
+):
+    from pulls.runner import run_chunk
+
+    node = make_node("ORTHANC", orthanc.dicom_port, "ORTHANC")
+    node.granted_users.add(alice, bob)
+    rows = [
+        {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid}
+        for uid in sorted(dicom_data.studies)[:2]
+    ]
+    job = job_create(
+        kind=JobKind.MOVE, owner=alice, project=project, node=node, rows=rows, start=True
+    )
+    client.force_login(bob)
+    assert client.post(f"/jobs/{job.code}/pause/").status_code == 403
+    client.force_login(alice)
+    client.post(f"/jobs/{job.code}/pause/")
+    job.refresh_from_db()
+    assert (job.status, job.waiting_reason) == (JobStatus.PAUSED, "paused by alice")
+    assert run_chunk(list(job.items.values_list("pk", flat=True))) == "nothing to do"
+    assert set(job.items.values_list("status", "attempts")) == {(ItemStatus.PENDING, 0)}
+    assert not RetrievedInstance.objects.exists()
+    client.post(f"/jobs/{job.code}/resume/")
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED
+    run_chunk(list(job.items.values_list("pk", flat=True)))
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE
+    assert {a for a in AuditEvent.objects.filter(job=job).values_list("action", flat=True)} >= {
+        AuditAction.JOB_PAUSED,
+        AuditAction.JOB_RESUMED,
+    }
