@@ -69,3 +69,26 @@ def write_find_results(job: Job, folder: Path) -> Path:
         for chunk in exports.csv_chunks(job):
             fh.write(chunk)
     return path
+
+
+def write_retrieval_results(job: Job, folder: Path) -> Path:
+    """One line per item: what was asked, what the PACS held, what is on disk."""
+    import csv
+
+    path = folder / "move_results.csv"
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            ["row", "status", "StudyInstanceUID", "SeriesInstanceUID", "expected", "received",
+             "failed", "bytes", "attempts", "error"]
+        )  # fmt: skip
+        for item in job.items.order_by("row"):
+            writer.writerow(
+                [
+                    item.row, item.status, item.identifier.get("StudyInstanceUID", ""),
+                    item.identifier.get("SeriesInstanceUID", ""), item.instances_expected,
+                    item.instances_received, item.instances_failed, item.bytes_received,
+                    item.attempts, exports.spreadsheet_safe(item.error_message),
+                ]
+            )  # fmt: skip
+    return path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
@@ -114,6 +115,11 @@ class PacsNode(models.Model):
         return self.move_destination or settings.PACSNPULL_AE_TITLE
 
 
+def absolute_path(value: str) -> None:
+    if value and not Path(value).is_absolute():
+        raise ValidationError("Give an absolute path, such as /srv/pacsnpull/lung-study.")
+
+
 class Project(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=200, unique=True)
@@ -124,6 +130,7 @@ class Project(models.Model):
     storage_path = models.CharField(
         max_length=500,
         blank=True,
+        validators=[absolute_path],
         help_text="Absolute folder for this project's files; blank: the storage root / slug.",
     )
     members = models.ManyToManyField(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -338,6 +339,11 @@ def retrieval_create_from_find(
             row["PatientID"] = key[0]
         rows.append(row)
     if not rows:
+        if matches.exists():
+            raise ValidationError(
+                "These matches have no StudyInstanceUID: run the find again with "
+                "StudyInstanceUID as a return key (an empty column)."
+            )
         raise ValidationError("No matches to retrieve with these filters.")
     kind = JobKind.GET if method == "get" else JobKind.MOVE
     return job_create(
@@ -350,3 +356,19 @@ def retrieval_create_from_find(
         source_name=f"find job {find_job.code}",
         request=request,
     )
+
+
+def cli_project(*, owner: User, job_title: str, storage: Path) -> Project:
+    """The project of a command-line retrieval: its files go to ``storage``."""
+    from django.utils.text import slugify
+
+    slug = f"cli-{slugify(job_title)}"[:64]
+    project, _ = Project.objects.update_or_create(
+        slug=slug,
+        defaults={
+            "name": f"Command line: {job_title}"[:200],
+            "storage_path": str(storage.resolve()),
+        },
+    )
+    Membership.objects.get_or_create(project=project, user=owner, defaults={"role": Role.OWNER})
+    return project

@@ -109,3 +109,89 @@ def test_failed_rows_give_a_non_zero_exit_with_a_summary(tmp_path, settings, flu
     assert "0 of 1 rows done, 1 failed" in message
     assert "row 1: gave up after 2 attempts: could not connect to 127.0.0.1" in message
     assert (tmp_path / "out" / "cmd-linetest" / "qry" / "find_results.csv").exists()
+
+
+@pytest.fixture
+def cli_storage(settings, staging):
+    settings.PACSNPULL_STAGING_DIR = staging
+    settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
+    settings.PACSNPULL_RETRY_SECONDS = 0
+
+
+def _files_under(folder):
+    return {p.stem: p for p in folder.rglob("*.dcm")}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_move_with_seed_files_finds_then_retrieves_into_the_layout(
+    tmp_path, orthanc, dicom_data, cli_storage, flushable_db, capsys
+):
+    from tests.conftest import SCP_PORT
+
+    patient = sorted(dicom_data.patients)[0]
+    call_command(
+        "move",
+        config=_conf(tmp_path, orthanc.dicom_port, "ORTHANC", client_port=SCP_PORT),
+        query=_query(tmp_path, [{"QueryRetrieveLevel": "STUDY", "PatientID": patient}]),
+        out=str(tmp_path / "out"),
+    )
+    base = tmp_path / "out" / "cmd-linetest"
+    files = _files_under(base / "dcm")
+    assert set(files) == {i.sop_instance_uid for i in dicom_data.patients[patient]}
+    for inst in dicom_data.patients[patient]:
+        expected = base / "dcm" / patient / inst.study_instance_uid / inst.series_instance_uid
+        assert files[inst.sop_instance_uid] == expected / f"{inst.sop_instance_uid}.dcm"
+    assert (base / "qry" / "find_results.csv").exists()
+    with open(base / "qry" / "move_results.csv", encoding="utf-8") as fh:
+        results = list(csv.DictReader(fh))
+    assert {r["status"] for r in results} == {"done"}
+    assert "instances in" in capsys.readouterr().out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_move_get_with_study_uids_on_dcmqrscp(
+    tmp_path, dcmqrscp, dicom_data, cli_storage, flushable_db
+):
+    study, instances = sorted(dicom_data.studies.items())[2]
+    call_command(
+        "move",
+        config=_conf(tmp_path, dcmqrscp.port, "DCMQRSCP"),
+        query=_query(tmp_path, [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}]),
+        out=str(tmp_path / "out"),
+        method="get",
+    )
+    files = _files_under(tmp_path / "out" / "cmd-linetest" / "dcm")
+    assert set(files) == {i.sop_instance_uid for i in instances}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_move_runs_its_own_storage_scp_and_reports_what_is_missing(
+    tmp_path, dicom_data, settings, flushable_db
+):
+    from pulls.sandbox.procs import free_port
+    from tests.pulls.scripted_pacs import ScriptedPacs
+
+    settings.PACSNPULL_STAGING_DIR = tmp_path / "staging"
+    settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
+    settings.PACSNPULL_RETRY_SECONDS = 0
+    settings.PACSNPULL_MAX_ATTEMPTS = 1
+    port = free_port()
+    study, instances = sorted(dicom_data.studies.items())[6]
+    files = [dicom_data.root / i.path for i in instances]
+    with (
+        ScriptedPacs(
+            files, behaviour="withhold", destinations={"CLISCP": ("127.0.0.1", port)}
+        ) as pacs,
+        pytest.raises(CommandError) as info,
+    ):
+        call_command(
+            "move",
+            config=_conf(
+                tmp_path, pacs.port, pacs.ae_title, client_name="CLISCP", client_port=port
+            ),
+            query=_query(tmp_path, [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}]),
+            out=str(tmp_path / "out"),
+        )
+    n = len(instances)
+    assert f"0 of 1 items complete, 1 failed; {n - 2} of {n} instances" in str(info.value)
+    assert len(_files_under(tmp_path / "out" / "cmd-linetest" / "dcm")) == n - 2

@@ -1,0 +1,115 @@
+"""Seed-compatible: `python manage.py move --config CONF.json --query QUERY.json [--out DIR]`.
+
+Rows that name their StudyInstanceUID (and SeriesInstanceUID at SERIES level)
+are retrieved directly; other rows are found first (C-FIND) and their studies
+retrieved. Files go to DIR/<job_title>/dcm/ in the project layout, results to
+DIR/<job_title>/qry/. With C-MOVE and no storage SCP listening on client_port,
+one runs for the duration with AE title client_name (the prototype's store).
+"""
+
+from contextlib import nullcontext
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from pulls.cli import output_folder, run_inline, write_find_results, write_retrieval_results
+from pulls.dicom.storage_scp import StorageSCP
+from pulls.models import JobKind
+from pulls.queryfiles import parse_query_file
+from pulls.sandbox.procs import port_open
+from pulls.seedconfig import ConfigError, load_seed_config
+from pulls.services import cli_project, cli_setup, job_create, retrieval_create_from_find
+
+
+def _direct(rows: list[dict[str, str]]) -> bool:
+    def named(row: dict[str, str]) -> bool:
+        level = row.get("QueryRetrieveLevel")
+        study = row.get("StudyInstanceUID", "")
+        series = row.get("SeriesInstanceUID", "")
+        if level == "STUDY":
+            return bool(study) and "\\" not in study
+        return level == "SERIES" and bool(study) and bool(series) and "\\" not in series
+
+    return all(named(row) for row in rows)
+
+
+class Command(BaseCommand):
+    help = "Retrieve (C-MOVE or C-GET) what a prototype QUERY.json names."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--config", type=Path, required=True, help="the prototype's CONF.json")
+        parser.add_argument("--query", type=Path, required=True, help="QUERY.json, .csv or .xlsx")
+        parser.add_argument("--out", type=Path, help="output folder (default: instance/cli)")
+        parser.add_argument("--method", choices=["move", "get"], default="move")
+        parser.add_argument("--user", help="portal user to act as (default: 'cli')")
+
+    def handle(self, *args, config, query, out, method, user, **options):
+        config, query = Path(config), Path(query)
+        out = Path(out) if out else settings.INSTANCE_DIR / "cli"
+        try:
+            conf = load_seed_config(config)
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            data = query.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"{query}: {exc.strerror}") from None
+        parsed = parse_query_file(
+            data,
+            name=query.name,
+            max_rows=settings.PACSNPULL_QUERY_MAX_ROWS,
+            max_bytes=settings.PACSNPULL_QUERY_MAX_BYTES,
+        )
+        if not parsed.ok:
+            listed = "\n".join(f"  {p}" for p in parsed.problems)
+            raise CommandError(f"{query}: nothing was sent. Fix these and run again:\n{listed}")
+        owner, _, node = cli_setup(config=conf, username=user)
+        dcm = output_folder(out, conf.job_title, "dcm")
+        qry = output_folder(out, conf.job_title, "qry")
+        project = cli_project(owner=owner, job_title=conf.job_title, storage=dcm)
+        kind = JobKind.GET if method == "get" else JobKind.MOVE
+        needs_scp = kind == JobKind.MOVE and not port_open(conf.client_port)
+        scp = (
+            StorageSCP(
+                ae_title=conf.client_name,
+                port=conf.client_port,
+                bind=conf.client_ip or "",
+                staging_dir=settings.PACSNPULL_STAGING_DIR,
+            )
+            if needs_scp
+            else nullcontext()
+        )
+        with scp:
+            if _direct(parsed.rows):
+                job = job_create(
+                    kind=kind, owner=owner, project=project, node=node, rows=parsed.rows,
+                    row_numbers=parsed.numbers, title=conf.job_title, source_name=query.name,
+                )  # fmt: skip
+            else:
+                self.stderr.write("finding the studies first ...")
+                # The retrieval needs the studies' UIDs: ask for them as return keys.
+                rows = [{"StudyInstanceUID": "", "PatientID": "", **row} for row in parsed.rows]
+                find = job_create(
+                    kind=JobKind.FIND, owner=owner, project=project, node=node, rows=rows,
+                    row_numbers=parsed.numbers, title=conf.job_title, source_name=query.name,
+                )  # fmt: skip
+                find = run_inline(find)
+                self.stderr.write("")
+                write_find_results(find, qry)
+                if not find.matches:
+                    raise CommandError(f"nothing matched; the find results are in {qry}")
+                job = retrieval_create_from_find(find_job=find, user=owner, method=method)
+            job = run_inline(job)
+        self.stderr.write("")
+        results = write_retrieval_results(job, qry)
+        summary = (
+            f"{job.items_done} of {job.items_total} items complete, {job.items_failed} failed; "
+            f"{job.instances_received} of {job.instances_expected} instances in {dcm}; "
+            f"results in {results}"
+        )
+        if job.items_failed:
+            failed = job.items.filter(status="failed").order_by("row")[:20]
+            lines = "\n".join(f"  row {i.row}: {i.error_message}" for i in failed)
+            raise CommandError(f"{summary}\n{lines}")
+        self.stdout.write(self.style.SUCCESS(summary))
