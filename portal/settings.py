@@ -184,7 +184,7 @@ REDIS_URL = env.url(
 
 # How long a worker owns the items it claimed; past it the reconciler re-queues
 # them. A chunk must finish well inside it (workers renew it while they work).
-PACSNPULL_LEASE_SECONDS = env.int("PACSNPULL_LEASE_SECONDS", 600, minimum=30, maximum=86400)
+PACSNPULL_LEASE_SECONDS = env.int("PACSNPULL_LEASE_SECONDS", 600, minimum=2, maximum=86400)
 # An item that used up its attempts (crashes, timeouts) ends as failed.
 PACSNPULL_MAX_ATTEMPTS = env.int("PACSNPULL_MAX_ATTEMPTS", 3, minimum=1, maximum=50)
 # How long a row waits before a retry after a failure that may heal.

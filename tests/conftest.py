@@ -152,10 +152,13 @@ def redis_url(sandbox) -> str:
 class Worker:
     """A real `celery worker` process on the test database and the test Redis."""
 
-    def __init__(self, *, redis_url: str, db_name: str, log_path: Path) -> None:
+    def __init__(
+        self, *, redis_url: str, db_name: str, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.redis_url = redis_url
         self.db_name = db_name
         self.log_path = log_path
+        self.extra_env = dict(env or {})
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> Worker:
@@ -166,6 +169,7 @@ class Worker:
             PACSNPULL_INSTANCE_DIR=str(settings.INSTANCE_DIR),
             PACSNPULL_SCP_PORT=str(SCP_PORT),
         )
+        env.update(self.extra_env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:

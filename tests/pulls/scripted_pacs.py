@@ -24,7 +24,10 @@ class ScriptedPacs:
     - "honest": sends every instance and says so;
     - "withhold": claims success but sends ``withhold`` instances fewer;
     - "fail_some": ``withhold`` sub-operations fail (status 0xB000);
-    - "stall": never answers a C-FIND (the client must time out).
+    - "stall": never answers a C-FIND (the client must time out);
+    - "slow": honest, but takes ``delay`` seconds per instance.
+
+    It may hold several studies: queries and retrievals name one by its UID.
     """
 
     def __init__(
@@ -34,23 +37,31 @@ class ScriptedPacs:
         behaviour: str,
         destinations: dict[str, tuple[str, int]],
         withhold: int = 2,
+        delay: float = 0.05,
     ) -> None:
         self.datasets = [dcmread(p) for p in files]
         self.behaviour = behaviour
         self.destinations = destinations
         self.withhold = withhold
+        self.delay = delay
         self.port = free_port()
         self.ae_title = "SCRIPTED"
         self._server = None
 
+    def _study(self, identifier: Dataset) -> list[Dataset]:
+        uid = str(identifier.get("StudyInstanceUID", "") or "")
+        return [ds for ds in self.datasets if not uid or ds.StudyInstanceUID == uid]
+
     def _find(self, event: evt.Event):
         if self.behaviour == "stall":
             time.sleep(30)
-        first = self.datasets[0]
+        datasets = self._study(event.identifier)
+        if not datasets:
+            return
         match = Dataset()
         match.QueryRetrieveLevel = "STUDY"
-        match.StudyInstanceUID = first.StudyInstanceUID
-        match.NumberOfStudyRelatedInstances = str(len(self.datasets))
+        match.StudyInstanceUID = datasets[0].StudyInstanceUID
+        match.NumberOfStudyRelatedInstances = str(len(datasets))
         yield 0xFF00, match
 
     def _move(self, event: evt.Event):
@@ -59,11 +70,13 @@ class ScriptedPacs:
             yield None, None  # pynetdicom answers 0xA801
             return
         yield destination
-        to_send = list(self.datasets)
+        to_send = self._study(event.identifier)
         if self.behaviour == "withhold":
             to_send = to_send[: -self.withhold]
         yield len(to_send)
         for n, ds in enumerate(to_send):
+            if self.behaviour == "slow":
+                time.sleep(self.delay)
             if self.behaviour == "fail_some" and n < self.withhold:
                 broken = Dataset()
                 broken.SOPClassUID = "1.2.3.4.5.6.7"  # nobody has a context for it
@@ -75,11 +88,13 @@ class ScriptedPacs:
     def _get(self, event: evt.Event):
         if self.behaviour == "stall":
             time.sleep(30)
-        to_send = list(self.datasets)
+        to_send = self._study(event.identifier)
         if self.behaviour == "withhold":
             to_send = to_send[: -self.withhold]
         yield len(to_send)
         for ds in to_send:
+            if self.behaviour == "slow":
+                time.sleep(self.delay)
             yield 0xFF00, ds
 
     def start(self) -> ScriptedPacs:
@@ -88,7 +103,9 @@ class ScriptedPacs:
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
-        for ds in self.datasets:
+        for ds in {
+            (d.SOPClassUID, d.file_meta.TransferSyntaxUID): d for d in self.datasets
+        }.values():
             ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
             # C-GET: the storage classes come back in our SCU role (PS3.4 C.4.3.1)
             ae.add_supported_context(

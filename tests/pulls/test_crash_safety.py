@@ -1,0 +1,88 @@
+"""Faults lose no work: a worker SIGKILLed in the middle of a retrieval."""
+
+import time
+
+from django.db import connection
+
+from pulls import items
+from pulls.models import ItemStatus, Job, JobKind, JobStatus, RetrievedInstance
+from pulls.services import job_create
+from pulls.tasks import enqueue_items
+from tests.conftest import SCP_PORT, Worker, make_node, wait_for
+from tests.pulls.scripted_pacs import ScriptedPacs
+
+LEASE = 4
+
+
+def test_a_killed_worker_loses_no_instance_and_places_none_twice(
+    redis_url, flushable_db, sandbox, staging, settings, tmp_path, alice, project, dicom_data
+):
+    storage = tmp_path / "storage"
+    env = {
+        "PACSNPULL_LEASE_SECONDS": str(LEASE),
+        "PACSNPULL_STAGING_DIR": str(staging),
+        "PACSNPULL_STORAGE_ROOT": str(storage),
+        "PACSNPULL_ARRIVAL_WAIT_SECONDS": "1",
+        "PACSNPULL_RETRY_SECONDS": "0",
+    }
+    settings.PACSNPULL_LEASE_SECONDS = LEASE
+    settings.PACSNPULL_STORAGE_ROOT = storage
+    studies = sorted(dicom_data.studies)[:4]
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="slow",
+        delay=0.1,
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ) as pacs:
+        node = make_node("SLOW", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = job_create(
+            kind=JobKind.MOVE,
+            owner=alice,
+            project=project,
+            node=node,
+            rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies],
+            start=True,
+        )
+        workers = []
+
+        def worker() -> Worker:
+            workers.append(
+                Worker(
+                    redis_url=redis_url,
+                    db_name=connection.settings_dict["NAME"],
+                    log_path=sandbox / f"crash-worker-{len(workers)}.log",
+                    env=env,
+                ).start()
+            )
+            return workers[-1]
+
+        try:
+            first = worker()
+            wait_for(
+                lambda: job.items.filter(status=ItemStatus.DONE).exists(),
+                timeout=60,
+                what=f"a first study; log:\n{first.log_tail()}",
+            )
+            first.kill()  # SIGKILL, main process and pool, mid-chunk
+            left = job.items.exclude(status=ItemStatus.DONE).count()
+            assert left > 0, "the worker finished before it could be killed"
+            time.sleep(LEASE + 1)
+            counts = items.items_reconcile(enqueue=enqueue_items)
+            assert counts["released"] == left
+            second = worker()
+            wait_for(
+                lambda: Job.objects.get(pk=job.pk).status == JobStatus.DONE,
+                timeout=90,
+                what=f"the job to finish; log:\n{second.log_tail()}",
+            )
+        finally:
+            for w in workers:
+                w.stop()
+    placed = sorted(p.stem for p in (storage / project.slug).rglob("*.dcm"))
+    assert placed == sorted(i.sop_instance_uid for i in instances)  # each exactly once
+    assert RetrievedInstance.objects.filter(project=project).count() == len(instances)
+    assert not list((storage / project.slug).rglob("*.part"))
+    job.refresh_from_db()
+    assert job.instances_received == len(instances)
