@@ -224,6 +224,8 @@ PACSNPULL_SCP_HOST = env.str("PACSNPULL_SCP_HOST", "127.0.0.1")
 PACSNPULL_SCP_BIND = env.str("PACSNPULL_SCP_BIND", "127.0.0.1")
 PACSNPULL_STORAGE_ROOT = env.path("PACSNPULL_STORAGE_ROOT", INSTANCE_DIR / "storage")
 PACSNPULL_STAGING_DIR = env.path("PACSNPULL_STAGING_DIR", INSTANCE_DIR / "staging")
+# Retrieval jobs do not start, and pause, when the storage has less than this free.
+PACSNPULL_MIN_FREE_BYTES = env.int("PACSNPULL_MIN_FREE_BYTES", 2 << 30, minimum=0, maximum=1 << 50)
 # After a C-MOVE/C-GET's final response, wait this long without a new arrival
 # before counting what is missing (some PACS answer before their last C-STORE).
 PACSNPULL_ARRIVAL_WAIT_SECONDS = env.int(

@@ -33,6 +33,10 @@ def run_inline(job: Job, *, on_progress: Callable[[Job], None] = progress_bar) -
     """Work every item of a started job here, retries included, until all are final."""
     Job.objects.filter(pk=job.pk, status=JobStatus.DRAFT).update(status=JobStatus.QUEUED)
     while True:
+        if Job.objects.filter(
+            pk=job.pk, status__in=(JobStatus.PAUSED, JobStatus.CANCELLED)
+        ).exists():
+            break  # paused (a full disk, a user) or cancelled: the caller says so
         now = timezone.now()
         ready = list(
             JobItem.objects.filter(job=job, status=ItemStatus.PENDING)

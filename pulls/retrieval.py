@@ -7,6 +7,8 @@ layout, and a count of what is really there. Never trusts the final status.
 
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 from django.conf import settings
@@ -29,6 +31,28 @@ class IncompleteRetrieval(PacsError):
     def __init__(self, message: str, **counts: int) -> None:
         super().__init__(message)
         self.counts = counts
+
+
+class DiskFull(Exception):
+    """The project's storage (or the staging area) is full: the job pauses."""
+
+
+def free_bytes(path: Path) -> int:
+    """Free space of the file system holding ``path`` (or its nearest existing parent)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_free_space(project: Project) -> None:
+    minimum = settings.PACSNPULL_MIN_FREE_BYTES
+    for path in (project.storage_dir, settings.PACSNPULL_STAGING_DIR):
+        free = free_bytes(path)
+        if free < minimum:
+            raise DiskFull(
+                f"only {free / 1e6:.1f} MB free on the disk of {path}; at least "
+                f"{minimum / 1e6:.0f} MB are needed: free some space, then resume the job"
+            )
 
 
 class StallGuard:
@@ -113,6 +137,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
     present = present_count(job.project, study, series)
     if present >= expected > 0:
         return {"instances_expected": expected, "instances_received": present}  # nothing to do
+    check_free_space(job.project)
     staging = settings.PACSNPULL_STAGING_DIR
     identifier = identifier_from_row(keys)
     guard = StallGuard(node.stall_limit)
@@ -132,7 +157,15 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
         count_received=lambda: len(staged_sop_files(staging, study)),
         idle_timeout=settings.PACSNPULL_ARRIVAL_WAIT_SECONDS,
     )
-    placed_bytes = _place_staged(job.project, staging, study, series)
+    try:
+        placed_bytes = _place_staged(job.project, staging, study, series)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(
+                f"the disk of {job.project.storage_dir} is full: free some space, then "
+                "resume the job"
+            ) from None
+        raise
     total = present_count(job.project, study, series)
     counts = {
         "instances_expected": expected,
@@ -146,6 +179,9 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
             f"{total} of {expected} instances in the project",
             **counts,
         )
+    if result.failed and free_bytes(staging) < settings.PACSNPULL_MIN_FREE_BYTES:
+        # Our storage SCP answers 0xA700 on a full disk: sub-operations fail.
+        check_free_space(job.project)
     if total < expected:
         raise IncompleteRetrieval(
             f"{verdict.message}; {total} of {expected} in the project", **counts

@@ -17,7 +17,7 @@ from pulls.audit import audit_record
 from pulls.dicom import PacsError, Peer, Session
 from pulls.dicom.identifiers import IdentifierError, identifier_from_row, match_to_dict
 from pulls.models import AuditAction, FindResult, Job, JobItem, JobKind, JobStatus, PacsNode
-from pulls.retrieval import retrieve_item
+from pulls.retrieval import DiskFull, retrieve_item
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,14 @@ def run_chunk(item_ids: list[int]) -> str:
                     started = time.monotonic()
                 try:
                     counts = handler(session, job, item)
+                except DiskFull as exc:
+                    # Nothing is wrong with the item: the job waits for space.
+                    item_life.item_release(item, token)
+                    Job.objects.filter(pk=job.pk).update(
+                        status=JobStatus.PAUSED, waiting_reason=f"paused: {exc}"
+                    )
+                    log.warning("job %s paused: disk full", job.pk)
+                    break
                 except IdentifierError as exc:
                     item_life.item_fail(item, token, message=str(exc), retryable=False)
                     failed += 1

@@ -127,6 +127,7 @@ def job_start(*, job: Job, user: User, request: HttpRequest | None = None) -> Jo
     _require_node(user=user, node=job.node)
     if job.status != JobStatus.DRAFT:
         raise ValidationError("This job has already been started.")
+    _require_space(job)
     with transaction.atomic():
         _start(job)
     job.refresh_from_db()
@@ -156,6 +157,16 @@ def job_cancel(*, job: Job, user: User, request: HttpRequest | None = None) -> J
     return job
 
 
+def _require_space(job: Job) -> None:
+    from pulls.retrieval import DiskFull, check_free_space
+
+    if job.kind in (JobKind.MOVE, JobKind.GET):
+        try:
+            check_free_space(job.project)
+        except DiskFull as exc:
+            raise ValidationError(f"Not started: {exc}.") from None
+
+
 def job_pause(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
     """Stop sending new work; rows being worked on finish their current step."""
     _require_writer(user=user, project=job.project)
@@ -177,6 +188,7 @@ def job_resume(*, job: Job, user: User, request: HttpRequest | None = None) -> J
     _require_writer(user=user, project=job.project)
     _require_node(user=user, node=job.node)
     with transaction.atomic():
+        _require_space(job)
         updated = Job.objects.filter(pk=job.pk, status=JobStatus.PAUSED).update(
             status=JobStatus.QUEUED, waiting_reason=""
         )

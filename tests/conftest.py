@@ -7,6 +7,7 @@ raises with the apt-get line to fix it), never a skip.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -168,6 +169,7 @@ class Worker:
             DATABASE_URL=f"sqlite:///{self.db_name}",
             PACSNPULL_INSTANCE_DIR=str(settings.INSTANCE_DIR),
             PACSNPULL_SCP_PORT=str(SCP_PORT),
+            PACSNPULL_MIN_FREE_BYTES=str(MIN_FREE),
         )
         env.update(self.extra_env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,6 +271,22 @@ def celery_worker(redis_url, flushable_db, sandbox) -> Worker:
         worker.stop()
 
 
+@contextlib.contextmanager
+def small_tmpfs(mount_point: Path, size: str):
+    """A real small file system that fills up (needs root to mount, as CI has)."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the disk-full tests need root to mount a tmpfs")
+        pytest.skip("needs root to mount a small tmpfs (CI runs it)")
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)]
+    subprocess.run(mount, check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
 def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -328,6 +346,15 @@ def orthanc_node(orthanc, alice, bob) -> PacsNode:
     node = make_node("ORTHANC", orthanc.dicom_port, orthanc.aet, connect_timeout=5)
     node.granted_users.add(alice, bob)
     return node
+
+
+# Test machines may have little free disk; the full-disk tests use their own tmpfs.
+MIN_FREE = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _small_free_space_minimum(settings):
+    settings.PACSNPULL_MIN_FREE_BYTES = MIN_FREE
 
 
 @pytest.fixture(autouse=True)

@@ -234,3 +234,38 @@ def test_pause_holds_the_work_and_resume_releases_it(
         AuditAction.JOB_PAUSED,
         AuditAction.JOB_RESUMED,
     }
+
+
+def test_a_full_disk_pauses_the_job_and_resume_finishes_it(
+    orthanc, staging, settings, tmp_path, alice, project, dicom_data
+):
+    import subprocess
+
+    from pulls.services import job_resume
+    from tests.conftest import small_tmpfs
+
+    settings.PACSNPULL_STAGING_DIR = staging
+    settings.PACSNPULL_SCP_PORT = SCP_PORT
+    settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
+    settings.PACSNPULL_MIN_FREE_BYTES = 24 << 10
+    node = make_node("ORTHANC", orthanc.dicom_port, "ORTHANC")
+    node.granted_users.add(alice)
+    studies = sorted(dicom_data.studies)
+    with small_tmpfs(tmp_path / "disk", "96k") as disk:
+        settings.PACSNPULL_STORAGE_ROOT = disk
+        rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies]
+        job = job_create(kind=JobKind.MOVE, owner=alice, project=project, node=node, rows=rows)
+        job = run_inline(job, **QUIET)
+        assert job.status == JobStatus.PAUSED
+        assert job.waiting_reason.startswith("paused: only ")
+        assert "free some space, then resume the job" in job.waiting_reason
+        done = job.items.filter(status=ItemStatus.DONE).count()
+        assert 0 < done < len(studies)
+        assert not job.items.filter(status=ItemStatus.FAILED).exists()  # nothing lost
+        assert not list(disk.rglob("*.part"))
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        job = job_resume(job=job, user=alice)
+        job = run_inline(job, **QUIET)
+        assert job.status == JobStatus.DONE
+        placed = sorted(p.stem for p in disk.rglob("*.dcm"))
+        assert placed == sorted(i.sop_instance_uid for i in dicom_data.instances)

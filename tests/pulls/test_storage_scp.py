@@ -14,7 +14,7 @@ from pynetdicom import AE
 from pulls.dicom.staging import staged_sop_files
 from pulls.dicom.storage_scp import StorageSCP
 from pulls.sandbox.procs import free_port, port_open
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, small_tmpfs, wait_for
 from tests.pulls.test_engine import dataset_bytes
 
 
@@ -112,20 +112,9 @@ def test_concurrent_associations_each_land_complete(tmp_path, dicom_data):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 48 KiB tmpfs: a real full disk (needs root, as CI has)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the disk-full test needs root to mount a tmpfs")
-        pytest.skip("needs root to mount a small tmpfs (CI runs it)")
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount_point)], check=True
-    )
-    try:
+    """A 48 KiB tmpfs: a real full disk."""
+    with small_tmpfs(tmp_path / "tiny", "48k") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_a_full_disk_is_answered_with_0xa700_and_leaves_no_partial_file(tiny_disk, sandbox):

@@ -64,6 +64,8 @@ class Command(BaseCommand):
             f"{job.items_done} of {job.items_total} rows done, {job.items_failed} failed, "
             f"{job.matches} matches; results in {path}"
         )
+        if job.status in ("paused", "cancelled"):
+            raise CommandError(f"{summary}\nthe job is {job.status}: {job.waiting_reason}")
         if job.items_failed:
             failed = job.items.filter(status="failed").order_by("row")[:20]
             lines = "\n".join(f"  row {i.row}: {i.error_message}" for i in failed)

@@ -108,6 +108,8 @@ class Command(BaseCommand):
             f"{job.instances_received} of {job.instances_expected} instances in {dcm}; "
             f"results in {results}"
         )
+        if job.status in ("paused", "cancelled"):
+            raise CommandError(f"{summary}\nthe job is {job.status}: {job.waiting_reason}")
         if job.items_failed:
             failed = job.items.filter(status="failed").order_by("row")[:20]
             lines = "\n".join(f"  row {i.row}: {i.error_message}" for i in failed)
