@@ -110,6 +110,77 @@ def bench_find(peer: Peer, uids: list[str], query_files: list[str]) -> dict[str,
     return {"ours_qps": ours, "findscu_qps": dcmtk}
 
 
+def dcmtk_move(peer: Peer, query_files: list[str], work: Path, port: int) -> tuple[float, Path]:
+    """movescu with all query files on one association into storescp (+B)."""
+    out = _fresh(work / "move-dcmtk")
+    storescp = Server(
+        "storescp",
+        [
+            require_program("storescp", "dcmtk"),
+            "-aet",
+            DCMTK_SCP_AE,
+            "+B",
+            "-od",
+            str(out),
+            str(port),
+        ],  # fmt: skip
+        ports=[port],
+        log_path=work / "storescp.log",
+        env={"TCP_NODELAY": "1"},
+    ).start()
+    try:
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                require_program("movescu", "dcmtk"),
+                "-S",
+                "-aet",
+                OUR_AE,
+                "-aec",
+                peer.called_ae,
+                "-aem",
+                DCMTK_SCP_AE,
+                peer.host,
+                str(peer.port),
+                *query_files,
+            ],  # fmt: skip
+            check=True,
+            capture_output=True,
+            env=DCMTK_ENV,
+        )
+        return time.perf_counter() - started, out
+    finally:
+        storescp.stop()
+
+
+def dcmtk_get(peer: Peer, query_files: list[str], work: Path) -> tuple[float, Path]:
+    """getscu with all query files on one association (+B)."""
+    out = _fresh(work / "get-dcmtk")
+    started = time.perf_counter()
+    # getscu 3.6.7 may crash after the last response when given several query
+    # files; every instance has arrived by then, so its exit status is not used.
+    subprocess.run(
+        [
+            require_program("getscu", "dcmtk"),
+            "-S",
+            "-aet",
+            OUR_AE,
+            "-aec",
+            peer.called_ae,
+            "+B",
+            "-od",
+            str(out),
+            peer.host,
+            str(peer.port),
+            *query_files,
+        ],  # fmt: skip
+        check=False,
+        capture_output=True,
+        env=DCMTK_ENV,
+    )
+    return time.perf_counter() - started, out
+
+
 def bench_move(
     peer: Peer, uids: list[str], query_files: list[str], work: Path, ports: dict[str, int]
 ) -> dict[str, float]:
@@ -142,46 +213,7 @@ def bench_move(
     ours_count, ours_bytes = _count_files(staging)
     assert ours_count == completed, f"our SCP holds {ours_count}, the PACS sent {completed}"
 
-    # DCMTK: movescu with all query files on one association, storescp bit-preserving
-    out = _fresh(work / "move-dcmtk")
-    storescp = Server(
-        "storescp",
-        [
-            require_program("storescp", "dcmtk"),
-            "-aet",
-            DCMTK_SCP_AE,
-            "+B",
-            "-od",
-            str(out),
-            str(ports["dcmtk"]),
-        ],  # fmt: skip
-        ports=[ports["dcmtk"]],
-        log_path=work / "storescp.log",
-        env={"TCP_NODELAY": "1"},
-    ).start()
-    try:
-        started = time.perf_counter()
-        subprocess.run(
-            [
-                require_program("movescu", "dcmtk"),
-                "-S",
-                "-aet",
-                OUR_AE,
-                "-aec",
-                peer.called_ae,
-                "-aem",
-                DCMTK_SCP_AE,
-                peer.host,
-                str(peer.port),
-                *query_files,
-            ],  # fmt: skip
-            check=True,
-            capture_output=True,
-            env=DCMTK_ENV,
-        )
-        dcmtk_seconds = time.perf_counter() - started
-    finally:
-        storescp.stop()
+    dcmtk_seconds, out = dcmtk_move(peer, query_files, work, ports["dcmtk"])
     dcmtk_count, dcmtk_bytes = _count_files(out)
     assert dcmtk_count == ours_count, f"storescp holds {dcmtk_count}, ours {ours_count}"
     return {
@@ -201,30 +233,7 @@ def bench_get(peer: Peer, uids: list[str], query_files: list[str], work: Path) -
     ours_seconds = time.perf_counter() - started
     ours_count, ours_bytes = _count_files(staging)
 
-    out = _fresh(work / "get-dcmtk")
-    started = time.perf_counter()
-    # getscu 3.6.7 may crash after the last response when given several query
-    # files; every instance has arrived by then, so its exit status is not used.
-    subprocess.run(
-        [
-            require_program("getscu", "dcmtk"),
-            "-S",
-            "-aet",
-            OUR_AE,
-            "-aec",
-            peer.called_ae,
-            "+B",
-            "-od",
-            str(out),
-            peer.host,
-            str(peer.port),
-            *query_files,
-        ],  # fmt: skip
-        check=False,
-        capture_output=True,
-        env=DCMTK_ENV,
-    )
-    dcmtk_seconds = time.perf_counter() - started
+    dcmtk_seconds, out = dcmtk_get(peer, query_files, work)
     dcmtk_count, dcmtk_bytes = _count_files(out)
     assert dcmtk_count == ours_count, f"getscu got {dcmtk_count}, ours {ours_count}"
     return {

@@ -13,6 +13,7 @@ which host and port, which timeout was hit.
 
 from __future__ import annotations
 
+import functools
 import io
 import socket
 import time
@@ -57,10 +58,12 @@ from pulls.dicom.wire import (
     C_MOVE_RQ,
     C_MOVE_RSP,
     NO_DATASET,
+    AssociationRequest,
     Connection,
     InstanceWriter,
     PeerGone,
     StoreCounters,
+    encode_association_request,
     encode_command,
 )
 
@@ -181,6 +184,19 @@ def _contexts(services: Sequence[str]) -> tuple[list[PresentationContext], list]
     return contexts, roles
 
 
+@functools.lru_cache(maxsize=64)
+def _association_request(
+    calling_ae: str, called_ae: str, services: tuple[str, ...]
+) -> AssociationRequest:
+    contexts, roles = _contexts(services)
+    return encode_association_request(
+        calling_ae=calling_ae,
+        called_ae=called_ae,
+        contexts=contexts,
+        extra_user_information=roles,
+    )
+
+
 def _uid_list(ds: Dataset, keyword: str) -> list[str]:
     if keyword not in ds:
         return []
@@ -232,13 +248,11 @@ class Session:
             timed_out = time.monotonic() - started >= peer.connect_timeout * 0.9
             raise self._connect_error(timed_out=timed_out) from None
         conn = Connection(sock, timeout=peer.acse_timeout)
-        contexts, roles = _contexts(self.services)
         try:
             answer = conn.request_association(
                 calling_ae=peer.calling_ae,
                 called_ae=peer.called_ae,
-                contexts=contexts,
-                extra_user_information=roles,
+                request=_association_request(peer.calling_ae, peer.called_ae, self.services),
             )
         except TimeoutError:
             conn.close()
