@@ -29,7 +29,9 @@ from pulls.models import (
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 50
+# Rows per task: several per association, few enough that every worker gets some.
+CHUNK_SIZES = {"find": 50, "move": 5, "get": 5}
+CHUNK_SIZE = CHUNK_SIZES["find"]
 
 # How the queue is reached: set by pulls.tasks so this module stays importable
 # without Celery in the picture (management commands, tests of the lifecycle).
@@ -50,7 +52,8 @@ def items_enqueue(job: Job, *, enqueue: Enqueue, item_ids: Sequence[int] | None 
     if not ids:
         return 0
     JobItem.objects.filter(pk__in=ids).update(queued_at=now)
-    chunks = [ids[i : i + CHUNK_SIZE] for i in range(0, len(ids), CHUNK_SIZE)]
+    size = CHUNK_SIZES.get(job.kind, CHUNK_SIZE)
+    chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
     for chunk in chunks:
         transaction.on_commit(lambda chunk=chunk: enqueue(chunk))
     return len(ids)

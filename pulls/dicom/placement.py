@@ -20,6 +20,7 @@ from pathlib import Path
 from pydicom import dcmread
 
 from pulls.dicom.paths import safe_component
+from pulls.dicom.wire import HEAD_SIZE, scan_tags
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KEYS = ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality"]
@@ -44,7 +45,40 @@ class Placed:
     size: int
 
 
+_TAGS = {
+    0x00100020: "PatientID",
+    0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID",
+    0x00080018: "SOPInstanceUID",
+    0x00080060: "Modality",
+}
+_META_TS = 0x00020010
+_IMPLICIT = b"1.2.840.10008.1.2"
+_EXPLICIT = b"1.2.840.10008.1.2.1"
+
+
+def _fast_keys(head: bytes) -> dict[str, str] | None:
+    """The keys from a file's first bytes without pydicom (the common case)."""
+    if head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        return None
+    meta_end = 144 + int.from_bytes(head[140:144], "little")
+    meta = scan_tags(head[132:meta_end], {_META_TS}, implicit=False)
+    if not meta or meta[_META_TS] not in (_IMPLICIT, _EXPLICIT):
+        return None  # deflated or big endian: pydicom knows how
+    found = scan_tags(head[meta_end:], set(_TAGS), implicit=meta[_META_TS] == _IMPLICIT)
+    if found is None:
+        return None
+    return {
+        name: found.get(tag, b"").decode("utf-8", "replace").strip() for tag, name in _TAGS.items()
+    }
+
+
 def header_keys(path: Path) -> dict[str, str]:
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_SIZE)
+    keys = _fast_keys(head)
+    if keys is not None:
+        return keys
     ds = dcmread(path, stop_before_pixels=True, specific_tags=_KEYS)
     return {key: str(ds.get(key, "") or "") for key in _KEYS}
 

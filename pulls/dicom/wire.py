@@ -541,12 +541,21 @@ _LONG_VRS = {
 }  # fmt: skip
 
 
-def _scan_study_uid(head: bytes, *, implicit: bool) -> str | None:
-    """Walk top-level little-endian elements up to (0020,000D); None if unsure."""
+def scan_tags(head: bytes, tags: set[int], *, implicit: bool) -> dict[int, bytes] | None:
+    """Values of top-level ``tags`` from the start of a little-endian data set.
+
+    Walks the elements up to the largest tag asked for. Returns None when it
+    cannot be sure (an undefined length, such as a sequence, or a short head):
+    the caller then lets pydicom read the data set properly.
+    """
+    found: dict[int, bytes] = {}
+    last = max(tags)
     offset, size = 0, len(head)
     while offset + 8 <= size:
         group, element = struct.unpack_from("<HH", head, offset)
         tag = group << 16 | element
+        if tag > last:
+            return found
         if implicit:
             (length,) = struct.unpack_from("<I", head, offset + 4)
             offset += 8
@@ -561,15 +570,20 @@ def _scan_study_uid(head: bytes, *, implicit: bool) -> str | None:
                 (length,) = struct.unpack_from("<H", head, offset + 6)
                 offset += 8
         if length == 0xFFFFFFFF:
-            return None  # undefined length (a sequence): let pydicom walk it
-        if tag == _STUDY_UID_TAG:
+            return None
+        if tag in tags:
             if offset + length > size:
                 return None
-            return head[offset : offset + length].rstrip(b"\x00 ").decode("ascii", "replace")
-        if tag > _STUDY_UID_TAG:
-            return ""  # the data set has no StudyInstanceUID
+            found[tag] = head[offset : offset + length].rstrip(b"\x00 ")
         offset += length
-    return None
+    return found if len(found) == len(tags) else None
+
+
+def _scan_study_uid(head: bytes, *, implicit: bool) -> str | None:
+    found = scan_tags(head, {_STUDY_UID_TAG}, implicit=implicit)
+    if found is None:
+        return None
+    return found.get(_STUDY_UID_TAG, b"").decode("ascii", "replace")
 
 
 def study_uid_from_head(head: bytes, transfer_syntax: str) -> str | None:

@@ -1,0 +1,242 @@
+"""Benchmark of retrieval jobs through the whole pipeline, beside DCMTK.
+
+    .venv/bin/python bench/retrieve.py [--studies 50] [--runs 3] [--memory-instances 20000]
+
+Own Orthanc, Redis, Celery worker (2 processes), storage SCP (its own process)
+and SQLite under bench/results/retrieve/. For each method, median of --runs:
+
+- pipeline: a retrieval job of every study (job -> worker -> PACS -> storage
+  SCP or the C-GET association -> files placed in the project and counted);
+- DCMTK on the same data: movescu + storescp (+B), and getscu (+B), each with
+  all queries on one association.
+
+Target: pipeline >= 0.9x DCMTK's instances/s for each method. With
+--memory-instances N, a C-GET job of N instances also samples the resident
+memory of the worker processes at each tenth of the job: it should stay flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / "bench" / "results" / "retrieve"
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from pulls.sandbox.procs import free_port  # noqa: E402
+
+REDIS_PORT = free_port()
+SCP_PORT = free_port()
+DCMTK_PORT = free_port()
+os.environ.update(
+    PACSNPULL_INSTANCE_DIR=str(WORK / "instance"),
+    REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/0",
+    PACSNPULL_SCP_PORT=str(SCP_PORT),
+    PACSNPULL_STAGING_DIR=str(WORK / "instance" / "staging"),
+    PACSNPULL_STORAGE_ROOT=str(WORK / "instance" / "storage"),
+    PACSNPULL_ARRIVAL_WAIT_SECONDS="2",
+    PACSNPULL_MIN_FREE_BYTES=str(64 << 20),
+    DJANGO_SETTINGS_MODULE="portal.settings",
+)
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (the Celery pool)."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            with open(f"/proc/{current}/task/{current}/children") as fh:
+                pending += [int(child) for child in fh.read().split()]
+        except OSError:
+            continue
+    return total / 1024
+
+
+def run_pipeline(kind, node, owner, project, uids, worker_pid=None) -> dict:
+    from pulls.models import Job, JobStatus
+    from pulls.services import job_create, job_start
+
+    shutil.rmtree(project.storage_dir, ignore_errors=True)
+    project.instances.all().delete()  # a fresh project: nothing to skip
+    rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in uids]
+    started = time.perf_counter()
+    job = job_create(kind=kind, owner=owner, project=project, node=node, rows=rows)
+    job_start(job=job, user=owner)
+    samples = []
+    while True:
+        job = Job.objects.get(pk=job.pk)
+        if job.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.PAUSED):
+            break
+        if worker_pid:
+            samples.append((job.items_done, _rss_mb(worker_pid)))
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    assert job.status == JobStatus.DONE, (job.status, job.waiting_reason, job.items_failed)
+    files = [p for p in project.storage_dir.rglob("*.dcm")]
+    size = sum(p.stat().st_size for p in files)
+    assert len(files) == job.instances_received == job.instances_expected
+    return {
+        "instances": len(files),
+        "ips": len(files) / seconds,
+        "mbps": size / seconds / 1e6,
+        "seconds": seconds,
+        "rss_samples": samples,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--studies", type=int, default=50)
+    parser.add_argument("--series", type=int, default=3)
+    parser.add_argument("--instances", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--memory-instances", type=int, default=0)
+    args = parser.parse_args()
+
+    shutil.rmtree(WORK, ignore_errors=True)
+    (WORK / "instance").mkdir(parents=True)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from engine import _count_files, _query, _write_queries, dcmtk_get, dcmtk_move
+
+    from accounts.models import User
+    from pulls.dicom import Peer
+    from pulls.models import JobKind, Membership, PacsNode, Project, Role
+    from pulls.sandbox.orthanc import Orthanc
+    from pulls.sandbox.procs import Server
+    from pulls.sandbox.redis import redis_server
+    from pulls.sandbox.synthetic import generate
+
+    manifest = generate(
+        WORK / "data", patients=args.studies, studies=1, series=args.series,
+        instances=args.instances, seed=31, size=64,
+    )  # fmt: skip
+    uids = sorted(manifest.studies)
+    orthanc = Orthanc(
+        WORK / "orthanc",
+        modalities={
+            "pacsnpull": ("PACSNPULL", "127.0.0.1", SCP_PORT),
+            "dcmtk": ("DCMTKSCP", "127.0.0.1", DCMTK_PORT),
+        },
+    )
+    redis = redis_server(WORK / "redis", port=REDIS_PORT)
+    scp = Server(
+        "storage SCP",
+        [sys.executable, "manage.py", "storescp"],
+        ports=[SCP_PORT],
+        log_path=WORK / "storescp.log",
+        cwd=REPO,
+    )
+    worker = Server(
+        "celery worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "--loglevel",
+            "WARNING",
+            "--concurrency",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+        ],  # fmt: skip
+        ports=[],
+        log_path=WORK / "worker.log",
+        cwd=REPO,
+    )
+    results: dict[str, object] = {}
+    try:
+        orthanc.start()
+        orthanc.upload(WORK / "data" / inst.path for inst in manifest.instances)
+        redis.start()
+        scp.start()
+        worker.start()
+        time.sleep(3)
+        owner = User.objects.create_user("bench")
+        project = Project.objects.create(name="Bench", slug="bench")
+        Membership.objects.create(project=project, user=owner, role=Role.OWNER)
+        node = PacsNode.objects.create(
+            name="BENCH", ae_title="ORTHANC", host="127.0.0.1", port=orthanc.dicom_port
+        )
+        node.granted_users.add(owner)
+        peer = Peer("127.0.0.1", orthanc.dicom_port, "ORTHANC", "PACSNPULL")
+        queries = _write_queries(WORK / "queries", uids, _query)
+        runs: dict[str, list] = {"move": [], "dcmtk_move": [], "get": [], "getscu": []}
+        for run in range(1, args.runs + 1):
+            runs["move"].append(run_pipeline(JobKind.MOVE, node, owner, project, uids)["ips"])
+            seconds, out = dcmtk_move(peer, queries, WORK, DCMTK_PORT)
+            runs["dcmtk_move"].append(_count_files(out)[0] / seconds)
+            runs["get"].append(run_pipeline(JobKind.GET, node, owner, project, uids)["ips"])
+            seconds, out = dcmtk_get(peer, queries, WORK)
+            runs["getscu"].append(_count_files(out)[0] / seconds)
+            last = {key: values[-1] for key, values in runs.items()}
+            print(
+                f"run {run}: move {last['move']:.0f} inst/s (DCMTK {last['dcmtk_move']:.0f}), "
+                f"get {last['get']:.0f} inst/s (getscu {last['getscu']:.0f})",
+                flush=True,
+            )
+        medians = {key: statistics.median(values) for key, values in runs.items()}
+        results.update(
+            instances=len(manifest.instances),
+            medians=medians,
+            ratio_move=medians["move"] / medians["dcmtk_move"],
+            ratio_get=medians["get"] / medians["getscu"],
+        )
+        if args.memory_instances:
+            big = generate(
+                WORK / "big", patients=args.memory_instances // 100, studies=1, series=4,
+                instances=25, seed=32, size=32,
+            )  # fmt: skip
+            orthanc.upload(WORK / "big" / inst.path for inst in big.instances)
+            memory = run_pipeline(
+                JobKind.GET, node, owner, project, sorted(big.studies), worker_pid=worker.pid
+            )
+            results["memory"] = memory
+    finally:
+        worker.stop()
+        scp.stop()
+        redis.stop()
+        orthanc.stop()
+    (WORK / "retrieve.json").write_text(json.dumps(results, indent=2))
+    m = results["medians"]
+    print(
+        f"\nmedian of {args.runs} runs, {results['instances']} instances ({args.studies} studies),"
+        f" Orthanc on loopback, 2 worker processes:\n"
+        f"  C-MOVE pipeline {m['move']:6.0f} inst/s   movescu+storescp "
+        f"{m['dcmtk_move']:6.0f} inst/s   ratio {results['ratio_move']:.2f}  (target >= 0.9)\n"
+        f"  C-GET  pipeline {m['get']:6.0f} inst/s   getscu           {m['getscu']:6.0f} inst/s"
+        f"   ratio {results['ratio_get']:.2f}  (target >= 0.9)"
+    )
+    if "memory" in results:
+        samples = results["memory"]["rss_samples"]
+        tenth = max(1, len(samples) // 10)
+        picked = [f"{done}:{rss:.0f}" for done, rss in samples[::tenth]]
+        print(
+            f"  memory over a {results['memory']['instances']}-instance C-GET job "
+            f"(items done: worker RSS MB): {' '.join(picked)}"
+        )
+
+
+if __name__ == "__main__":
+    main()
