@@ -224,6 +224,12 @@ PACSNPULL_SCP_HOST = env.str("PACSNPULL_SCP_HOST", "127.0.0.1")
 PACSNPULL_SCP_BIND = env.str("PACSNPULL_SCP_BIND", "127.0.0.1")
 PACSNPULL_STORAGE_ROOT = env.path("PACSNPULL_STORAGE_ROOT", INSTANCE_DIR / "storage")
 PACSNPULL_STAGING_DIR = env.path("PACSNPULL_STAGING_DIR", INSTANCE_DIR / "staging")
+# Staged instances that no retrieval wants, this long after they arrived, are
+# moved to the quarantine folder (and the audit log), never into a project.
+PACSNPULL_QUARANTINE_AFTER_SECONDS = env.int(
+    "PACSNPULL_QUARANTINE_AFTER_SECONDS", 3600, minimum=60, maximum=30 * 86400
+)
+PACSNPULL_QUARANTINE_DIR = env.path("PACSNPULL_QUARANTINE_DIR", INSTANCE_DIR / "quarantine")
 # Retrieval jobs do not start, and pause, when the storage has less than this free.
 PACSNPULL_MIN_FREE_BYTES = env.int("PACSNPULL_MIN_FREE_BYTES", 2 << 30, minimum=0, maximum=1 << 50)
 # After a C-MOVE/C-GET's final response, wait this long without a new arrival

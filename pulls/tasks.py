@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from pulls import items, runner
+from pulls import items, quarantine, runner
 
 
 def enqueue_items(item_ids: list[int]) -> None:
@@ -19,4 +19,5 @@ def run_items(item_ids: list[int]) -> str:
 @shared_task(acks_late=True)
 def reconcile() -> str:
     counts = items.items_reconcile(enqueue=enqueue_items)
-    return ", ".join(f"{k} {v}" for k, v in counts.items())
+    swept = quarantine.staging_sweep()
+    return ", ".join(f"{k} {v}" for k, v in {**counts, **swept}.items())
