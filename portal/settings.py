@@ -224,6 +224,8 @@ PACSNPULL_SCP_HOST = env.str("PACSNPULL_SCP_HOST", "127.0.0.1")
 PACSNPULL_SCP_BIND = env.str("PACSNPULL_SCP_BIND", "127.0.0.1")
 PACSNPULL_STORAGE_ROOT = env.path("PACSNPULL_STORAGE_ROOT", INSTANCE_DIR / "storage")
 PACSNPULL_STAGING_DIR = env.path("PACSNPULL_STAGING_DIR", INSTANCE_DIR / "staging")
+# When a PACS cannot deliver to our storage SCP, wait this long for it to come back.
+PACSNPULL_SCP_WAIT_SECONDS = env.int("PACSNPULL_SCP_WAIT_SECONDS", 30, minimum=0, maximum=3600)
 # Staged instances that no retrieval wants, this long after they arrived, are
 # moved to the quarantine folder (and the audit log), never into a project.
 PACSNPULL_QUARANTINE_AFTER_SECONDS = env.int(

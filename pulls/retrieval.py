@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import errno
 import shutil
+import time
 from pathlib import Path
 
 from django.conf import settings
 
-from pulls.dicom import PacsError, Session
+from pulls.dicom import (
+    PacsError,
+    PacsStatusError,
+    PacsTimeout,
+    PacsUnavailable,
+    Peer,
+    Session,
+    echo,
+)
 from pulls.dicom.client import Progress
 from pulls.dicom.completeness import assess
 from pulls.dicom.counting import count_instances
@@ -74,6 +83,45 @@ class StallGuard:
             self.tripped = True
             return False
         return True
+
+
+def _raise_if_our_scp_is_down(node, error: PacsStatusError) -> None:
+    """Tell "the PACS does not know us" from "our storage SCP is down"."""
+    if error.status not in (0xA801, 0xA702) and not 0xC000 <= error.status <= 0xCFFF:
+        return
+    if node.effective_move_destination() != settings.PACSNPULL_AE_TITLE:
+        return  # another AE's SCP: not ours to check
+    peer = Peer(
+        host=settings.PACSNPULL_SCP_HOST,
+        port=settings.PACSNPULL_SCP_PORT,
+        called_ae=settings.PACSNPULL_AE_TITLE,
+        calling_ae=node.effective_calling_ae(),
+        connect_timeout=2,
+        acse_timeout=5,
+        dimse_timeout=5,
+    )
+    deadline = time.monotonic() + settings.PACSNPULL_SCP_WAIT_SECONDS
+    was_down = False
+    while True:
+        try:
+            echo(peer)
+        except (PacsUnavailable, PacsTimeout):
+            was_down = True
+            if time.monotonic() >= deadline:
+                raise PacsUnavailable(
+                    f"the portal's storage SCP ({peer.describe()}) does not answer, so the "
+                    "PACS could not send the instances: start it (manage.py storescp); "
+                    "the retrieval is retried"
+                ) from None
+            time.sleep(0.5)
+            continue
+        except PacsError:
+            pass  # something answered: our SCP is up
+        if not was_down:
+            return  # the PACS's error stands
+        raise IncompleteRetrieval(
+            f"the portal's storage SCP was not answering during the C-MOVE ({error}); retrying"
+        )
 
 
 def _instances(project: Project, study: str, series: str | None):
@@ -142,13 +190,19 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
     identifier = identifier_from_row(keys)
     guard = StallGuard(node.stall_limit)
     if job.kind == JobKind.MOVE:
-        result = session.move(
-            identifier,
-            destination=node.effective_move_destination(),
-            destination_address=(settings.PACSNPULL_SCP_HOST, settings.PACSNPULL_SCP_PORT),
-            model=model,
-            on_progress=guard,
-        )
+        try:
+            result = session.move(
+                identifier,
+                destination=node.effective_move_destination(),
+                destination_address=(settings.PACSNPULL_SCP_HOST, settings.PACSNPULL_SCP_PORT),
+                model=model,
+                on_progress=guard,
+            )
+        except PacsStatusError as exc:
+            # A PACS that cannot reach our storage SCP may say 0xA801 or 0xC000
+            # as if it did not know us: if the SCP is down, that heals.
+            _raise_if_our_scp_is_down(node, exc)
+            raise
     else:
         result = session.get(identifier, model=model, on_progress=guard)
     verdict = assess(

@@ -132,9 +132,34 @@ def peer_for(port: int, ae_title: str, **kwargs) -> Peer:
     return Peer("127.0.0.1", port, ae_title, settings.PACSNPULL_AE_TITLE, **kwargs)
 
 
+class RestartableRedis:
+    """The test Redis; ``kill_and_restart`` loses everything it held, as a crash would."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.server = redis_server(workdir).start()
+        self.port = self.server.ports[0]
+
+    def kill_and_restart(self) -> None:
+        self.server.kill()
+        self.server = redis_server(self.workdir, port=self.port).start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 @pytest.fixture(scope="session")
-def redis_url(sandbox) -> str:
-    server = redis_server(sandbox / "redis").start()
+def redis_service(sandbox) -> RestartableRedis:
+    service = RestartableRedis(sandbox / "redis")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_service) -> str:
+    server = redis_service.server
     url = f"redis://127.0.0.1:{server.ports[0]}/0"
     # Point this process's Celery app at the test Redis before anything is sent.
     from portal.celery import app
@@ -144,10 +169,7 @@ def redis_url(sandbox) -> str:
     assert app.connection_for_write().as_uri().endswith(f":{server.ports[0]}/0"), (
         app.conf.broker_url
     )
-    try:
-        yield url
-    finally:
-        server.stop()
+    return url
 
 
 class Worker:

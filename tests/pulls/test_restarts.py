@@ -1,0 +1,146 @@
+"""A retrieval survives a restart of the storage SCP and of Redis, every instance once."""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+from django.db import connection
+
+from pulls import items
+from pulls.cli import run_inline
+from pulls.models import Job, JobKind, JobStatus, RetrievedInstance
+from pulls.sandbox.procs import Server, free_port
+from pulls.services import job_create
+from pulls.tasks import enqueue_items
+from tests.conftest import REPO, SCP_PORT, Worker, make_node, wait_for
+from tests.pulls.scripted_pacs import ScriptedPacs
+
+
+def _assert_exactly_once(storage, project, instances):
+    placed = sorted(p.stem for p in (storage / project.slug).rglob("*.dcm"))
+    assert placed == sorted(i.sop_instance_uid for i in instances)
+    assert RetrievedInstance.objects.filter(project=project).count() == len(instances)
+
+
+def test_a_restart_of_the_storage_scp_loses_nothing(settings, tmp_path, alice, project, dicom_data):
+    staging, storage = tmp_path / "staging", tmp_path / "storage"
+    port = free_port()
+    settings.PACSNPULL_STAGING_DIR = staging
+    settings.PACSNPULL_STORAGE_ROOT = storage
+    settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
+    settings.PACSNPULL_RETRY_SECONDS = 0
+    settings.PACSNPULL_SCP_PORT = port
+    settings.PACSNPULL_AE_TITLE = "RESTARTED"
+    studies = sorted(dicom_data.studies)[:4]
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+
+    def scp() -> Server:
+        return Server(
+            "storage SCP",
+            [
+                sys.executable,
+                "-m",
+                "pulls.dicom.storage_scp",
+                "--aet",
+                "RESTARTED",
+                "--port",
+                str(port),
+                "--staging",
+                str(staging),
+            ],  # fmt: skip
+            ports=[port],
+            log_path=tmp_path / "scp.log",
+            cwd=REPO,
+        ).start()
+
+    running = [scp()]
+
+    def restart_when_the_first_files_land() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(storage.rglob("*.dcm")):
+            time.sleep(0.02)
+        os.kill(running[0].pid, signal.SIGKILL)  # mid-retrieval, as a crash would
+        running[0].proc.wait()
+        time.sleep(0.5)
+        running.append(scp())
+
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="slow",
+        delay=0.05,
+        destinations={"RESTARTED": ("127.0.0.1", port)},
+    ) as pacs:
+        node = make_node("SLOW", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = job_create(
+            kind=JobKind.MOVE,
+            owner=alice,
+            project=project,
+            node=node,
+            rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies],
+        )
+        killer = threading.Thread(target=restart_when_the_first_files_land)
+        killer.start()
+        try:
+            job = run_inline(job, on_progress=lambda job: None)
+        finally:
+            killer.join()
+            for server in running:
+                server.stop()
+    assert len(running) == 2, "the storage SCP was not restarted"
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
+    _assert_exactly_once(storage, project, instances)
+
+
+def test_a_restart_of_redis_loses_no_queued_work(
+    redis_service, redis_url, flushable_db, sandbox, staging, settings, tmp_path, alice, project,
+    dicom_data,
+):  # fmt: skip
+    storage = tmp_path / "storage"
+    lease = 3
+    settings.PACSNPULL_LEASE_SECONDS = lease
+    settings.PACSNPULL_STORAGE_ROOT = storage
+    env = {
+        "PACSNPULL_LEASE_SECONDS": str(lease),
+        "PACSNPULL_STAGING_DIR": str(staging),
+        "PACSNPULL_STORAGE_ROOT": str(storage),
+        "PACSNPULL_ARRIVAL_WAIT_SECONDS": "1",
+    }
+    studies = sorted(dicom_data.studies)[:3]
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="honest",
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ) as pacs:
+        node = make_node("HONEST", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = job_create(
+            kind=JobKind.MOVE,
+            owner=alice,
+            project=project,
+            node=node,
+            rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies],
+            start=True,  # the message is in Redis now ...
+        )
+        redis_service.kill_and_restart()  # ... and gone
+        worker = Worker(
+            redis_url=redis_url,
+            db_name=connection.settings_dict["NAME"],
+            log_path=sandbox / "redis-restart-worker.log",
+            env=env,
+        ).start()
+        try:
+            time.sleep(lease + 1)
+            assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED  # nothing ran
+            assert items.items_reconcile(enqueue=enqueue_items)["requeued"] == len(studies)
+            wait_for(
+                lambda: Job.objects.get(pk=job.pk).status == JobStatus.DONE,
+                timeout=60,
+                what=f"the job; worker log:\n{worker.log_tail()}",
+            )
+        finally:
+            worker.stop()
+    _assert_exactly_once(storage, project, instances)
