@@ -130,8 +130,10 @@ def item_release(item: JobItem, token: uuid.UUID) -> bool:
     )
 
 
-def item_cancel(item: JobItem, token: uuid.UUID) -> bool:
-    return _finish(item, token, status=ItemStatus.CANCELLED, error_message="cancelled by a user")
+def item_cancel(item: JobItem, token: uuid.UUID, **counts: object) -> bool:
+    return _finish(
+        item, token, status=ItemStatus.CANCELLED, error_message="cancelled by a user", **counts
+    )
 
 
 def item_fail(

@@ -15,6 +15,7 @@ from pathlib import Path
 from django.conf import settings
 
 from pulls.dicom import (
+    PacsAborted,
     PacsError,
     PacsStatusError,
     PacsTimeout,
@@ -29,7 +30,7 @@ from pulls.dicom.counting import count_instances
 from pulls.dicom.identifiers import identifier_from_row
 from pulls.dicom.placement import header_keys, place_instance
 from pulls.dicom.staging import staged_sop_files
-from pulls.models import Job, JobItem, JobKind, Project, RetrievedInstance
+from pulls.models import Job, JobItem, JobKind, JobStatus, Project, RetrievedInstance
 
 
 class IncompleteRetrieval(PacsError):
@@ -64,14 +65,32 @@ def check_free_space(project: Project) -> None:
             )
 
 
-class StallGuard:
-    """The prototype's query_break_count: cancel after N responses without progress."""
+class JobStopped(Exception):
+    """The job was cancelled or paused during a transfer, which was cancelled."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, status: str, **counts: int) -> None:
+        super().__init__(status)
+        self.status = status
+        self.counts = counts
+
+
+class StallGuard:
+    """Progress callback of a C-MOVE/C-GET: returning False sends a C-CANCEL.
+
+    Cancels after ``limit`` responses without progress (the prototype's
+    query_break_count), and when a user cancels or pauses the job (checked
+    at most every ``check_every`` seconds).
+    """
+
+    def __init__(self, limit: int, *, job_id: int | None = None, check_every: float = 0.5):
         self.limit = limit
         self.last = -1
         self.same = 0
         self.tripped = False
+        self.job_id = job_id
+        self.check_every = check_every
+        self.checked = time.monotonic()
+        self.stopped_as = ""
 
     def __call__(self, progress: Progress) -> bool:
         done = progress.completed + progress.failed + progress.warning
@@ -82,6 +101,12 @@ class StallGuard:
         if self.limit and self.same >= self.limit:
             self.tripped = True
             return False
+        if self.job_id is not None and time.monotonic() - self.checked >= self.check_every:
+            self.checked = time.monotonic()
+            status = Job.objects.filter(pk=self.job_id).values_list("status", flat=True).first()
+            if status in (JobStatus.CANCELLED, JobStatus.PAUSED):
+                self.stopped_as = status
+                return False
         return True
 
 
@@ -173,6 +198,25 @@ def _place_staged(project: Project, staging: Path, study: str, series: str | Non
     return sum(p.size for p in placed)
 
 
+def _transfer(session: Session, job: Job, identifier, model: str, guard: StallGuard):
+    node = job.node
+    if job.kind == JobKind.GET:
+        return session.get(identifier, model=model, on_progress=guard)
+    try:
+        return session.move(
+            identifier,
+            destination=node.effective_move_destination(),
+            destination_address=(settings.PACSNPULL_SCP_HOST, settings.PACSNPULL_SCP_PORT),
+            model=model,
+            on_progress=guard,
+        )
+    except PacsStatusError as exc:
+        # A PACS that cannot reach our storage SCP may say 0xA801 or 0xC000 as if
+        # it did not know us: if our SCP is down, that heals.
+        _raise_if_our_scp_is_down(node, exc)
+        raise
+
+
 def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object]:
     node = job.node
     keys = dict(item.identifier)
@@ -188,23 +232,19 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
     check_free_space(job.project)
     staging = settings.PACSNPULL_STAGING_DIR
     identifier = identifier_from_row(keys)
-    guard = StallGuard(node.stall_limit)
-    if job.kind == JobKind.MOVE:
-        try:
-            result = session.move(
-                identifier,
-                destination=node.effective_move_destination(),
-                destination_address=(settings.PACSNPULL_SCP_HOST, settings.PACSNPULL_SCP_PORT),
-                model=model,
-                on_progress=guard,
-            )
-        except PacsStatusError as exc:
-            # A PACS that cannot reach our storage SCP may say 0xA801 or 0xC000
-            # as if it did not know us: if the SCP is down, that heals.
-            _raise_if_our_scp_is_down(node, exc)
+    guard = StallGuard(node.stall_limit, job_id=job.pk)
+    try:
+        result = _transfer(session, job, identifier, model, guard)
+    except PacsAborted:
+        if not guard.stopped_as:
             raise
-    else:
-        result = session.get(identifier, model=model, on_progress=guard)
+        # We aborted a PACS that ignored our C-CANCEL: keep what arrived whole.
+        _place_staged(job.project, staging, study, series)
+        raise JobStopped(
+            guard.stopped_as,
+            instances_expected=expected,
+            instances_received=present_count(job.project, study, series),
+        ) from None
     verdict = assess(
         result,
         expected=expected,
@@ -227,6 +267,8 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
         "instances_failed": result.failed,
         "bytes_received": placed_bytes,
     }
+    if guard.stopped_as:
+        raise JobStopped(guard.stopped_as, **counts)
     if guard.tripped:
         raise IncompleteRetrieval(
             f"the PACS sent {node.stall_limit} responses without progress: cancelled; "

@@ -17,7 +17,7 @@ from pulls.audit import audit_record
 from pulls.dicom import PacsError, Peer, Session
 from pulls.dicom.identifiers import IdentifierError, identifier_from_row, match_to_dict
 from pulls.models import AuditAction, FindResult, Job, JobItem, JobKind, JobStatus, PacsNode
-from pulls.retrieval import DiskFull, retrieve_item
+from pulls.retrieval import DiskFull, JobStopped, retrieve_item
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,14 @@ def run_chunk(item_ids: list[int]) -> str:
                     started = time.monotonic()
                 try:
                     counts = handler(session, job, item)
+                except JobStopped as exc:
+                    # Cancelled or paused mid-transfer: the C-CANCEL went out and what
+                    # had arrived is placed; the item waits (paused) or ends (cancelled).
+                    if exc.status == JobStatus.PAUSED:
+                        item_life.item_release(item, token)
+                    else:
+                        item_life.item_cancel(item, token, **exc.counts)
+                    break
                 except DiskFull as exc:
                     # Nothing is wrong with the item: the job waits for space.
                     item_life.item_release(item, token)

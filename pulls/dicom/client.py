@@ -141,6 +141,8 @@ class RetrieveResult:
 
 
 ProgressCallback = Callable[[Progress], bool | None]
+# Pending responses we accept after a C-CANCEL before aborting the association.
+_CANCEL_GRACE = 5
 
 
 def rejection_error(peer: Peer, rsp: object) -> PacsRejected:
@@ -452,6 +454,7 @@ class Session:
         started = time.monotonic()
         progress = Progress()
         cancelled = False
+        after_cancel = 0
         while True:
             fields, dataset = self._response(
                 operation, response, msg_id, timeout=self.peer.network_timeout
@@ -465,7 +468,18 @@ class Session:
             progress.warning = int(fields.get(0x1023, progress.warning))
             if not statuses.is_pending(status):
                 break
-            if on_progress is not None and on_progress(progress) is False and not cancelled:
+            if cancelled:
+                after_cancel += 1
+                if after_cancel > _CANCEL_GRACE:
+                    # The PACS ignores C-CANCEL: stop it the hard way.
+                    self._require().abort()
+                    self.conn.close()
+                    self.conn = None
+                    raise PacsAborted(
+                        f"{self.peer.describe()} ignored the C-CANCEL of the {operation}: "
+                        "the association was aborted"
+                    )
+            elif on_progress is not None and on_progress(progress) is False:
                 self._cancel(context_id, msg_id)
                 cancelled = True
         failed_uids: list[str] = []

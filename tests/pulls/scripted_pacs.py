@@ -38,12 +38,14 @@ class ScriptedPacs:
         destinations: dict[str, tuple[str, int]],
         withhold: int = 2,
         delay: float = 0.05,
+        honour_cancel: bool = True,
     ) -> None:
         self.datasets = [dcmread(p) for p in files]
         self.behaviour = behaviour
         self.destinations = destinations
         self.withhold = withhold
         self.delay = delay
+        self.honour_cancel = honour_cancel
         self.port = free_port()
         self.ae_title = "SCRIPTED"
         self._server = None
@@ -75,6 +77,9 @@ class ScriptedPacs:
             to_send = to_send[: -self.withhold]
         yield len(to_send)
         for n, ds in enumerate(to_send):
+            if self.honour_cancel and event.is_cancelled:
+                yield 0xFE00, None
+                return
             if self.behaviour == "slow":
                 time.sleep(self.delay)
             if self.behaviour == "fail_some" and n < self.withhold:
@@ -93,6 +98,9 @@ class ScriptedPacs:
             to_send = to_send[: -self.withhold]
         yield len(to_send)
         for ds in to_send:
+            if self.honour_cancel and event.is_cancelled:
+                yield 0xFE00, None
+                return
             if self.behaviour == "slow":
                 time.sleep(self.delay)
             yield 0xFF00, ds

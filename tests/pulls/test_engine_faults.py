@@ -213,3 +213,29 @@ def test_instances_arriving_after_the_final_response_are_waited_for(dicom_data, 
     assert verdict.verdict is Verdict.COMPLETE
     assert verdict.late == 2
     assert "(2 after the final response)" in verdict.message
+
+
+@pytest.mark.parametrize("honour", [True, False])
+def test_a_cancelled_move_stops_or_the_association_is_aborted(dicom_data, staging, honour):
+    from pulls.dicom import PacsAborted
+
+    study_uid, instances = sorted(dicom_data.studies.items())[7]
+    many = instances * 3  # the same instances again and again: a long transfer
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in many],
+        behaviour="slow",
+        delay=0.02,
+        honour_cancel=honour,
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ) as pacs:
+        peer = peer_for(pacs.port, pacs.ae_title)
+        with Session(peer, services=("move",)) as s:
+            if honour:
+                result = s.move(
+                    _study(study_uid), destination="PACSNPULL", on_progress=lambda p: False
+                )
+                assert result.cancelled and result.status == 0xFE00
+                assert result.completed < len(many)
+            else:
+                with pytest.raises(PacsAborted, match="ignored the C-CANCEL of the C-MOVE"):
+                    s.move(_study(study_uid), destination="PACSNPULL", on_progress=lambda p: False)

@@ -144,3 +144,52 @@ def test_a_restart_of_redis_loses_no_queued_work(
         finally:
             worker.stop()
     _assert_exactly_once(storage, project, instances)
+
+
+def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
+    settings, flushable_db, staging, tmp_path, alice, project, dicom_data
+):
+    from pulls.models import ItemStatus
+    from pulls.services import job_cancel
+
+    storage = tmp_path / "storage"
+    settings.PACSNPULL_STAGING_DIR = staging
+    settings.PACSNPULL_STORAGE_ROOT = storage
+    settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
+    studies = sorted(dicom_data.studies)[:3]
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="slow",
+        delay=0.3,
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ) as pacs:
+        node = make_node("SLOW", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = job_create(
+            kind=JobKind.MOVE,
+            owner=alice,
+            project=project,
+            node=node,
+            rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies],
+        )
+
+        def cancel_when_the_first_instance_arrives() -> None:
+            try:
+                wait_for(lambda: list(staging.rglob("*.dcm")), timeout=30, what="an instance")
+                job_cancel(job=Job.objects.get(pk=job.pk), user=alice)
+            finally:
+                connection.close()
+
+        canceller = threading.Thread(target=cancel_when_the_first_instance_arrives)
+        canceller.start()
+        job = run_inline(job, on_progress=lambda job: None)
+        canceller.join()
+    first = job.items.get(row=1)
+    assert job.status == JobStatus.CANCELLED
+    assert first.status == ItemStatus.CANCELLED
+    assert 0 < first.instances_received < first.instances_expected  # stopped mid-study
+    assert set(job.items.exclude(row=1).values_list("status", flat=True)) == {ItemStatus.CANCELLED}
+    assert not list(storage.rglob("*.part"))
+    for path in storage.rglob("*.dcm"):  # what is there is whole
+        assert path.stat().st_size > 1000
