@@ -11,7 +11,34 @@ from pulls.queryfiles import ParsedQueries, human_size, parse_query_file
 _SHOWN_PROBLEMS = 50
 
 
+KIND_CHOICES = [
+    ("find", "Find (C-FIND): see what matches first"),
+    ("move", "Retrieve with C-MOVE: rows name StudyInstanceUID (and SeriesInstanceUID)"),
+    ("get", "Retrieve with C-GET: rows name StudyInstanceUID (and SeriesInstanceUID)"),
+]
+
+
+def retrieval_problems(rows: list[dict[str, str]], numbers: list[int]) -> list[str]:
+    """A retrieval row names what to fetch by its UIDs (PS3.4 C.4.2.2.1)."""
+    problems = []
+    for n, row in zip(numbers, rows, strict=True):
+        level = row.get("QueryRetrieveLevel")
+        uid = row.get("StudyInstanceUID", "")
+        if level not in ("STUDY", "SERIES"):
+            problems.append(f"row {n}, QueryRetrieveLevel: a retrieval is by STUDY or SERIES")
+        elif not uid or "\\" in uid:
+            problems.append(
+                f"row {n}, StudyInstanceUID: a retrieval row needs one exact StudyInstanceUID; "
+                "to retrieve by patient, accession number or date, run a find job first and "
+                "use Retrieve these"
+            )
+        elif level == "SERIES" and not row.get("SeriesInstanceUID"):
+            problems.append(f"row {n}, SeriesInstanceUID: a SERIES row needs its SeriesInstanceUID")
+    return problems
+
+
 class FindJobForm(forms.Form):
+    kind = forms.ChoiceField(choices=KIND_CHOICES, initial="find", label="What to do")
     project = forms.ModelChoiceField(queryset=None, empty_label=None)
     node = forms.ModelChoiceField(queryset=None, empty_label=None, label="PACS node")
     query_file = forms.FileField(
@@ -63,5 +90,12 @@ class FindJobForm(forms.Form):
             raise forms.ValidationError(
                 [f"{upload.name}: nothing was saved. Fix these and upload again:", *shown]
             )
+        if cleaned.get("kind") in ("move", "get"):
+            problems = retrieval_problems(parsed.rows, parsed.numbers)
+            if problems:
+                shown = problems[:_SHOWN_PROBLEMS]
+                raise forms.ValidationError(
+                    [f"{upload.name}: nothing was saved. Fix these and upload again:", *shown]
+                )
         self.parsed = parsed
         return cleaned

@@ -80,7 +80,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         parsed = form.parsed
         job = services.job_create(
-            kind=JobKind.FIND,
+            kind=JobKind(form.cleaned_data["kind"]),
             owner=request.user,
             project=form.cleaned_data["project"],
             node=form.cleaned_data["node"],

@@ -28,6 +28,7 @@ def _upload(client, project, node, rows, **extra):
             "query_file": _csv(rows),
             "default_level": "STUDY",
             "title": "Lung cohort",
+            "kind": "find",
             **extra,
         },
     )
@@ -204,3 +205,30 @@ def test_export_cells_never_become_formulas():
     assert _cell('=HYPERLINK("x")') == '\'=HYPERLINK("x")'
     assert _cell("-12.5") == "-12.5"
     assert _cell("@SUM(A1)") == "'@SUM(A1)"
+
+
+def test_a_retrieval_can_be_uploaded_when_its_rows_name_uids(
+    client, alice, project, orthanc_node, dicom_data
+):
+    client.force_login(alice)
+    study = sorted(dicom_data.studies)[0]
+    upload = io.BytesIO(f"QueryRetrieveLevel,StudyInstanceUID\nSTUDY,{study}\n".encode())
+    upload.name = "move.csv"
+    response = client.post(
+        "/jobs/new/",
+        {"kind": "get", "project": project.pk, "node": orthanc_node.pk, "query_file": upload},
+    )
+    assert response.status_code == 302
+    job = Job.objects.get()
+    assert (job.kind, job.status, job.items_total) == ("get", JobStatus.DRAFT, 1)
+
+
+def test_a_retrieval_row_without_uid_is_refused_with_the_way_forward(
+    client, alice, project, orthanc_node
+):
+    client.force_login(alice)
+    response = _upload(client, project, orthanc_node, [{"PatientID": "P1"}], kind="move")
+    page = response.content.decode()
+    assert "row 1, StudyInstanceUID: a retrieval row needs one exact StudyInstanceUID" in page
+    assert "run a find job first" in page
+    assert Job.objects.count() == 0
