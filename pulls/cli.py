@@ -11,11 +11,37 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from django.conf import settings
+from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.text import slugify
 
 from pulls import exports, items, runner
 from pulls.models import ItemStatus, Job, JobItem, JobStatus
+from pulls.queryfiles import ParsedQueries, parse_query_file
+from pulls.seedconfig import ConfigError, SeedConfig, load_seed_config
+
+
+def load_inputs(config: Path, query: Path) -> tuple[SeedConfig, ParsedQueries]:
+    """The prototype's CONF.json and a checked query file, or a CommandError saying why."""
+    try:
+        conf = load_seed_config(config)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        data = query.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"{query}: {exc.strerror}") from None
+    parsed = parse_query_file(
+        data,
+        name=query.name,
+        max_rows=settings.PACSNPULL_QUERY_MAX_ROWS,
+        max_bytes=settings.PACSNPULL_QUERY_MAX_BYTES,
+    )
+    if not parsed.ok:
+        listed = "\n".join(f"  {p}" for p in parsed.problems)
+        raise CommandError(f"{query}: nothing was sent. Fix these and run again:\n{listed}")
+    return conf, parsed
 
 
 def progress_bar(job: Job, *, width: int = 30, stream=sys.stderr) -> None:

@@ -46,6 +46,7 @@ from pulls.dicom.errors import (
     PacsTimeout,
     PacsUnavailable,
 )
+from pulls.dicom.receiving import InstanceWriter, StoreCounters
 from pulls.dicom.transfer_syntaxes import PREFERRED_TRANSFER_SYNTAXES
 from pulls.dicom.wire import (
     C_CANCEL_RQ,
@@ -60,9 +61,7 @@ from pulls.dicom.wire import (
     NO_DATASET,
     AssociationRequest,
     Connection,
-    InstanceWriter,
     PeerGone,
-    StoreCounters,
     encode_association_request,
     encode_command,
 )

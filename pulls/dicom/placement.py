@@ -20,7 +20,7 @@ from pathlib import Path
 from pydicom import dcmread
 
 from pulls.dicom.paths import safe_component
-from pulls.dicom.wire import HEAD_SIZE, scan_tags
+from pulls.dicom.receiving import HEAD_SIZE, scan_tags
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KEYS = ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from pynetdicom import StoragePresentationContexts
 from pynetdicom.presentation import PresentationContext
 
+from pulls.dicom.receiving import InstanceWriter, StoreCounters
 from pulls.dicom.transfer_syntaxes import PREFERRED_TRANSFER_SYNTAXES
 from pulls.dicom.wire import (
     C_ECHO_RQ,
@@ -29,10 +30,8 @@ from pulls.dicom.wire import (
     NO_DATASET,
     STATUS_SUCCESS,
     Connection,
-    InstanceWriter,
     NegotiationCache,
     PeerGone,
-    StoreCounters,
     encode_command,
 )
 

@@ -14,22 +14,14 @@ tiny implicit-VR-little-endian sets and are coded here (PS3.7 E, PS3.8 9.3).
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import io
-import itertools
 import logging
-import os
 import socket
 import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydicom import dcmread
-from pydicom.filereader import read_dataset
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
@@ -40,7 +32,8 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
-from pulls.dicom.staging import TEMP_PREFIX, instance_name, study_dir
+if TYPE_CHECKING:
+    from pulls.dicom.receiving import InstanceWriter
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +355,7 @@ class Connection:
         message except C-STOREs, which ``store`` writes and answers on its own.
         Ends when the association is released; raises PeerGone on abort."""
         command = bytearray()
-        writer: _PendingStore | None = None
+        writer = None  # the C-STORE being received (receiving._PendingStore)
         pending: tuple[int, dict[int, object]] | None = None  # a command awaiting its data set
         dataset = bytearray()
         while True:
@@ -472,293 +465,3 @@ def _user_information() -> list:
     version = ImplementationVersionNameNotification()
     version.implementation_version_name = IMPLEMENTATION_VERSION
     return [max_length, class_uid, version]
-
-
-# --- receiving instances -----------------------------------------------------------
-
-# A data set is held in memory up to this size, then spilled to a temp file, so
-# a huge multi-frame object never sits in memory whole.
-SPILL_AT = 8 << 20
-# The first bytes of a data set: enough to find StudyInstanceUID in practice.
-HEAD_SIZE = 64 << 10
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-_DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
-_STUDY_UID_TAG = 0x0020000D
-
-
-@dataclass
-class StoreCounters:
-    received: int = 0
-    failed: int = 0
-    bytes: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, *, ok: bool, size: int) -> None:
-        with self.lock:
-            if ok:
-                self.received += 1
-                self.bytes += size
-            else:
-                self.failed += 1
-
-
-def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
-    if len(value) % 2:
-        value += b"\x00" if vr == b"UI" else b" "
-    if vr == b"OB":
-        return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
-    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
-
-
-def file_header(
-    *, sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str
-) -> bytes:
-    """Preamble, DICM and group 0002 (explicit VR little endian, PS3.10 7.1)."""
-    body = b"".join(
-        [
-            _meta_element(0x0001, b"OB", b"\x00\x01"),
-            _meta_element(0x0002, b"UI", sop_class.encode("ascii", "replace")),
-            _meta_element(0x0003, b"UI", sop_instance.encode("ascii", "replace")),
-            _meta_element(0x0010, b"UI", transfer_syntax.encode("ascii")),
-            _meta_element(0x0012, b"UI", str(PYNETDICOM_IMPLEMENTATION_UID).encode()),
-            _meta_element(0x0013, b"SH", IMPLEMENTATION_VERSION.encode()),
-        ]
-        + (
-            [_meta_element(0x0016, b"AE", source_ae.encode("ascii", "replace"))]
-            if source_ae
-            else []
-        )
-    )
-    group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
-    return b"\x00" * 128 + b"DICM" + group_length + body
-
-
-# Explicit VR with a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = {
-    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"
-}  # fmt: skip
-
-
-def scan_tags(head: bytes, tags: set[int], *, implicit: bool) -> dict[int, bytes] | None:
-    """Values of top-level ``tags`` from the start of a little-endian data set.
-
-    Walks the elements up to the largest tag asked for. Returns None when it
-    cannot be sure (an undefined length, such as a sequence, or a short head):
-    the caller then lets pydicom read the data set properly.
-    """
-    found: dict[int, bytes] = {}
-    last = max(tags)
-    offset, size = 0, len(head)
-    while offset + 8 <= size:
-        group, element = struct.unpack_from("<HH", head, offset)
-        tag = group << 16 | element
-        if tag > last:
-            return found
-        if implicit:
-            (length,) = struct.unpack_from("<I", head, offset + 4)
-            offset += 8
-        else:
-            vr = head[offset + 4 : offset + 6]
-            if vr in _LONG_VRS:
-                if offset + 12 > size:
-                    return None
-                (length,) = struct.unpack_from("<I", head, offset + 8)
-                offset += 12
-            else:
-                (length,) = struct.unpack_from("<H", head, offset + 6)
-                offset += 8
-        if length == 0xFFFFFFFF:
-            return None
-        if tag in tags:
-            if offset + length > size:
-                return None
-            found[tag] = head[offset : offset + length].rstrip(b"\x00 ")
-        offset += length
-    return found if len(found) == len(tags) else None
-
-
-def _scan_study_uid(head: bytes, *, implicit: bool) -> str | None:
-    found = scan_tags(head, {_STUDY_UID_TAG}, implicit=implicit)
-    if found is None:
-        return None
-    return found.get(_STUDY_UID_TAG, b"").decode("ascii", "replace")
-
-
-def study_uid_from_head(head: bytes, transfer_syntax: str) -> str | None:
-    """StudyInstanceUID from the first bytes of a data set, or None if not there."""
-    if transfer_syntax in _DEFLATED:
-        head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(head)
-    if transfer_syntax != _BIG_ENDIAN:
-        found = _scan_study_uid(head, implicit=transfer_syntax == _IMPLICIT_LE)
-        if found is not None:
-            return found
-    try:
-        ds = read_dataset(
-            io.BytesIO(head),
-            is_implicit_VR=transfer_syntax == _IMPLICIT_LE,
-            is_little_endian=transfer_syntax != _BIG_ENDIAN,
-            stop_when=lambda tag, vr, length: tag > _STUDY_UID_TAG,
-            specific_tags=[_STUDY_UID_TAG],
-        )
-        value = ds.get(_STUDY_UID_TAG)
-    except Exception:  # noqa: BLE001  (truncated head: the caller reads the file)
-        return None
-    return str(value.value).strip("\x00 ") if value is not None and value.value else None
-
-
-class InstanceWriter:
-    """Writes received data sets to ``staging/<study>/<sop>.dcm``, atomically.
-
-    The file is written as it came: preamble, file meta information naming the
-    negotiated transfer syntax, then the data set bytes untouched.
-    """
-
-    def __init__(self, staging_dir: Path) -> None:
-        self.staging_dir = staging_dir
-        self.incoming = staging_dir / ".incoming"
-        self.incoming.mkdir(parents=True, exist_ok=True)
-        self.counters = StoreCounters()
-        self._names = itertools.count()
-        self._prefix = f"{TEMP_PREFIX}{os.getpid()}-"
-
-    def temp_name(self) -> str:
-        return f"{self._prefix}{next(self._names)}.part"
-
-    def begin(self, conn: Connection, context_id: int, command: dict[int, object]) -> _PendingStore:
-        return _PendingStore(self, conn, context_id, command)
-
-
-def _create(folder: Path, name: str) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    try:
-        return os.open(folder / name, flags, 0o640)
-    except FileNotFoundError:  # first instance of the study, or the area was cleaned
-        folder.mkdir(parents=True, exist_ok=True)
-        return os.open(folder / name, flags, 0o640)
-
-
-class _PendingStore:
-    def __init__(
-        self, owner: InstanceWriter, conn: Connection, context_id: int, command: dict
-    ) -> None:
-        self.owner = owner
-        self.conn = conn
-        self.context_id = context_id
-        self.command = command
-        self.status = STATUS_SUCCESS
-        self.size = 0
-        self.chunks: list[bytes] = []
-        self.head = bytearray()
-        self.spill: io.BufferedWriter | None = None
-        self.spill_path: Path | None = None
-        sop_class, self.transfer_syntax = conn.accepted.contexts.get(context_id, ("", ""))
-        self.header = file_header(
-            sop_class=str(command.get(0x0002, sop_class)),
-            sop_instance=str(command.get(0x1000, "")),
-            transfer_syntax=self.transfer_syntax,
-            source_ae=conn.accepted.calling_ae,
-        )
-
-    def _fail(self, exc: OSError) -> None:
-        self.status = (
-            STATUS_OUT_OF_RESOURCES
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            else STATUS_PROCESSING_FAILURE
-        )
-        log.error("could not write a received instance: %s", exc.strerror)
-        self.discard()
-
-    def write(self, data: memoryview) -> None:
-        if self.status != STATUS_SUCCESS:
-            return  # failed already: keep reading the fragments, answer at the end
-        if len(self.head) < HEAD_SIZE:
-            self.head += data[: HEAD_SIZE - len(self.head)]
-        self.size += len(data)
-        try:
-            if self.spill is not None:
-                self.spill.write(data)
-                return
-            self.chunks.append(bytes(data))
-            if self.size > SPILL_AT:
-                name = self.owner.temp_name()
-                fd = _create(self.owner.incoming, name)
-                self.spill_path = self.owner.incoming / name
-                self.spill = os.fdopen(fd, "wb", buffering=1 << 20)
-                self.spill.write(self.header)
-                for chunk in self.chunks:
-                    self.spill.write(chunk)
-                self.chunks = []
-        except OSError as exc:
-            self._fail(exc)
-
-    def discard(self) -> None:
-        self.chunks = []
-        if self.spill is not None:
-            with contextlib.suppress(OSError):
-                self.spill.close()
-            self.spill = None
-        if self.spill_path is not None:
-            self.spill_path.unlink(missing_ok=True)
-            self.spill_path = None
-
-    def _study_uid(self) -> str:
-        found = study_uid_from_head(bytes(self.head), self.transfer_syntax)
-        if found is not None:
-            return found
-        if self.spill_path is None:  # all in memory but not parseable from the head
-            data = io.BytesIO(self.header + b"".join(self.chunks))
-            ds = dcmread(data, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-        else:
-            ds = dcmread(
-                self.spill_path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]
-            )
-        return str(ds.get("StudyInstanceUID", "") or "")
-
-    def _place(self) -> None:
-        folder = study_dir(self.owner.staging_dir, self._study_uid())
-        final = folder / instance_name(str(self.command.get(0x1000, "")))
-        if self.spill is not None and self.spill_path is not None:
-            self.spill.close()
-            self.spill = None
-            folder.mkdir(parents=True, exist_ok=True)
-            os.replace(self.spill_path, final)
-            self.spill_path = None
-            return
-        name = self.owner.temp_name()
-        fd = _create(folder, name)
-        try:
-            with os.fdopen(fd, "wb", buffering=0) as fh:
-                fh.write(self.header + b"".join(self.chunks))
-            os.replace(folder / name, final)
-        except BaseException:
-            (folder / name).unlink(missing_ok=True)
-            raise
-        finally:
-            self.chunks = []
-
-    def finish(self) -> None:
-        if self.status == STATUS_SUCCESS:
-            try:
-                self._place()
-            except OSError as exc:
-                self._fail(exc)
-            except Exception as exc:  # noqa: BLE001  (an unreadable data set is the peer's fault)
-                log.warning("received data set unreadable: %s", type(exc).__name__)
-                self.status = STATUS_PROCESSING_FAILURE
-                self.discard()
-        self.owner.counters.add(ok=self.status == STATUS_SUCCESS, size=self.size)
-        self.conn.send_message(
-            self.context_id,
-            encode_command(
-                {
-                    0x0002: str(self.command.get(0x0002, "")),
-                    0x0100: C_STORE_RSP,
-                    0x0120: int(self.command.get(0x0110, 0)),
-                    0x0800: NO_DATASET,
-                    0x0900: self.status,
-                    0x1000: str(self.command.get(0x1000, "")),
-                }
-            ),
-        )

@@ -9,10 +9,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pulls.cli import output_folder, run_inline, write_find_results
+from pulls.cli import load_inputs, output_folder, run_inline, write_find_results
 from pulls.models import JobKind
-from pulls.queryfiles import parse_query_file
-from pulls.seedconfig import ConfigError, load_seed_config
 from pulls.services import cli_setup, job_create
 
 
@@ -28,23 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args, config: Path, query: Path, out: Path | None, user, **options):
         config, query = Path(config), Path(query)
         out = Path(out) if out else None
-        try:
-            conf = load_seed_config(config)
-        except ConfigError as exc:
-            raise CommandError(str(exc)) from None
-        try:
-            data = query.read_bytes()
-        except OSError as exc:
-            raise CommandError(f"{query}: {exc.strerror}") from None
-        parsed = parse_query_file(
-            data,
-            name=query.name,
-            max_rows=settings.PACSNPULL_QUERY_MAX_ROWS,
-            max_bytes=settings.PACSNPULL_QUERY_MAX_BYTES,
-        )
-        if not parsed.ok:
-            listed = "\n".join(f"  {p}" for p in parsed.problems)
-            raise CommandError(f"{query}: nothing was sent. Fix these and run again:\n{listed}")
+        conf, parsed = load_inputs(config, query)
         owner, project, node = cli_setup(config=conf, username=user)
         job = job_create(
             kind=JobKind.FIND,
