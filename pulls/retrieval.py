@@ -165,9 +165,10 @@ def _place_staged(project: Project, staging: Path, study: str, series: str | Non
     """Move this study's (series') staged files into the project; returns bytes placed."""
     placed = []
     for staged in staged_sop_files(staging, study):
-        if series and header_keys(staged)["SeriesInstanceUID"] != series:
+        keys = header_keys(staged)
+        if series and keys["SeriesInstanceUID"] != series:
             continue  # another series of the study: not ours to take
-        item = place_instance(staged, project.storage_dir)
+        item = place_instance(staged, project.storage_dir, keys=keys)
         placed.append(
             RetrievedInstance(
                 project=project,

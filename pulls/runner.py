@@ -191,21 +191,23 @@ def run_chunk(item_ids: list[int]) -> str:
                     failed += 1
                     continue
                 except PacsError as exc:
-                    item_life.item_fail(
-                        item,
-                        token,
-                        message=str(exc),
-                        code=getattr(exc, "status", None),
-                        retryable=exc.retryable,
-                        **getattr(exc, "counts", {}),
-                    )
-                    _audit(job, item, action, success=False, message=str(exc))
+                    with transaction.atomic():  # the outcome and its audit event together
+                        item_life.item_fail(
+                            item,
+                            token,
+                            message=str(exc),
+                            code=getattr(exc, "status", None),
+                            retryable=exc.retryable,
+                            **getattr(exc, "counts", {}),
+                        )
+                        _audit(job, item, action, success=False, message=str(exc))
                     failed += 1
                     if session.conn is None:  # the association is gone: stop this chunk
                         raise
                     continue
-                item_life.item_succeed(item, token, **counts)
-                _audit(job, item, action, success=True, counts=counts)
+                with transaction.atomic():
+                    item_life.item_succeed(item, token, **counts)
+                    _audit(job, item, action, success=True, counts=counts)
                 done += 1
     except PacsError as exc:
         # The association failed: every item not yet worked on waits for a retry.

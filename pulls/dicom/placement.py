@@ -83,9 +83,11 @@ def header_keys(path: Path) -> dict[str, str]:
     return {key: str(ds.get(key, "") or "") for key in _KEYS}
 
 
-def place_instance(staged: Path, project_dir: Path) -> Placed:
+def place_instance(
+    staged: Path, project_dir: Path, *, keys: dict[str, str] | None = None
+) -> Placed:
     """Move one staged file into the project's layout (rename; copy across devices)."""
-    keys = header_keys(staged)
+    keys = keys or header_keys(staged)
     relative = (
         Path(safe_name(keys["PatientID"] or "unknown-patient"))
         / safe_component(keys["StudyInstanceUID"] or "unknown-study")
@@ -93,13 +95,16 @@ def place_instance(staged: Path, project_dir: Path) -> Placed:
         / f"{safe_component(keys['SOPInstanceUID'] or staged.stem)}.dcm"
     )
     final = project_dir / relative
-    final.parent.mkdir(parents=True, exist_ok=True)
     size = staged.stat().st_size
     try:
+        os.replace(staged, final)
+    except FileNotFoundError:  # the first instance of this series
+        final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, final)
     except OSError as exc:
         if exc.errno != 18:  # EXDEV: staging and storage on different file systems
             raise
+        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.part")
         shutil.copyfile(staged, tmp)
         os.replace(tmp, final)
