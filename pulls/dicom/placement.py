@@ -10,6 +10,7 @@ transform (pseudonymisation, later) joins.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -83,6 +84,23 @@ def header_keys(path: Path) -> dict[str, str]:
     return {key: str(ds.get(key, "") or "") for key in _KEYS}
 
 
+def _move(staged: Path, final: Path) -> None:
+    """Rename; across file systems, copy to a temp name, rename, then delete."""
+    try:
+        os.replace(staged, final)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = final.with_name(f".{final.name}.part")
+        try:
+            shutil.copyfile(staged, tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        staged.unlink()
+
+
 def place_instance(
     staged: Path, project_dir: Path, *, keys: dict[str, str] | None = None
 ) -> Placed:
@@ -97,18 +115,10 @@ def place_instance(
     final = project_dir / relative
     size = staged.stat().st_size
     try:
-        os.replace(staged, final)
+        _move(staged, final)
     except FileNotFoundError:  # the first instance of this series
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, final)
-    except OSError as exc:
-        if exc.errno != 18:  # EXDEV: staging and storage on different file systems
-            raise
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.part")
-        shutil.copyfile(staged, tmp)
-        os.replace(tmp, final)
-        staged.unlink()
+        _move(staged, final)
     return Placed(
         path=relative,
         patient_id=keys["PatientID"],
