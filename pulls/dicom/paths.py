@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 _SAFE_UID = re.compile(r"^[0-9.]{1,64}$")
 
@@ -15,3 +16,24 @@ def safe_component(value: str) -> str:
         return value
     digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return f"x{digest}"
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def safe_name(value: str) -> str:
+    """A folder name from a free-text tag value such as PatientID."""
+    if _SAFE_NAME.match(value) and value not in (".", ".."):
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return f"x{digest}"
+
+
+def layout_path(keys: dict[str, str], *, fallback_sop: str = "") -> Path:
+    """``{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm``, sanitised."""
+    return (
+        Path(safe_name(keys.get("PatientID") or "unknown-patient"))
+        / safe_component(keys.get("StudyInstanceUID") or "unknown-study")
+        / safe_component(keys.get("SeriesInstanceUID") or "unknown-series")
+        / f"{safe_component(keys.get('SOPInstanceUID') or fallback_sop)}.dcm"
+    )

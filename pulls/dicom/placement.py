@@ -11,28 +11,15 @@ transform (pseudonymisation, later) joins.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 
-from pulls.dicom.paths import safe_component
-from pulls.dicom.receiving import HEAD_SIZE, scan_tags
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_KEYS = ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality"]
-
-
-def safe_name(value: str) -> str:
-    """A folder name from a free-text tag value such as PatientID."""
-    if _SAFE_NAME.match(value) and value not in (".", ".."):
-        return value
-    digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return f"x{digest}"
+from pulls.dicom.paths import layout_path
+from pulls.dicom.receiving import HEAD_SIZE, KEYWORDS, keys_from_head, scan_tags
 
 
 @dataclass(frozen=True)
@@ -46,16 +33,7 @@ class Placed:
     size: int
 
 
-_TAGS = {
-    0x00100020: "PatientID",
-    0x0020000D: "StudyInstanceUID",
-    0x0020000E: "SeriesInstanceUID",
-    0x00080018: "SOPInstanceUID",
-    0x00080060: "Modality",
-}
 _META_TS = 0x00020010
-_IMPLICIT = b"1.2.840.10008.1.2"
-_EXPLICIT = b"1.2.840.10008.1.2.1"
 
 
 def _fast_keys(head: bytes) -> dict[str, str] | None:
@@ -64,14 +42,9 @@ def _fast_keys(head: bytes) -> dict[str, str] | None:
         return None
     meta_end = 144 + int.from_bytes(head[140:144], "little")
     meta = scan_tags(head[132:meta_end], {_META_TS}, implicit=False)
-    if not meta or meta[_META_TS] not in (_IMPLICIT, _EXPLICIT):
-        return None  # deflated or big endian: pydicom knows how
-    found = scan_tags(head[meta_end:], set(_TAGS), implicit=meta[_META_TS] == _IMPLICIT)
-    if found is None:
+    if not meta:
         return None
-    return {
-        name: found.get(tag, b"").decode("utf-8", "replace").strip() for tag, name in _TAGS.items()
-    }
+    return keys_from_head(head[meta_end:], meta[_META_TS].decode("ascii", "replace"))
 
 
 def header_keys(path: Path) -> dict[str, str]:
@@ -80,8 +53,8 @@ def header_keys(path: Path) -> dict[str, str]:
     keys = _fast_keys(head)
     if keys is not None:
         return keys
-    ds = dcmread(path, stop_before_pixels=True, specific_tags=_KEYS)
-    return {key: str(ds.get(key, "") or "") for key in _KEYS}
+    ds = dcmread(path, stop_before_pixels=True, specific_tags=KEYWORDS)
+    return {key: str(ds.get(key, "") or "") for key in KEYWORDS}
 
 
 def _move(staged: Path, final: Path) -> None:
@@ -106,12 +79,7 @@ def place_instance(
 ) -> Placed:
     """Move one staged file into the project's layout (rename; copy across devices)."""
     keys = keys or header_keys(staged)
-    relative = (
-        Path(safe_name(keys["PatientID"] or "unknown-patient"))
-        / safe_component(keys["StudyInstanceUID"] or "unknown-study")
-        / safe_component(keys["SeriesInstanceUID"] or "unknown-series")
-        / f"{safe_component(keys['SOPInstanceUID'] or staged.stem)}.dcm"
-    )
+    relative = layout_path(keys, fallback_sop=staged.stem)
     final = project_dir / relative
     size = staged.stat().st_size
     try:

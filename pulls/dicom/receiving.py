@@ -46,7 +46,7 @@ HEAD_SIZE = 64 << 10
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
-_DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
+_DEFLATED = ("1.2.840.10008.1.2.1.99",)  # the data set itself is deflated
 _STUDY_UID_TAG = 0x0020000D
 
 
@@ -146,6 +146,32 @@ def _scan_study_uid(head: bytes, *, implicit: bool) -> str | None:
     if found is None:
         return None
     return found.get(_STUDY_UID_TAG, b"").decode("ascii", "replace")
+
+
+# What placement needs of a data set (PS3.3 C.7): keyword by tag.
+KEY_TAGS = {
+    0x00100020: "PatientID",
+    0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID",
+    0x00080018: "SOPInstanceUID",
+    0x00080060: "Modality",
+}
+KEYWORDS = list(KEY_TAGS.values())
+
+
+def keys_from_head(head: bytes, transfer_syntax: str) -> dict[str, str] | None:
+    """The placement keys from the first bytes of a data set, or None if unsure."""
+    if transfer_syntax in _DEFLATED:
+        head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(head)
+    elif transfer_syntax not in (_EXPLICIT_LE, _IMPLICIT_LE):
+        return None  # big endian: pydicom knows how
+    found = scan_tags(head, set(KEY_TAGS), implicit=transfer_syntax == _IMPLICIT_LE)
+    if found is None:
+        return None
+    return {
+        name: found.get(tag, b"").decode("utf-8", "replace").strip()
+        for tag, name in KEY_TAGS.items()
+    }
 
 
 def study_uid_from_head(head: bytes, transfer_syntax: str) -> str | None:
