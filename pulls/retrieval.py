@@ -25,10 +25,11 @@ from pulls.dicom import (
     echo,
 )
 from pulls.dicom.client import Progress
-from pulls.dicom.completeness import assess
+from pulls.dicom.completeness import assess, wait_for_arrivals
 from pulls.dicom.counting import count_instances
 from pulls.dicom.identifiers import identifier_from_row
 from pulls.dicom.placement import header_keys, place_instance
+from pulls.dicom.receiving import Placed
 from pulls.dicom.staging import staged_sop_files
 from pulls.models import Job, JobItem, JobKind, JobStatus, Project, RetrievedInstance
 
@@ -161,15 +162,10 @@ def present_count(project: Project, study: str, series: str | None) -> int:
     return sum(1 for path in paths if (root / path).is_file())
 
 
-def _place_staged(project: Project, staging: Path, study: str, series: str | None) -> int:
-    """Move this study's (series') staged files into the project; returns bytes placed."""
-    placed = []
-    for staged in staged_sop_files(staging, study):
-        keys = header_keys(staged)
-        if series and keys["SeriesInstanceUID"] != series:
-            continue  # another series of the study: not ours to take
-        item = place_instance(staged, project.storage_dir, keys=keys)
-        placed.append(
+def _record(project: Project, placed: list[Placed]) -> int:
+    """Record placed instances (one row per instance per project); returns their bytes."""
+    RetrievedInstance.objects.bulk_create(
+        [
             RetrievedInstance(
                 project=project,
                 path=str(item.path),
@@ -180,9 +176,8 @@ def _place_staged(project: Project, staging: Path, study: str, series: str | Non
                 modality=item.modality[:16],
                 size=item.size,
             )
-        )
-    RetrievedInstance.objects.bulk_create(
-        placed,
+            for item in placed
+        ],
         batch_size=500,
         update_conflicts=True,
         unique_fields=["project", "sop_instance_uid"],
@@ -194,9 +189,38 @@ def _place_staged(project: Project, staging: Path, study: str, series: str | Non
             "modality",
             "size",
             "placed_at",
-        ],
+        ],  # fmt: skip
     )
-    return sum(p.size for p in placed)
+    return sum(item.size for item in placed)
+
+
+def _place_staged(project: Project, staging: Path, study: str, series: str | None) -> int:
+    """Move this study's (series') staged files into the project; returns bytes placed."""
+    placed = []
+    for staged in staged_sop_files(staging, study):
+        keys = header_keys(staged)
+        if series and keys["SeriesInstanceUID"] != series:
+            continue  # another series of the study: not ours to take
+        placed.append(place_instance(staged, project.storage_dir, keys=keys))
+    return _record(project, placed)
+
+
+def _collect(session: Session, project: Project, study: str, series: str | None) -> int:
+    """Record what a C-GET wrote straight into the project (see ProjectWriter)."""
+    writer = session.writer
+    mine = [
+        p
+        for p in writer.placed_instances
+        if p.study_instance_uid == study and (not series or p.series_instance_uid == series)
+    ]
+    writer.placed_instances.clear()
+    return _record(project, mine)
+
+
+def _take(session: Session, job: Job, staging: Path, study: str, series: str | None) -> int:
+    if job.kind == JobKind.GET:
+        return _collect(session, job.project, study, series)
+    return _place_staged(job.project, staging, study, series)
 
 
 def _transfer(session: Session, job: Job, identifier, model: str, guard: StallGuard):
@@ -240,20 +264,21 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
         if not guard.stopped_as:
             raise
         # We aborted a PACS that ignored our C-CANCEL: keep what arrived whole.
-        _place_staged(job.project, staging, study, series)
+        _take(session, job, staging, study, series)
         raise JobStopped(
             guard.stopped_as,
             instances_expected=expected,
             instances_received=present_count(job.project, study, series),
         ) from None
-    verdict = assess(
-        result,
-        expected=expected,
-        count_received=lambda: len(staged_sop_files(staging, study)),
-        idle_timeout=settings.PACSNPULL_ARRIVAL_WAIT_SECONDS,
-    )
+    if job.kind == JobKind.MOVE:
+        # Some PACS answer before their last C-STORE reached our SCP: wait, bounded.
+        wait_for_arrivals(
+            lambda: len(staged_sop_files(staging, study)),
+            target=expected,
+            idle_timeout=settings.PACSNPULL_ARRIVAL_WAIT_SECONDS,
+        )
     try:
-        placed_bytes = _place_staged(job.project, staging, study, series)
+        placed_bytes = _take(session, job, staging, study, series)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(
@@ -262,6 +287,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
             ) from None
         raise
     total = present_count(job.project, study, series)
+    verdict = assess(result, expected=expected, count_received=lambda: total, idle_timeout=0)
     counts = {
         "instances_expected": expected,
         "instances_received": total,
@@ -276,8 +302,8 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
             f"{total} of {expected} instances in the project",
             **counts,
         )
-    if result.failed and free_bytes(staging) < settings.PACSNPULL_MIN_FREE_BYTES:
-        # Our storage SCP answers 0xA700 on a full disk: sub-operations fail.
+    if result.failed:
+        # Our receivers answer 0xA700 on a full disk: then sub-operations fail.
         check_free_space(job.project)
     if total < expected:
         raise IncompleteRetrieval(

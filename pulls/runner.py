@@ -8,7 +8,6 @@ import socket
 import time
 from collections.abc import Callable
 
-from django.conf import settings
 from django.db import transaction
 from pydicom.dataset import Dataset
 
@@ -16,6 +15,7 @@ from pulls import items as item_life
 from pulls.audit import audit_record
 from pulls.dicom import PacsError, Peer, Session
 from pulls.dicom.identifiers import IdentifierError, identifier_from_row, match_to_dict
+from pulls.dicom.receiving import ProjectWriter
 from pulls.models import AuditAction, FindResult, Job, JobItem, JobKind, JobStatus, PacsNode
 from pulls.retrieval import DiskFull, JobStopped, retrieve_item
 
@@ -158,8 +158,9 @@ def run_chunk(item_ids: list[int]) -> str:
     done = failed = 0
     remaining = list(claimed)
     try:
-        staging = settings.PACSNPULL_STAGING_DIR if "get" in services else None
-        with Session(node_peer(job.node), services=services, staging_dir=staging) as session:
+        # C-GET instances arrive on our association: straight into the project.
+        writer = ProjectWriter(job.project.storage_dir) if "get" in services else None
+        with Session(node_peer(job.node), services=services, writer=writer) as session:
             while remaining:
                 status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).get()
                 if status in (JobStatus.CANCELLED, JobStatus.PAUSED):

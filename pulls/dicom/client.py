@@ -213,8 +213,9 @@ class Session:
     ...     matches = list(s.find(query))
 
     ``services`` chooses the presentation contexts proposed: "echo", "find",
-    "move", "get" (C-GET needs ``staging_dir``: instances land there as
-    ``<study>/<sop>.dcm``).
+    "move", "get" (C-GET needs ``staging_dir``, where instances land as
+    ``<study>/<sop>.dcm``, or a ``writer`` that decides, such as
+    ``receiving.ProjectWriter``).
     """
 
     def __init__(
@@ -223,12 +224,15 @@ class Session:
         *,
         services: Sequence[str] = ("echo",),
         staging_dir: Path | None = None,
+        writer: InstanceWriter | None = None,
     ) -> None:
-        if "get" in services and staging_dir is None:
-            raise ValueError("a session for C-GET needs a staging_dir")
+        if writer is None and staging_dir is not None:
+            writer = InstanceWriter(staging_dir)
+        if "get" in services and writer is None:
+            raise ValueError("a session for C-GET needs a staging_dir or a writer")
         self.peer = peer
         self.services = tuple(services)
-        self.writer = InstanceWriter(staging_dir) if staging_dir is not None else None
+        self.writer = writer
         self.conn: Connection | None = None
         self._messages: Iterator | None = None
         self._msg_id = 0

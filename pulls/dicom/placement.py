@@ -13,25 +13,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 
 from pulls.dicom.paths import layout_path
-from pulls.dicom.receiving import HEAD_SIZE, KEYWORDS, keys_from_head, scan_tags
-
-
-@dataclass(frozen=True)
-class Placed:
-    path: Path  # relative to the project folder
-    patient_id: str
-    study_instance_uid: str
-    series_instance_uid: str
-    sop_instance_uid: str
-    modality: str
-    size: int
-
+from pulls.dicom.receiving import HEAD_SIZE, KEYWORDS, Placed, keys_from_head, scan_tags
 
 _META_TS = 0x00020010
 

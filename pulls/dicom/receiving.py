@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.filereader import read_dataset
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 
+from pulls.dicom.paths import layout_path
 from pulls.dicom.staging import TEMP_PREFIX, instance_name, study_dir
 from pulls.dicom.wire import (
     C_STORE_RSP,
@@ -47,7 +47,6 @@ _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _DEFLATED = ("1.2.840.10008.1.2.1.99",)  # the data set itself is deflated
-_STUDY_UID_TAG = 0x0020000D
 
 
 @dataclass
@@ -141,13 +140,6 @@ def scan_tags(head: bytes, tags: set[int], *, implicit: bool) -> dict[int, bytes
     return found if len(found) == len(tags) else None
 
 
-def _scan_study_uid(head: bytes, *, implicit: bool) -> str | None:
-    found = scan_tags(head, {_STUDY_UID_TAG}, implicit=implicit)
-    if found is None:
-        return None
-    return found.get(_STUDY_UID_TAG, b"").decode("ascii", "replace")
-
-
 # What placement needs of a data set (PS3.3 C.7): keyword by tag.
 KEY_TAGS = {
     0x00100020: "PatientID",
@@ -174,28 +166,6 @@ def keys_from_head(head: bytes, transfer_syntax: str) -> dict[str, str] | None:
     }
 
 
-def study_uid_from_head(head: bytes, transfer_syntax: str) -> str | None:
-    """StudyInstanceUID from the first bytes of a data set, or None if not there."""
-    if transfer_syntax in _DEFLATED:
-        head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(head)
-    if transfer_syntax != _BIG_ENDIAN:
-        found = _scan_study_uid(head, implicit=transfer_syntax == _IMPLICIT_LE)
-        if found is not None:
-            return found
-    try:
-        ds = read_dataset(
-            io.BytesIO(head),
-            is_implicit_VR=transfer_syntax == _IMPLICIT_LE,
-            is_little_endian=transfer_syntax != _BIG_ENDIAN,
-            stop_when=lambda tag, vr, length: tag > _STUDY_UID_TAG,
-            specific_tags=[_STUDY_UID_TAG],
-        )
-        value = ds.get(_STUDY_UID_TAG)
-    except Exception:  # noqa: BLE001  (truncated head: the caller reads the file)
-        return None
-    return str(value.value).strip("\x00 ") if value is not None and value.value else None
-
-
 class InstanceWriter:
     """Writes received data sets to ``staging/<study>/<sop>.dcm``, atomically.
 
@@ -214,8 +184,55 @@ class InstanceWriter:
     def temp_name(self) -> str:
         return f"{self._prefix}{next(self._names)}.part"
 
+    def destination(self, keys: dict[str, str], sop_uid: str) -> Path:
+        return study_dir(self.staging_dir, keys["StudyInstanceUID"]) / instance_name(sop_uid)
+
+    def placed(self, final: Path, keys: dict[str, str], size: int) -> None:
+        """Called after each instance is in place (for writers that keep a record)."""
+
     def begin(self, conn: Connection, context_id: int, command: dict[int, object]) -> _PendingStore:
         return _PendingStore(self, conn, context_id, command)
+
+
+@dataclass(frozen=True)
+class Placed:
+    path: Path  # relative to the project folder
+    patient_id: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    modality: str
+    size: int
+
+
+class ProjectWriter(InstanceWriter):
+    """Writes C-GET instances straight to their place in a project's folder.
+
+    The layout is ``paths.layout_path``; there is no staging step, because the
+    association that receives them belongs to one job. Each placed instance is
+    kept in ``self.placed_instances`` for the caller to record.
+    """
+
+    def __init__(self, project_dir: Path) -> None:
+        super().__init__(project_dir)
+        self.root = project_dir
+        self.placed_instances: list[Placed] = []
+
+    def destination(self, keys: dict[str, str], sop_uid: str) -> Path:
+        return self.root / layout_path(keys, fallback_sop=sop_uid)
+
+    def placed(self, final: Path, keys: dict[str, str], size: int) -> None:
+        self.placed_instances.append(
+            Placed(
+                path=final.relative_to(self.root),
+                patient_id=keys["PatientID"],
+                study_instance_uid=keys["StudyInstanceUID"],
+                series_instance_uid=keys["SeriesInstanceUID"],
+                sop_instance_uid=keys["SOPInstanceUID"],
+                modality=keys["Modality"],
+                size=size,
+            )
+        )
 
 
 def _create(folder: Path, name: str) -> int:
@@ -291,40 +308,42 @@ class _PendingStore:
             self.spill_path.unlink(missing_ok=True)
             self.spill_path = None
 
-    def _study_uid(self) -> str:
-        found = study_uid_from_head(bytes(self.head), self.transfer_syntax)
+    def _keys(self) -> dict[str, str]:
+        found = keys_from_head(bytes(self.head), self.transfer_syntax)
         if found is not None:
             return found
-        if self.spill_path is None:  # all in memory but not parseable from the head
-            data = io.BytesIO(self.header + b"".join(self.chunks))
-            ds = dcmread(data, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-        else:
-            ds = dcmread(
-                self.spill_path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]
-            )
-        return str(ds.get("StudyInstanceUID", "") or "")
+        # Not readable from the head: let pydicom read the header from memory or the spill.
+        source = (
+            io.BytesIO(self.header + b"".join(self.chunks))
+            if self.spill_path is None
+            else self.spill_path
+        )
+        ds = dcmread(source, stop_before_pixels=True, specific_tags=KEYWORDS)
+        return {key: str(ds.get(key, "") or "") for key in KEYWORDS}
 
     def _place(self) -> None:
-        folder = study_dir(self.owner.staging_dir, self._study_uid())
-        final = folder / instance_name(str(self.command.get(0x1000, "")))
+        keys = self._keys()
+        final = self.owner.destination(keys, str(self.command.get(0x1000, "")))
+        folder = final.parent
         if self.spill is not None and self.spill_path is not None:
             self.spill.close()
             self.spill = None
             folder.mkdir(parents=True, exist_ok=True)
             os.replace(self.spill_path, final)
             self.spill_path = None
-            return
-        name = self.owner.temp_name()
-        fd = _create(folder, name)
-        try:
-            with os.fdopen(fd, "wb", buffering=0) as fh:
-                fh.write(self.header + b"".join(self.chunks))
-            os.replace(folder / name, final)
-        except BaseException:
-            (folder / name).unlink(missing_ok=True)
-            raise
-        finally:
-            self.chunks = []
+        else:
+            name = self.owner.temp_name()
+            fd = _create(folder, name)
+            try:
+                with os.fdopen(fd, "wb", buffering=0) as fh:
+                    fh.write(self.header + b"".join(self.chunks))
+                os.replace(folder / name, final)
+            except BaseException:
+                (folder / name).unlink(missing_ok=True)
+                raise
+            finally:
+                self.chunks = []
+        self.owner.placed(final, keys, len(self.header) + self.size)
 
     def finish(self) -> None:
         if self.status == STATUS_SUCCESS:
