@@ -71,8 +71,12 @@ def run_inline(job: Job, *, on_progress: Callable[[Job], None] = progress_bar) -
             .values_list("pk", flat=True)
         )
         for start in range(0, len(ready), items.CHUNK_SIZE):
-            runner.run_chunk(ready[start : start + items.CHUNK_SIZE])
+            message = runner.run_chunk(ready[start : start + items.CHUNK_SIZE])
             on_progress(items.job_refresh_counters(job.pk))
+            if message.startswith(runner.DEFERRED):
+                if "suspended" in message:
+                    return items.job_refresh_counters(job.pk)  # the caller says why
+                time.sleep(runner.RETRY_DEFERRED_SECONDS)
         waiting = JobItem.objects.filter(job=job, status=ItemStatus.PENDING)
         if not ready and not waiting.exists():
             break

@@ -12,6 +12,7 @@ from django.db import transaction
 from pydicom.dataset import Dataset
 
 from pulls import items as item_life
+from pulls import throttle
 from pulls.audit import audit_record
 from pulls.dicom import PacsError, Peer, Session
 from pulls.dicom.identifiers import IdentifierError, identifier_from_row, match_to_dict
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 # Renew the lease when this much of it has passed during one chunk.
 _RENEW_FRACTION = 0.5
+# A chunk that cannot run now (node at its limit, suspended) says so with this.
+DEFERRED = "deferred:"
+RETRY_DEFERRED_SECONDS = 2
 
 
 def node_peer(node: PacsNode) -> Peer:
@@ -152,6 +156,36 @@ def run_chunk(item_ids: list[int]) -> str:
             item_life.item_fail(item, token, message=refusal, retryable=False)
         item_life.job_refresh_counters(job.pk)
         return f"job {job.pk}: {refusal}"
+    if job.node.suspended:
+        return _defer(job, token, claimed, f"node {job.node.name} is suspended by an operator")
+    slot = throttle.association_slot(job.node, ttl=item_life.lease_seconds())
+    if slot is None:
+        return _defer(
+            job,
+            token,
+            claimed,
+            f"throttled: node {job.node.name} allows {job.node.max_associations} "
+            "concurrent associations and all are in use",
+        )
+    Job.objects.filter(pk=job.pk).exclude(waiting_reason="").filter(
+        status__in=(JobStatus.QUEUED, JobStatus.RUNNING)
+    ).update(waiting_reason="")
+    try:
+        return _work(job, token, claimed, slot)
+    finally:
+        slot.release()
+
+
+def _defer(job: Job, token, claimed: list[JobItem], reason: str) -> str:
+    """Give the items back untouched and say why the job waits."""
+    for item in claimed:
+        item_life.item_release(item, token)
+    Job.objects.filter(pk=job.pk).update(waiting_reason=f"waiting: {reason}")
+    item_life.job_refresh_counters(job.pk)
+    return f"{DEFERRED} job {job.pk}: {reason}"
+
+
+def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
     services, handler, action = HANDLERS[job.kind]
     started = time.monotonic()
     renew_after = item_life.lease_seconds() * _RENEW_FRACTION
@@ -168,6 +202,7 @@ def run_chunk(item_ids: list[int]) -> str:
                 item = remaining.pop(0)
                 if time.monotonic() - started > renew_after:
                     item_life.lease_renew(token)
+                    slot.renew()
                     started = time.monotonic()
                 try:
                     counts = handler(session, job, item)

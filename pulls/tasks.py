@@ -13,7 +13,12 @@ def enqueue_items(item_ids: list[int]) -> None:
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def run_items(item_ids: list[int]) -> str:
-    return runner.run_chunk(item_ids)
+    message = runner.run_chunk(item_ids)
+    if message.startswith(runner.DEFERRED) and "throttled" in message:
+        # A slot frees up soon: try again shortly (a suspended node waits for
+        # the reconciler instead).
+        run_items.apply_async((item_ids,), countdown=runner.RETRY_DEFERRED_SECONDS)
+    return message
 
 
 @shared_task(acks_late=True)

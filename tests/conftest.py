@@ -176,8 +176,15 @@ class Worker:
     """A real `celery worker` process on the test database and the test Redis."""
 
     def __init__(
-        self, *, redis_url: str, db_name: str, log_path: Path, env: dict[str, str] | None = None
+        self,
+        *,
+        redis_url: str,
+        db_name: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        concurrency: int = 2,
     ) -> None:
+        self.concurrency = concurrency
         self.redis_url = redis_url
         self.db_name = db_name
         self.log_path = log_path
@@ -208,7 +215,7 @@ class Worker:
                     "--loglevel",
                     "INFO",
                     "--concurrency",
-                    "2",
+                    str(self.concurrency),
                     "--pool",
                     "prefork",
                     "--without-gossip",

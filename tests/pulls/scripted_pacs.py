@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -46,9 +47,23 @@ class ScriptedPacs:
         self.withhold = withhold
         self.delay = delay
         self.honour_cancel = honour_cancel
+        self.open_associations = 0
+        self.max_open_associations = 0
+        self.associations = 0
+        self._count_lock = threading.Lock()
         self.port = free_port()
         self.ae_title = "SCRIPTED"
         self._server = None
+
+    def _opened(self, event: evt.Event) -> None:
+        with self._count_lock:
+            self.associations += 1
+            self.open_associations += 1
+            self.max_open_associations = max(self.max_open_associations, self.open_associations)
+
+    def _closed(self, event: evt.Event) -> None:
+        with self._count_lock:
+            self.open_associations -= 1
 
     def _study(self, identifier: Dataset) -> list[Dataset]:
         uid = str(identifier.get("StudyInstanceUID", "") or "")
@@ -126,6 +141,8 @@ class ScriptedPacs:
                 (evt.EVT_C_FIND, self._find),
                 (evt.EVT_C_MOVE, self._move),
                 (evt.EVT_C_GET, self._get),
+                (evt.EVT_CONN_OPEN, self._opened),
+                (evt.EVT_CONN_CLOSE, self._closed),
             ],
         )
         return self

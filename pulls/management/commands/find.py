@@ -46,7 +46,7 @@ class Command(BaseCommand):
             f"{job.items_done} of {job.items_total} rows done, {job.items_failed} failed, "
             f"{job.matches} matches; results in {path}"
         )
-        if job.status in ("paused", "cancelled"):
+        if job.status in ("paused", "cancelled") or job.waiting_reason:
             raise CommandError(f"{summary}\nthe job is {job.status}: {job.waiting_reason}")
         if job.items_failed:
             failed = job.items.filter(status="failed").order_by("row")[:20]

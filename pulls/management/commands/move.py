@@ -96,7 +96,7 @@ class Command(BaseCommand):
             f"{job.instances_received} of {job.instances_expected} instances in {dcm}; "
             f"results in {results}"
         )
-        if job.status in ("paused", "cancelled"):
+        if job.status in ("paused", "cancelled") or job.waiting_reason:
             raise CommandError(f"{summary}\nthe job is {job.status}: {job.waiting_reason}")
         if job.items_failed:
             failed = job.items.filter(status="failed").order_by("row")[:20]

@@ -1,0 +1,94 @@
+"""Per-node limits shared by every worker and process, held in Redis (DESIGN §6).
+
+Concurrent associations: a sorted set of holders per node whose scores are
+their expiry times, so a worker that dies holding a slot frees it when the
+slot expires (it renews the slot with its items' lease while it works).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+
+from pulls.models import PacsNode
+
+log = logging.getLogger(__name__)
+
+# Drop the expired holders, then take a slot if one is free (atomically).
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0
+"""
+
+
+@functools.cache
+def _client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
+
+
+def _key(node: PacsNode) -> str:
+    return f"pacsnpull:node:{node.pk}:associations"
+
+
+@dataclass
+class Slot:
+    """One of the node's association slots; ``None`` holder means unshared (no Redis)."""
+
+    key: str
+    holder: str | None
+    ttl: float
+
+    def renew(self) -> None:
+        if self.holder is None:
+            return
+        try:
+            _client().zadd(self.key, {self.holder: time.time() + self.ttl}, xx=True)
+        except redis.RedisError:
+            log.warning("could not renew an association slot: it expires on its own")
+
+    def release(self) -> None:
+        if self.holder is None:
+            return
+        try:
+            _client().zrem(self.key, self.holder)
+        except redis.RedisError:
+            log.warning("could not release an association slot: it expires on its own")
+
+
+def association_slot(node: PacsNode, *, ttl: float) -> Slot | None:
+    """A slot to open one association to ``node``, or None when all are taken.
+
+    Without Redis (the command line on a machine without it) the limit cannot be
+    shared; one process opens one association at a time, so it goes ahead.
+    """
+    key = _key(node)
+    holder = uuid.uuid4().hex
+    now = time.time()
+    try:
+        taken = _client().eval(
+            _ACQUIRE, 1, key, now, now + ttl, node.max_associations, holder, int(ttl * 2) + 60
+        )
+    except redis.RedisError as exc:
+        log.warning("Redis unreachable (%s): association limit not shared", type(exc).__name__)
+        return Slot(key=key, holder=None, ttl=ttl)
+    return Slot(key=key, holder=holder, ttl=ttl) if taken else None
+
+
+def slots_in_use(node: PacsNode) -> int:
+    try:
+        client = _client()
+        client.zremrangebyscore(_key(node), "-inf", time.time())
+        return int(client.zcard(_key(node)))
+    except redis.RedisError:
+        return 0

@@ -1,0 +1,109 @@
+"""Per-node limits hold across worker processes (counted on the PACS side)."""
+
+import time
+
+import pytest
+from django.db import connection
+
+from pulls import items, throttle
+from pulls.models import ItemStatus, Job, JobKind, JobStatus, RetrievedInstance
+from pulls.runner import run_chunk
+from pulls.services import job_create
+from tests.conftest import SCP_PORT, Worker, make_node, wait_for
+from tests.pulls.scripted_pacs import ScriptedPacs
+
+
+@pytest.fixture
+def shared_redis(redis_url, settings):
+    settings.REDIS_URL = redis_url
+    throttle._client.cache_clear()
+    yield redis_url
+    throttle._client.cache_clear()
+
+
+def test_four_workers_never_open_more_associations_than_the_node_allows(
+    shared_redis, flushable_db, sandbox, staging, settings, tmp_path, monkeypatch, alice, project,
+    dicom_data,
+):  # fmt: skip
+    monkeypatch.setitem(items.CHUNK_SIZES, "move", 1)  # one study per task: 8 tasks at once
+    storage = tmp_path / "storage"
+    studies = sorted(dicom_data.studies)
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="slow",
+        delay=0.03,
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ) as pacs:
+        node = make_node("CAPPED", pacs.port, pacs.ae_title, max_associations=2)
+        node.granted_users.add(alice)
+        worker = Worker(
+            redis_url=shared_redis,
+            db_name=connection.settings_dict["NAME"],
+            log_path=sandbox / "throttle-worker.log",
+            env={
+                "PACSNPULL_STAGING_DIR": str(staging),
+                "PACSNPULL_STORAGE_ROOT": str(storage),
+                "PACSNPULL_ARRIVAL_WAIT_SECONDS": "1",
+            },
+            concurrency=4,
+        ).start()
+        reasons = set()
+        try:
+            job = job_create(
+                kind=JobKind.MOVE,
+                owner=alice,
+                project=project,
+                node=node,
+                rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies],
+                start=True,
+            )
+
+            def finished() -> bool:
+                current = Job.objects.get(pk=job.pk)
+                reasons.add(current.waiting_reason)
+                return current.status == JobStatus.DONE
+
+            wait_for(finished, timeout=120, what=f"the job; log:\n{worker.log_tail()}")
+        finally:
+            worker.stop()
+    assert pacs.max_open_associations == 2  # the limit was reached, never passed
+    assert any(r.startswith("waiting: throttled: node CAPPED allows 2") for r in reasons)
+    assert RetrievedInstance.objects.filter(project=project).count() == len(instances)
+    assert throttle.slots_in_use(node) == 0
+
+
+def test_a_suspended_node_receives_nothing(alice, project, dicom_data, settings):
+    with ScriptedPacs(
+        [dicom_data.root / dicom_data.instances[0].path],
+        behaviour="honest",
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ) as pacs:
+        node = make_node("OFF", pacs.port, pacs.ae_title, suspended=True)
+        node.granted_users.add(alice)
+        job = job_create(
+            kind=JobKind.FIND,
+            owner=alice,
+            project=project,
+            node=node,
+            rows=[{"QueryRetrieveLevel": "STUDY", "PatientID": "1"}],
+            start=True,
+        )
+        message = run_chunk(list(job.items.values_list("pk", flat=True)))
+        assert pacs.associations == 0
+    job.refresh_from_db()
+    assert "suspended by an operator" in message
+    assert job.waiting_reason == "waiting: node OFF is suspended by an operator"
+    assert set(job.items.values_list("status", "attempts")) == {(ItemStatus.PENDING, 0)}
+
+
+def test_a_slot_held_by_a_dead_worker_frees_itself(shared_redis, alice):
+    node = make_node("ONE", 104, "ONE", max_associations=1)
+    held = throttle.association_slot(node, ttl=1.5)  # its holder "dies": never released
+    assert held is not None
+    assert throttle.association_slot(node, ttl=1.5) is None
+    time.sleep(1.6)
+    again = throttle.association_slot(node, ttl=1.5)
+    assert again is not None
+    again.release()
+    assert throttle.slots_in_use(node) == 0
