@@ -177,7 +177,11 @@ def main() -> None:
         project = Project.objects.create(name="Bench", slug="bench")
         Membership.objects.create(project=project, user=owner, role=Role.OWNER)
         node = PacsNode.objects.create(
-            name="BENCH", ae_title="ORTHANC", host="127.0.0.1", port=orthanc.dicom_port
+            name="BENCH",
+            ae_title="ORTHANC",
+            host="127.0.0.1",
+            port=orthanc.dicom_port,
+            queries_per_minute=0,  # measure the pipeline, not the PACS-protecting limit
         )
         node.granted_users.add(owner)
         peer = Peer("127.0.0.1", orthanc.dicom_port, "ORTHANC", "PACSNPULL")

@@ -176,6 +176,20 @@ def run_chunk(item_ids: list[int]) -> str:
         slot.release()
 
 
+def _query_token(job: Job) -> None:
+    """The node's queries per minute, shared by every worker; the job says it waits."""
+    node = job.node
+
+    def waiting(seconds: float) -> None:
+        if seconds >= 0.2:  # worth telling: the job is held back by the limit
+            Job.objects.filter(pk=job.pk, waiting_reason="").update(
+                waiting_reason=f"throttled: {node.name} allows {node.queries_per_minute} "
+                "queries per minute"
+            )
+
+    throttle.wait_for_query_token(node, on_wait=waiting)
+
+
 def _defer(job: Job, token, claimed: list[JobItem], reason: str) -> str:
     """Give the items back untouched and say why the job waits."""
     for item in claimed:
@@ -194,7 +208,12 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
     try:
         # C-GET instances arrive on our association: straight into the project.
         writer = ProjectWriter(job.project.storage_dir) if "get" in services else None
-        with Session(node_peer(job.node), services=services, writer=writer) as session:
+        with Session(
+            node_peer(job.node),
+            services=services,
+            writer=writer,
+            before_query=lambda: _query_token(job),
+        ) as session:
             while remaining:
                 status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).get()
                 if status in (JobStatus.CANCELLED, JobStatus.PAUSED):

@@ -92,3 +92,41 @@ def slots_in_use(node: PacsNode) -> int:
         return int(client.zcard(_key(node)))
     except redis.RedisError:
         return 0
+
+
+# GCRA (a leaky bucket): the key holds the time the next query may go; each
+# query moves it one interval on. No burst: 60/min means one query a second.
+_QUERY = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+if tat - now > 0 then return tostring(tat - now) end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(interval * 1000) + 1000)
+return '0'
+"""
+
+
+def query_token(node: PacsNode) -> float:
+    """Take the right to send one C-FIND now: 0, or the seconds to wait first."""
+    if not node.queries_per_minute:
+        return 0.0
+    try:
+        wait = _client().eval(
+            _QUERY, 1, f"pacsnpull:node:{node.pk}:queries", time.time(),
+            60.0 / node.queries_per_minute,
+        )  # fmt: skip
+    except redis.RedisError:
+        return 0.0  # no shared limit without Redis (see association_slot)
+    return float(wait)
+
+
+def wait_for_query_token(node: PacsNode, *, on_wait=None) -> None:
+    """Block until this process may send the node one more C-FIND."""
+    while True:
+        wait = query_token(node)
+        if wait <= 0:
+            return
+        if on_wait is not None:
+            on_wait(wait)
+        time.sleep(min(wait, 5.0))

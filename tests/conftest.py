@@ -365,6 +365,8 @@ def project(alice, bob) -> Project:
 
 
 def make_node(name: str, port: int, ae_title: str, **fields) -> PacsNode:
+    # No query rate limit unless a test is about it (the model's default is 120/min).
+    fields.setdefault("queries_per_minute", 0)
     return PacsNode.objects.create(
         name=name, ae_title=ae_title, host="127.0.0.1", port=port, **fields
     )
@@ -379,6 +381,17 @@ def orthanc_node(orthanc, alice, bob) -> PacsNode:
 
 # Test machines may have little free disk; the full-disk tests use their own tmpfs.
 MIN_FREE = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _test_redis_for_limits(redis_url, settings):
+    """Limits shared through Redis use the test Redis, never a developer's portal."""
+    from pulls import throttle
+
+    settings.REDIS_URL = redis_url
+    throttle._client.cache_clear()
+    yield
+    throttle._client.cache_clear()
 
 
 @pytest.fixture(autouse=True)

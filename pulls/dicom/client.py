@@ -225,6 +225,7 @@ class Session:
         services: Sequence[str] = ("echo",),
         staging_dir: Path | None = None,
         writer: InstanceWriter | None = None,
+        before_query: Callable[[], None] | None = None,
     ) -> None:
         if writer is None and staging_dir is not None:
             writer = InstanceWriter(staging_dir)
@@ -233,6 +234,8 @@ class Session:
         self.peer = peer
         self.services = tuple(services)
         self.writer = writer
+        # Called before every C-FIND request: the caller's rate limit waits here.
+        self.before_query = before_query
         self.conn: Connection | None = None
         self._messages: Iterator | None = None
         self._msg_id = 0
@@ -418,6 +421,8 @@ class Session:
         """
         uid = str(FIND_MODELS[model])
         context_id, ts = self._context("C-FIND", uid)
+        if self.before_query is not None:
+            self.before_query()
         msg_id = self._next_msg_id()
         command = {0x0002: uid, 0x0100: C_FIND_RQ, 0x0110: msg_id, 0x0700: 0, 0x0800: 0}
         self._send(context_id, ts, command, identifier)

@@ -50,6 +50,7 @@ class ScriptedPacs:
         self.open_associations = 0
         self.max_open_associations = 0
         self.associations = 0
+        self.finds = 0
         self._count_lock = threading.Lock()
         self.port = free_port()
         self.ae_title = "SCRIPTED"
@@ -70,6 +71,8 @@ class ScriptedPacs:
         return [ds for ds in self.datasets if not uid or ds.StudyInstanceUID == uid]
 
     def _find(self, event: evt.Event):
+        with self._count_lock:
+            self.finds += 1
         if self.behaviour == "stall":
             time.sleep(30)
         datasets = self._study(event.identifier)

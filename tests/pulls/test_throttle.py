@@ -14,11 +14,8 @@ from tests.pulls.scripted_pacs import ScriptedPacs
 
 
 @pytest.fixture
-def shared_redis(redis_url, settings):
-    settings.REDIS_URL = redis_url
-    throttle._client.cache_clear()
-    yield redis_url
-    throttle._client.cache_clear()
+def shared_redis(redis_url):
+    return redis_url  # conftest points the limits at the test Redis for every test
 
 
 def test_four_workers_never_open_more_associations_than_the_node_allows(
@@ -107,3 +104,39 @@ def test_a_slot_held_by_a_dead_worker_frees_itself(shared_redis, alice):
     assert again is not None
     again.release()
     assert throttle.slots_in_use(node) == 0
+
+
+def test_sixty_queries_a_minute_for_two_minutes_is_120_queries(
+    redis_url, flushable_db, sandbox, settings, alice, project, dicom_data
+):
+    rows = [{"QueryRetrieveLevel": "STUDY", "PatientID": f"P{n:04d}"} for n in range(400)]
+    with ScriptedPacs(
+        [dicom_data.root / dicom_data.instances[0].path],
+        behaviour="honest",
+        destinations={},
+    ) as pacs:
+        node = make_node("RATED", pacs.port, pacs.ae_title, queries_per_minute=60)
+        node.granted_users.add(alice)
+        worker = Worker(
+            redis_url=redis_url,
+            db_name=connection.settings_dict["NAME"],
+            log_path=sandbox / "rate-worker.log",
+        ).start()
+        try:
+            job = job_create(
+                kind=JobKind.FIND, owner=alice, project=project, node=node, rows=rows, start=True
+            )
+            wait_for(lambda: pacs.finds > 0, timeout=30, what="the first query")
+            started = time.monotonic()
+            time.sleep(120)
+            sent = pacs.finds
+            elapsed = time.monotonic() - started
+            reason = Job.objects.get(pk=job.pk).waiting_reason
+            from pulls.services import job_cancel
+
+            job_cancel(job=job, user=alice)
+        finally:
+            worker.stop()
+    # Two worker processes share one budget: 60 a minute, 120 in two minutes.
+    assert 114 <= sent <= 127, (sent, elapsed)
+    assert reason == "throttled: RATED allows 60 queries per minute"
