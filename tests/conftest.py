@@ -372,6 +372,14 @@ def make_node(name: str, port: int, ae_title: str, **fields) -> PacsNode:
     )
 
 
+def retrieval_job(owner, project, node, study_uids, *, kind="move", start: bool = False):
+    """A C-MOVE (or C-GET) job of whole studies, one row per StudyInstanceUID."""
+    from pulls.services import job_create
+
+    rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in study_uids]
+    return job_create(kind=kind, owner=owner, project=project, node=node, rows=rows, start=start)
+
+
 @pytest.fixture
 def orthanc_node(orthanc, alice, bob) -> PacsNode:
     node = make_node("ORTHANC", orthanc.dicom_port, orthanc.aet, connect_timeout=5)

@@ -5,10 +5,9 @@ import time
 from django.db import connection
 
 from pulls import items
-from pulls.models import ItemStatus, Job, JobKind, JobStatus, RetrievedInstance
-from pulls.services import job_create
+from pulls.models import ItemStatus, Job, JobStatus, RetrievedInstance
 from pulls.tasks import enqueue_items
-from tests.conftest import SCP_PORT, Worker, make_node, wait_for
+from tests.conftest import SCP_PORT, Worker, make_node, retrieval_job, wait_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
 LEASE = 4
@@ -37,14 +36,7 @@ def test_a_killed_worker_loses_no_instance_and_places_none_twice(
     ) as pacs:
         node = make_node("SLOW", pacs.port, pacs.ae_title)
         node.granted_users.add(alice)
-        job = job_create(
-            kind=JobKind.MOVE,
-            owner=alice,
-            project=project,
-            node=node,
-            rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies],
-            start=True,
-        )
+        job = retrieval_job(alice, project, node, studies, start=True)
         workers = []
 
         def worker() -> Worker:

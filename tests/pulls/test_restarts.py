@@ -10,11 +10,10 @@ from django.db import connection
 
 from pulls import items
 from pulls.cli import run_inline
-from pulls.models import Job, JobKind, JobStatus, RetrievedInstance
+from pulls.models import Job, JobStatus, RetrievedInstance
 from pulls.sandbox.procs import Server, free_port
-from pulls.services import job_create
 from pulls.tasks import enqueue_items
-from tests.conftest import REPO, SCP_PORT, Worker, make_node, wait_for
+from tests.conftest import REPO, SCP_PORT, Worker, make_node, retrieval_job, wait_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
 
@@ -74,13 +73,7 @@ def test_a_restart_of_the_storage_scp_loses_nothing(settings, tmp_path, alice, p
     ) as pacs:
         node = make_node("SLOW", pacs.port, pacs.ae_title)
         node.granted_users.add(alice)
-        job = job_create(
-            kind=JobKind.MOVE,
-            owner=alice,
-            project=project,
-            node=node,
-            rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies],
-        )
+        job = retrieval_job(alice, project, node, studies)
         killer = threading.Thread(target=restart_when_the_first_files_land)
         killer.start()
         try:
@@ -117,14 +110,8 @@ def test_a_restart_of_redis_loses_no_queued_work(
     ) as pacs:
         node = make_node("HONEST", pacs.port, pacs.ae_title)
         node.granted_users.add(alice)
-        job = job_create(
-            kind=JobKind.MOVE,
-            owner=alice,
-            project=project,
-            node=node,
-            rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies],
-            start=True,  # the message is in Redis now ...
-        )
+        # Started: its message is in Redis now ...
+        job = retrieval_job(alice, project, node, studies, start=True)
         redis_service.kill_and_restart()  # ... and gone
         worker = Worker(
             redis_url=redis_url,
@@ -166,13 +153,7 @@ def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
     ) as pacs:
         node = make_node("SLOW", pacs.port, pacs.ae_title)
         node.granted_users.add(alice)
-        job = job_create(
-            kind=JobKind.MOVE,
-            owner=alice,
-            project=project,
-            node=node,
-            rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies],
-        )
+        job = retrieval_job(alice, project, node, studies)
 
         def cancel_when_the_first_instance_arrives() -> None:
             try:

@@ -9,7 +9,7 @@ from pulls import items, throttle
 from pulls.models import ItemStatus, Job, JobKind, JobStatus, RetrievedInstance
 from pulls.runner import run_chunk
 from pulls.services import job_create
-from tests.conftest import SCP_PORT, Worker, make_node, wait_for
+from tests.conftest import SCP_PORT, Worker, make_node, retrieval_job, wait_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
 
@@ -47,14 +47,7 @@ def test_four_workers_never_open_more_associations_than_the_node_allows(
         ).start()
         reasons = set()
         try:
-            job = job_create(
-                kind=JobKind.MOVE,
-                owner=alice,
-                project=project,
-                node=node,
-                rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies],
-                start=True,
-            )
+            job = retrieval_job(alice, project, node, studies, start=True)
 
             def finished() -> bool:
                 current = Job.objects.get(pk=job.pk)
