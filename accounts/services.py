@@ -23,6 +23,8 @@ _OPERATOR_PERMISSIONS = {
     },
     "accounts": {"user": ("add", "change", "view")},
     "auth": {"group": ("view",)},
+    # Unlock a locked-out login: delete its access attempts.
+    "axes": {"accessattempt": ("view", "delete")},
 }
 
 

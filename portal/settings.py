@@ -6,6 +6,7 @@ lists them. A wrong value stops start-up with an error naming the variable.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 from pathlib import Path
@@ -60,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "crispy_forms",
     "crispy_bootstrap5",
+    "axes",
     "accounts",
     "pulls",
 ]
@@ -72,7 +74,10 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "pulls.audit.AuditRequestMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -128,6 +133,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+
+# Login lockout (django-axes): after this many failures for one username from
+# one address, that pair is refused for the cool-off time, even with the right
+# password. Keyed on the pair so nobody can lock a colleague out from elsewhere.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("PACSNPULL_LOGIN_FAILURES", 5, minimum=1, maximum=100)
+AXES_COOLOFF_TIME = dt.timedelta(
+    minutes=env.int("PACSNPULL_LOCKOUT_MINUTES", 15, minimum=1, maximum=24 * 60)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
+AXES_DISABLE_ACCESS_LOG = True  # logins are in the audit log already
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", 8 * 3600, minimum=300, maximum=30 * 86400)
@@ -207,6 +229,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(INSTANCE_DIR / "celerybeat-schedule")
+# Two queues: "interactive" (small finds, urgent jobs, the reconciler) has a
+# worker of its own, so it never waits behind "bulk" (big finds, retrievals).
+CELERY_TASK_DEFAULT_QUEUE = "bulk"
+CELERY_TASK_ROUTES = {"pulls.tasks.reconcile": {"queue": "interactive"}}
+# Find jobs with at most this many rows run on the interactive queue.
+PACSNPULL_INTERACTIVE_ROWS = env.int("PACSNPULL_INTERACTIVE_ROWS", 200, minimum=0, maximum=100_000)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-leases": {
         "task": "pulls.tasks.reconcile",

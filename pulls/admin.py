@@ -14,6 +14,8 @@ class PacsNodeAdmin(admin.ModelAdmin):
         "retrieve_method",
         "max_associations",
         "queries_per_minute",
+        "retrievals_per_hour",
+        "allowed_windows",
         "suspended",
         "last_echo_ok",
     )
@@ -48,6 +50,7 @@ class PacsNodeAdmin(admin.ModelAdmin):
                     "max_associations",
                     "queries_per_minute",
                     "retrievals_per_hour",
+                    "allowed_windows",
                     "stall_limit",
                     "result_cap",
                 )

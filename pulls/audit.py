@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from pulls.models import AuditAction, AuditEvent, Job, PacsNode, Project
 
 SYSTEM = "system"
+
+# The request being served, so changes saved anywhere below it (the admin, a
+# service) are audited with who made them and from where.
+current_request: ContextVar[HttpRequest | None] = ContextVar("current_request", default=None)
+
+
+class AuditRequestMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = current_request.set(request)
+        try:
+            return self.get_response(request)
+        finally:
+            current_request.reset(token)
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -33,6 +51,8 @@ def audit_record(
     details: dict[str, Any] | None = None,
     message: str = "",
 ) -> AuditEvent:
+    if request is None and actor is None:
+        request = current_request.get()
     if actor is None and request is not None and request.user.is_authenticated:
         actor = request.user
     if actor is not None and not getattr(actor, "is_authenticated", False):

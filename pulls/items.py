@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 CHUNK_SIZES = {"find": 50, "move": 5, "get": 5}
 CHUNK_SIZE = CHUNK_SIZES["find"]
 
-# How the queue is reached: set by pulls.tasks so this module stays importable
-# without Celery in the picture (management commands, tests of the lifecycle).
-Enqueue = Callable[[list[int]], None]
+# How the queue is reached (item ids, queue name): set by pulls.tasks so this
+# module stays importable without Celery (management commands, lifecycle tests).
+Enqueue = Callable[[list[int], str], None]
 
 
 def lease_seconds() -> int:
@@ -54,8 +54,9 @@ def items_enqueue(job: Job, *, enqueue: Enqueue, item_ids: Sequence[int] | None 
     JobItem.objects.filter(pk__in=ids).update(queued_at=now)
     size = CHUNK_SIZES.get(job.kind, CHUNK_SIZE)
     chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
+    queue = job.queue
     for chunk in chunks:
-        transaction.on_commit(lambda chunk=chunk: enqueue(chunk))
+        transaction.on_commit(lambda chunk=chunk: enqueue(chunk, queue))
     return len(ids)
 
 
@@ -123,10 +124,12 @@ def item_succeed(item: JobItem, token: uuid.UUID, **counts: object) -> bool:
     return _finish(item, token, status=ItemStatus.DONE, error_code=None, error_message="", **counts)
 
 
-def item_release(item: JobItem, token: uuid.UUID) -> bool:
-    """Give an item back untouched (its job was paused): the attempt is not counted."""
+def item_release(item: JobItem, token: uuid.UUID, *, not_before=None) -> bool:
+    """Give an item back untouched (its job was paused, its node is held back):
+    the attempt is not counted; with ``not_before`` it waits until then."""
+    extra = {} if not_before is None else {"not_before": not_before}
     return _finish(
-        item, token, status=ItemStatus.PENDING, attempts=F("attempts") - 1, queued_at=None
+        item, token, status=ItemStatus.PENDING, attempts=F("attempts") - 1, queued_at=None, **extra
     )
 
 

@@ -15,6 +15,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from pulls.windows import Window, windows_parse, windows_validator
+
 # PS3.5 6.2: at most 16 characters, no backslash or control characters.
 ae_title_validator = RegexValidator(
     r"^[\x20-\x5b\x5d-\x7e]{1,16}$",
@@ -87,6 +89,14 @@ class PacsNode(models.Model):
         default=0,
         help_text="Most matches the PACS returns for one query; 0 if it has no cap.",
     )
+    allowed_windows = models.CharField(
+        max_length=300,
+        blank=True,
+        validators=[windows_validator],
+        help_text="When the portal may send anything, in the portal's time zone, e.g. "
+        "'Mon-Fri 19:00-07:00; Sat-Sun' (a range past midnight ends the next day). "
+        "Blank: any time.",
+    )
     suspended = models.BooleanField(
         default=False, help_text="Stops all traffic to this node at once."
     )
@@ -107,6 +117,10 @@ class PacsNode(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.ae_title}@{self.host}:{self.port})"
+
+    @property
+    def windows(self) -> list[Window]:
+        return windows_parse(self.allowed_windows)
 
     def effective_calling_ae(self) -> str:
         return self.calling_ae_title or settings.PACSNPULL_AE_TITLE
@@ -197,6 +211,10 @@ class JobStatus(models.TextChoices):
 
 ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
+# Celery queues: a dedicated worker serves the interactive one only.
+QUEUE_INTERACTIVE = "interactive"
+QUEUE_BULK = "bulk"
+
 
 class Job(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -210,6 +228,9 @@ class Job(models.Model):
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="jobs")
     node = models.ForeignKey(PacsNode, on_delete=models.PROTECT, related_name="jobs")
     waiting_reason = models.CharField(max_length=300, blank=True)
+    urgent = models.BooleanField(
+        default=False, help_text="Set by an operator: runs on the interactive queue, first."
+    )
     # Counters are recomputed from the items (job_refresh_counters), never incremented.
     items_total = models.PositiveIntegerField(default=0)
     items_pending = models.PositiveIntegerField(default=0)
@@ -236,6 +257,15 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} job {self.code}"
+
+    @property
+    def queue(self) -> str:
+        """Small finds and urgent jobs go ahead of bulk work (DESIGN §6)."""
+        if self.urgent or (
+            self.kind == JobKind.FIND and self.items_total <= settings.PACSNPULL_INTERACTIVE_ROWS
+        ):
+            return QUEUE_INTERACTIVE
+        return QUEUE_BULK
 
 
 class ItemStatus(models.TextChoices):
@@ -341,6 +371,7 @@ class AuditAction(models.TextChoices):
     EXPORT = "export", "Export or download"
     NODE_CHANGED = "node_changed", "Node changed"
     PERMISSION_CHANGED = "permission_changed", "Permission changed"
+    JOB_URGENT = "job_urgent", "Job marked urgent"
     QUARANTINE = "quarantine", "Instance quarantined"
 
 

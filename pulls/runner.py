@@ -9,24 +9,40 @@ import time
 from collections.abc import Callable
 
 from django.db import transaction
+from django.utils import timezone
 from pydicom.dataset import Dataset
 
 from pulls import items as item_life
 from pulls import throttle
+from pulls import windows as windows_lib
 from pulls.audit import audit_record
 from pulls.dicom import PacsError, Peer, Session
 from pulls.dicom.identifiers import IdentifierError, identifier_from_row, match_to_dict
 from pulls.dicom.receiving import ProjectWriter
-from pulls.models import AuditAction, FindResult, Job, JobItem, JobKind, JobStatus, PacsNode
+from pulls.models import (
+    QUEUE_INTERACTIVE,
+    AuditAction,
+    FindResult,
+    Job,
+    JobItem,
+    JobKind,
+    JobStatus,
+    PacsNode,
+)
 from pulls.retrieval import DiskFull, JobStopped, retrieve_item
 
 log = logging.getLogger(__name__)
 
 # Renew the lease when this much of it has passed during one chunk.
 _RENEW_FRACTION = 0.5
-# A chunk that cannot run now (node at its limit, suspended) says so with this.
+# A chunk that cannot run now (node at its limit, suspended, outside its
+# window) says so with this; DEFERRED_SOON ones are worth retrying in seconds,
+# the others wait for the reconciler (their items carry a not_before).
 DEFERRED = "deferred:"
+DEFERRED_SOON = "deferred: soon:"
 RETRY_DEFERRED_SECONDS = 2
+# A retrieval token due within this many seconds is waited for in the chunk.
+_SHORT_WAIT = 5.0
 
 
 def node_peer(node: PacsNode) -> Peer:
@@ -157,15 +173,23 @@ def run_chunk(item_ids: list[int]) -> str:
         item_life.job_refresh_counters(job.pk)
         return f"job {job.pk}: {refusal}"
     if job.node.suspended:
-        return _defer(job, token, claimed, f"node {job.node.name} is suspended by an operator")
-    slot = throttle.association_slot(job.node, ttl=item_life.lease_seconds())
+        return _defer(
+            job, token, claimed, f"waiting: node {job.node.name} is suspended by an operator"
+        )
+    closed = _window_closed(job.node)
+    if closed is not None:
+        return _defer(job, token, claimed, closed[0], not_before=closed[1])
+    slot = throttle.association_slot(
+        job.node, ttl=item_life.lease_seconds(), interactive=job.queue == QUEUE_INTERACTIVE
+    )
     if slot is None:
         return _defer(
             job,
             token,
             claimed,
-            f"throttled: node {job.node.name} allows {job.node.max_associations} "
+            f"waiting: throttled: node {job.node.name} allows {job.node.max_associations} "
             "concurrent associations and all are in use",
+            soon=True,
         )
     Job.objects.filter(pk=job.pk).exclude(waiting_reason="").filter(
         status__in=(JobStatus.QUEUED, JobStatus.RUNNING)
@@ -190,13 +214,48 @@ def _query_token(job: Job) -> None:
     throttle.wait_for_query_token(node, on_wait=waiting)
 
 
-def _defer(job: Job, token, claimed: list[JobItem], reason: str) -> str:
-    """Give the items back untouched and say why the job waits."""
+def _window_closed(node: PacsNode) -> tuple[str, dt.datetime] | None:
+    """Why and until when the node's allowed windows hold its traffic back."""
+    windows = node.windows
+    if windows_lib.window_open(windows):
+        return None
+    opening = windows_lib.window_next_opening(windows)
+    return f"waiting for the window at {windows_lib.window_describe(opening)}", opening
+
+
+def _retrieval_wait(job: Job) -> tuple[str, dt.datetime] | None:
+    """Take one of the node's retrievals per hour, waiting for it if it is due
+    soon; else why and until when the item must wait."""
+    node = job.node
+    while True:
+        wait = throttle.retrieval_token(node)
+        if wait <= 0:
+            return None
+        if wait > _SHORT_WAIT:
+            until = timezone.now() + dt.timedelta(seconds=wait)
+            return (
+                f"waiting: throttled: {node.name} allows {node.retrievals_per_hour} retrievals per "
+                f"hour; next at {windows_lib.window_describe(until)}",
+                until,
+            )
+        time.sleep(wait)
+
+
+def _defer(
+    job: Job,
+    token,
+    claimed: list[JobItem],
+    waiting: str,
+    *,
+    soon: bool = False,
+    not_before: dt.datetime | None = None,
+) -> str:
+    """Give the items back untouched (no attempt used) and say why the job waits."""
     for item in claimed:
-        item_life.item_release(item, token)
-    Job.objects.filter(pk=job.pk).update(waiting_reason=f"waiting: {reason}")
+        item_life.item_release(item, token, not_before=not_before)
+    Job.objects.filter(pk=job.pk).update(waiting_reason=waiting[:300])
     item_life.job_refresh_counters(job.pk)
-    return f"{DEFERRED} job {job.pk}: {reason}"
+    return f"{DEFERRED_SOON if soon else DEFERRED} job {job.pk}: {waiting}"
 
 
 def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
@@ -217,6 +276,13 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
             while remaining:
                 status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).get()
                 if status in (JobStatus.CANCELLED, JobStatus.PAUSED):
+                    break
+                held = _window_closed(job.node)
+                if held is None and job.kind != JobKind.FIND:
+                    held = _retrieval_wait(job)
+                if held is not None:
+                    _defer(job, token, remaining, held[0], not_before=held[1])
+                    remaining = []
                     break
                 item = remaining.pop(0)
                 if time.monotonic() - started > renew_after:

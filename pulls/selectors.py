@@ -6,7 +6,17 @@ from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from accounts.models import User
-from pulls.models import FindResult, ItemStatus, Job, JobItem, Membership, PacsNode, Project, Role
+from pulls.models import (
+    AuditEvent,
+    FindResult,
+    ItemStatus,
+    Job,
+    JobItem,
+    Membership,
+    PacsNode,
+    Project,
+    Role,
+)
 
 
 def node_list_for_user(*, user: User) -> QuerySet[PacsNode]:
@@ -96,3 +106,47 @@ def job_list_for_user(*, user: User) -> QuerySet[Job]:
 
 def job_get_for_user(*, user: User, code: str) -> Job:
     return get_object_or_404(job_list_for_user(user=user), code=code)
+
+
+def audit_list_for_user(*, user: User) -> QuerySet[AuditEvent]:
+    """Operators see the whole log; others the events of their projects and their own."""
+    events = AuditEvent.objects.select_related("node", "project", "job")
+    if user.is_operator:
+        return events
+    projects = Project.objects.filter(memberships__user=user).values("pk")
+    return events.filter(Q(project__in=projects) | Q(actor=user))
+
+
+def audit_filter(
+    events: QuerySet[AuditEvent],
+    *,
+    action: str = "",
+    actor: str = "",
+    node: PacsNode | None = None,
+    project: Project | None = None,
+    success: str = "",
+    date_from=None,
+    date_to=None,
+    text: str = "",
+) -> QuerySet[AuditEvent]:
+    if action:
+        events = events.filter(action=action)
+    if actor:
+        events = events.filter(actor_label__icontains=actor)
+    if node is not None:
+        events = events.filter(node=node)
+    if project is not None:
+        events = events.filter(project=project)
+    if success in ("yes", "no"):
+        events = events.filter(success=success == "yes")
+    if date_from:
+        events = events.filter(at__date__gte=date_from)
+    if date_to:
+        events = events.filter(at__date__lte=date_to)
+    if text:
+        events = events.filter(Q(target__icontains=text) | Q(message__icontains=text))
+    return events
+
+
+def project_get_for_user(*, user: User, slug: str) -> Project:
+    return get_object_or_404(project_list_for_user(user=user), slug=slug)

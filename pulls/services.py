@@ -31,7 +31,18 @@ from pulls.seedconfig import SeedConfig
 
 
 def node_echo(*, node: PacsNode, user: User | None, request: HttpRequest | None = None) -> str:
-    """C-ECHO the node, remember the result for the dashboard, audit it."""
+    """C-ECHO the node, remember the result for the dashboard, audit it.
+
+    An echo never waits: no queue, no association slot, no rate or window (it is
+    how people check a node). Only a suspended node is left alone.
+    """
+    if node.suspended:
+        message = f"not sent: {node.name} is suspended by an operator"
+        audit_record(
+            action=AuditAction.ECHO, actor=user, request=request, node=node, success=False,
+            target=node.name, message=message,
+        )  # fmt: skip
+        return message
     try:
         result = echo(node_peer(node))
     except PacsError as exc:
@@ -240,6 +251,33 @@ def job_retry_failed(*, job: Job, user: User, request: HttpRequest | None = None
             details={"rows": retried},
         )
     return retried
+
+
+def job_mark_urgent(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
+    """Operators only: the job's waiting rows go to the interactive queue, and its
+    chunks go ahead of bulk work for the node's association slots."""
+    from pulls.tasks import enqueue_items
+
+    if not user.is_operator:
+        raise PermissionDenied("Only operators can mark a job urgent.")
+    if job.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
+        raise ValidationError("This job has already ended.")
+    with transaction.atomic():
+        Job.objects.filter(pk=job.pk).update(urgent=True)
+        job.urgent = True
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            # Messages already on the bulk queue find these rows claimed, or
+            # claim them first: a row is worked on once either way.
+            items.items_enqueue(job, enqueue=enqueue_items)
+        audit_record(
+            action=AuditAction.JOB_URGENT,
+            actor=user,
+            request=request,
+            job=job,
+            target=str(job.code),
+        )
+    job.refresh_from_db()
+    return job
 
 
 def demo_setup(*, ae_title: str, host: str, port: int) -> PacsNode:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from pulls import items, quarantine, runner
+from pulls import health, items, quarantine, runner
+from pulls.models import QUEUE_BULK
+
+__all__ = ["enqueue_items", "health", "reconcile", "run_items"]  # health: worker heartbeats
 
 
-def enqueue_items(item_ids: list[int]) -> None:
-    run_items.delay(item_ids)
+def enqueue_items(item_ids: list[int], queue: str = QUEUE_BULK) -> None:
+    run_items.apply_async((item_ids,), queue=queue)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
-def run_items(item_ids: list[int]) -> str:
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_items(self, item_ids: list[int]) -> str:
     message = runner.run_chunk(item_ids)
-    if message.startswith(runner.DEFERRED) and "throttled" in message:
-        # A slot frees up soon: try again shortly (a suspended node waits for
-        # the reconciler instead).
-        run_items.apply_async((item_ids,), countdown=runner.RETRY_DEFERRED_SECONDS)
+    if message.startswith(runner.DEFERRED_SOON):
+        # An association slot frees up soon: try again shortly, on the same
+        # queue. Longer waits (suspended, window, hourly limit) are the
+        # reconciler's: the items carry their not_before.
+        queue = (self.request.delivery_info or {}).get("routing_key") or QUEUE_BULK
+        run_items.apply_async((item_ids,), countdown=runner.RETRY_DEFERRED_SECONDS, queue=queue)
     return message
 
 

@@ -21,15 +21,27 @@ from pulls.models import PacsNode
 log = logging.getLogger(__name__)
 
 # Drop the expired holders, then take a slot if one is free (atomically).
+# Priority: interactive work that found no free slot marks the node (KEYS[2])
+# for a few seconds; bulk work takes no slot while the mark is there, so the
+# next slot that frees up goes to the interactive work.
 _ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local interactive = ARGV[6] == '1'
+if not interactive and redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
   redis.call('EXPIRE', KEYS[1], ARGV[5])
+  if interactive then redis.call('DEL', KEYS[2]) end
   return 1
 end
+if interactive then redis.call('SET', KEYS[2], '1', 'PX', ARGV[7]) end
 return 0
 """
+# How long interactive work that waits for a slot holds bulk work back: a bit
+# more than the interval at which a deferred chunk tries again.
+PRIORITY_HOLD_MS = 5000
 
 
 @functools.cache
@@ -66,8 +78,9 @@ class Slot:
             log.warning("could not release an association slot: it expires on its own")
 
 
-def association_slot(node: PacsNode, *, ttl: float) -> Slot | None:
-    """A slot to open one association to ``node``, or None when all are taken.
+def association_slot(node: PacsNode, *, ttl: float, interactive: bool = False) -> Slot | None:
+    """A slot to open one association to ``node``, or None when all are taken
+    (or, for bulk work, when interactive work is waiting for the next one).
 
     Without Redis (the command line on a machine without it) the limit cannot be
     shared; one process opens one association at a time, so it goes ahead.
@@ -77,8 +90,9 @@ def association_slot(node: PacsNode, *, ttl: float) -> Slot | None:
     now = time.time()
     try:
         taken = _client().eval(
-            _ACQUIRE, 1, key, now, now + ttl, node.max_associations, holder, int(ttl * 2) + 60
-        )
+            _ACQUIRE, 2, key, f"{key}:priority", now, now + ttl, node.max_associations, holder,
+            int(ttl * 2) + 60, "1" if interactive else "0", PRIORITY_HOLD_MS,
+        )  # fmt: skip
     except redis.RedisError as exc:
         log.warning("Redis unreachable (%s): association limit not shared", type(exc).__name__)
         return Slot(key=key, holder=None, ttl=ttl)
@@ -107,18 +121,36 @@ return '0'
 """
 
 
+def _token(key: str, interval: float) -> float:
+    try:
+        wait = _client().eval(_QUERY, 1, key, time.time(), interval)
+    except redis.RedisError:
+        return 0.0  # no shared limit without Redis (see association_slot)
+    return float(wait)
+
+
 def query_token(node: PacsNode) -> float:
     """Take the right to send one C-FIND now: 0, or the seconds to wait first."""
     if not node.queries_per_minute:
         return 0.0
+    return _token(f"pacsnpull:node:{node.pk}:queries", 60.0 / node.queries_per_minute)
+
+
+def retrieval_token(node: PacsNode) -> float:
+    """Take the right to send one C-MOVE/C-GET now: 0, or the seconds to wait first."""
+    if not node.retrievals_per_hour:
+        return 0.0
+    return _token(f"pacsnpull:node:{node.pk}:retrievals", 3600.0 / node.retrievals_per_hour)
+
+
+def next_token_in(node: PacsNode, kind: str) -> float | None:
+    """Seconds until the node's next query ("queries") or retrieval ("retrievals")
+    may go, without taking it; None when Redis cannot say."""
     try:
-        wait = _client().eval(
-            _QUERY, 1, f"pacsnpull:node:{node.pk}:queries", time.time(),
-            60.0 / node.queries_per_minute,
-        )  # fmt: skip
+        tat = _client().get(f"pacsnpull:node:{node.pk}:{kind}")
     except redis.RedisError:
-        return 0.0  # no shared limit without Redis (see association_slot)
-    return float(wait)
+        return None
+    return max(0.0, float(tat or 0) - time.time())
 
 
 def wait_for_query_token(node: PacsNode, *, on_wait=None) -> None:

@@ -1,13 +1,21 @@
 from django.urls import path, re_path
 
-from pulls import views
+from pulls import audit_views, project_views, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("live/", views.dashboard_live, name="dashboard_live"),
+    path("nodes/", views.node_list, name="node_list"),
     path("nodes/<uuid:code>/", views.node_detail, name="node_detail"),
+    path("projects/", project_views.project_list, name="project_list"),
+    path("projects/<slug:slug>/", project_views.project_detail, name="project_detail"),
+    path("audit/", audit_views.audit_list, name="audit_list"),
+    path("audit/export.csv", audit_views.audit_export, name="audit_export"),
     path("nodes/<uuid:code>/echo/", views.node_echo, name="node_echo"),
     path("jobs/new/", views.job_new, name="job_new"),
     path("jobs/<uuid:code>/", views.job_detail, name="job_detail"),
+    path("jobs/<uuid:code>/progress/", views.job_progress, name="job_progress"),
+    path("jobs/<uuid:code>/urgent/", views.job_urgent, name="job_urgent"),
     path("jobs/<uuid:code>/start/", views.job_start, name="job_start"),
     path("jobs/<uuid:code>/cancel/", views.job_cancel, name="job_cancel"),
     path("jobs/<uuid:code>/retry/", views.job_retry, name="job_retry"),

@@ -6,12 +6,14 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from pulls import exports, manifests, selectors, services
+from pulls import exports, health, manifests, progress, selectors, services
 from pulls.audit import audit_record
 from pulls.forms import FindJobForm
-from pulls.models import AuditAction, ItemStatus, JobKind, Role
+from pulls.models import ACTIVE_JOB_STATUSES, AuditAction, ItemStatus, JobKind, Role
 
 
 class SmallControlsMixin:
@@ -43,23 +45,53 @@ class MatchFilterForm(SmallControlsMixin, forms.Form):
     )
 
 
+def _recent_jobs(request: HttpRequest):
+    """The user's own jobs, running ones first, then the latest."""
+    jobs = selectors.job_list_for_user(user=request.user).filter(owner=request.user)
+    running = list(jobs.filter(status__in=ACTIVE_JOB_STATUSES)[:20])
+    recent = list(jobs.exclude(status__in=ACTIVE_JOB_STATUSES)[: max(5, 15 - len(running))])
+    return [progress.job_progress(job) for job in running + recent]
+
+
+def _health(request: HttpRequest) -> dict:
+    nodes = selectors.node_list_for_user(user=request.user).filter(is_active=True)
+    return {
+        "node_health": [health.node_health(node) for node in nodes],
+        "workers": health.workers_alive(),
+        "storage": health.storage_state(),
+        "now_local": health.now_local(),
+    }
+
+
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    nodes = selectors.node_list_for_user(user=request.user)
-    jobs = selectors.job_list_for_user(user=request.user)[:20]
-    return render(
-        request, "pulls/dashboard.html", {"nodes": nodes, "jobs": jobs, "nav": "dashboard"}
-    )
+    context = {"jobs": _recent_jobs(request), "nav": "dashboard", **_health(request)}
+    return render(request, "pulls/dashboard.html", context)
+
+
+@login_required
+def dashboard_live(request: HttpRequest) -> HttpResponse:
+    """The dashboard's live parts (jobs and health), refreshed by live.js."""
+    context = {"jobs": _recent_jobs(request), "back_to": reverse("dashboard"), **_health(request)}
+    return render(request, "pulls/_dashboard_live.html", context)
+
+
+@login_required
+def node_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "pulls/node_list.html", {"nav": "nodes", **_health(request)})
 
 
 @login_required
 def node_detail(request: HttpRequest, code: str) -> HttpResponse:
     node = selectors.node_get_for_user(user=request.user, code=code)
-    return render(
-        request,
-        "pulls/node_detail.html",
-        {"node": node, "scp_port": settings.PACSNPULL_SCP_PORT, "nav": "dashboard"},
-    )
+    context = {
+        "node": node,
+        "state": health.node_health(node),
+        "scp_port": settings.PACSNPULL_SCP_PORT,
+        "scp_host": settings.PACSNPULL_SCP_HOST,
+        "nav": "nodes",
+    }
+    return render(request, "pulls/node_detail.html", context)
 
 
 @login_required
@@ -67,16 +99,33 @@ def node_detail(request: HttpRequest, code: str) -> HttpResponse:
 def node_echo(request: HttpRequest, code: str) -> HttpResponse:
     node = selectors.node_get_for_user(user=request.user, code=code)
     message = services.node_echo(node=node, user=request.user, request=request)
-    if node.last_echo_ok:
+    if node.suspended:
+        messages.warning(request, f"{node.name}: {message}")
+    elif node.last_echo_ok:
         messages.success(request, f"{node.name}: {message}")
     else:
         messages.error(request, f"{node.name}: {message}")
-    return redirect("node_detail", code=node.code)
+    return _back(request, "node_detail", code=node.code)
+
+
+def _back(request: HttpRequest, default: str, **kwargs) -> HttpResponse:
+    """To the page the form was on (a local "next"), else to ``default``."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return redirect(target)
+    return redirect(default, **kwargs)
 
 
 @login_required
 def job_new(request: HttpRequest) -> HttpResponse:
-    form = FindJobForm(request.POST or None, request.FILES or None, user=request.user)
+    form = FindJobForm(
+        request.POST or None,
+        request.FILES or None,
+        user=request.user,
+        initial={"project": request.GET.get("project")},
+    )
     if request.method == "POST" and form.is_valid():
         parsed = form.parsed
         job = services.job_create(
@@ -121,6 +170,7 @@ def job_detail(request: HttpRequest, code: str) -> HttpResponse:
         ),
         "filters": filters,
         "retrieve_form": RetrieveForm(initial={"method": job.node.retrieve_method}),
+        "progress": progress.job_progress(job),
         "nav": "jobs",
     }
     return render(request, "pulls/job_detail.html", context)
@@ -135,6 +185,21 @@ def _job_action(request: HttpRequest, code: str, action, done: str) -> HttpRespo
     else:
         messages.success(request, done.format(result=result))
     return redirect("job_detail", code=job.code)
+
+
+@login_required
+def job_progress(request: HttpRequest, code: str) -> HttpResponse:
+    """The job page's live part, refreshed by live.js."""
+    job = selectors.job_get_for_user(user=request.user, code=code)
+    return render(request, "pulls/_job_progress.html", {"progress": progress.job_progress(job)})
+
+
+@login_required
+@require_POST
+def job_urgent(request: HttpRequest, code: str) -> HttpResponse:
+    return _job_action(
+        request, code, services.job_mark_urgent, "The job is urgent: it goes ahead of bulk work."
+    )
 
 
 @login_required

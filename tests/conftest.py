@@ -183,8 +183,10 @@ class Worker:
         log_path: Path,
         env: dict[str, str] | None = None,
         concurrency: int = 2,
+        queues: str = "interactive,bulk",
     ) -> None:
         self.concurrency = concurrency
+        self.queues = queues
         self.redis_url = redis_url
         self.db_name = db_name
         self.log_path = log_path
@@ -218,6 +220,8 @@ class Worker:
                     str(self.concurrency),
                     "--pool",
                     "prefork",
+                    "-Q",
+                    self.queues,
                     "--without-gossip",
                     "--without-mingle",
                     "--hostname",
@@ -398,6 +402,10 @@ def _test_redis_for_limits(redis_url, settings):
 
     settings.REDIS_URL = redis_url
     throttle._client.cache_clear()
+    # Node ids are reused between tests (rolled back): start with no slots or tokens.
+    client = throttle._client()
+    for key in client.scan_iter(match="pacsnpull:node:*"):
+        client.delete(key)
     yield
     throttle._client.cache_clear()
 

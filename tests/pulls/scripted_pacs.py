@@ -51,6 +51,7 @@ class ScriptedPacs:
         self.max_open_associations = 0
         self.associations = 0
         self.finds = 0
+        self.moves = 0
         self._count_lock = threading.Lock()
         self.port = free_port()
         self.ae_title = "SCRIPTED"
@@ -85,6 +86,8 @@ class ScriptedPacs:
         yield 0xFF00, match
 
     def _move(self, event: evt.Event):
+        with self._count_lock:
+            self.moves += 1
         destination = self.destinations.get(str(event.move_destination).strip())
         if destination is None:
             yield None, None  # pynetdicom answers 0xA801

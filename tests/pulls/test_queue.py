@@ -59,7 +59,7 @@ def test_a_poison_item_ends_as_failed_after_the_set_attempts(
         assert [i.pk for i in claimed] == [item.pk]
         _expire_leases(job)
         with django_capture_on_commit_callbacks(execute=True):
-            items.items_reconcile(enqueue=queued.append)
+            items.items_reconcile(enqueue=lambda ids, queue: queued.append(ids))
         item.refresh_from_db()
         if attempt < 3:
             assert item.status == ItemStatus.PENDING
@@ -81,7 +81,7 @@ def test_the_reconciler_leaves_live_leases_alone(
     items.items_claim([job.items.get().pk], worker="alive")
     queued: list[list[int]] = []
     with django_capture_on_commit_callbacks(execute=True):
-        counts = items.items_reconcile(enqueue=queued.append)
+        counts = items.items_reconcile(enqueue=lambda ids, queue: queued.append(ids))
     assert counts == {"failed": 0, "released": 0, "requeued": 0}
     assert queued == []
     assert job.items.get().status == ItemStatus.RUNNING

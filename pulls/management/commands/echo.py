@@ -22,6 +22,6 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         actor, _, node = cli_setup(config=conf, username=user)
         message = node_echo(node=node, user=actor)
-        if not node.last_echo_ok:
+        if node.suspended or not node.last_echo_ok:
             raise CommandError(message)
         self.stdout.write(self.style.SUCCESS(message))

@@ -1,0 +1,102 @@
+"""The audit log in the portal: operators see it all, researchers their projects'."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from pulls import selectors
+from pulls.audit import audit_record
+from pulls.exports import spreadsheet_safe
+from pulls.models import AuditAction, AuditEvent
+
+EXPORT_COLUMNS = [
+    "at", "actor", "ip", "action", "success", "node", "project", "job", "target", "details",
+    "message",
+]  # fmt: skip
+
+
+class AuditFilterForm(forms.Form):
+    action = forms.ChoiceField(required=False, choices=[("", "any")] + AuditAction.choices)
+    actor = forms.CharField(required=False, max_length=150, label="Who")
+    node = forms.ModelChoiceField(required=False, queryset=None, to_field_name="name")
+    project = forms.ModelChoiceField(required=False, queryset=None, to_field_name="slug")
+    success = forms.ChoiceField(
+        required=False,
+        choices=[("", "any"), ("yes", "succeeded"), ("no", "failed")],
+        label="Outcome",
+    )
+    date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    text = forms.CharField(required=False, max_length=100, label="Target or message contains")
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["node"].queryset = selectors.node_list_for_user(user=user)
+        self.fields["project"].queryset = selectors.project_list_for_user(user=user)
+        for field in self.fields.values():
+            css = "form-select" if isinstance(field.widget, forms.Select) else "form-control"
+            field.widget.attrs.setdefault("class", f"{css} {css}-sm")
+
+
+def _filtered(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[AuditEvent]]:
+    form = AuditFilterForm(request.GET or None, user=request.user)
+    events = selectors.audit_list_for_user(user=request.user)
+    if form.is_valid():
+        events = selectors.audit_filter(events, **form.cleaned_data)
+    return form, events
+
+
+@login_required
+def audit_list(request: HttpRequest) -> HttpResponse:
+    form, events = _filtered(request)
+    page = Paginator(events, 100).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "pulls/audit_list.html",
+        {"form": form, "events": page, "nav": "audit", "everything": request.user.is_operator},
+    )
+
+
+def _csv_chunks(events: QuerySet[AuditEvent]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_COLUMNS)
+    rows = events.values_list(
+        "at", "actor_label", "ip", "action", "success", "node__name", "project__slug",
+        "job__code", "target", "details", "message",
+    ).iterator(chunk_size=2000)  # fmt: skip
+    for n, (at, *rest) in enumerate(rows, 1):
+        values = [timezone.localtime(at).isoformat(), *rest]
+        values[9] = json.dumps(values[9], ensure_ascii=False, sort_keys=True)
+        writer.writerow([spreadsheet_safe(v) for v in values])
+        if n % 1000 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+@login_required
+def audit_export(request: HttpRequest) -> HttpResponse:
+    form, events = _filtered(request)
+    audit_record(
+        action=AuditAction.EXPORT,
+        request=request,
+        target="audit.csv",
+        details={"filters": {k: str(v) for k, v in getattr(form, "cleaned_data", {}).items() if v}},
+    )
+    response = StreamingHttpResponse(_csv_chunks(events), content_type="text/csv")
+    stamp = f"{timezone.localtime():%Y%m%d-%H%M}"
+    response["Content-Disposition"] = f'attachment; filename="pacsnpull-audit-{stamp}.csv"'
+    return response
