@@ -291,5 +291,7 @@ LOGGING = {
     "loggers": {
         # pynetdicom logs identifiers (patient names, IDs) at DEBUG and INFO.
         "pynetdicom": {"level": "WARNING"},
+        # django-axes masks usernames and addresses; lockouts are WARNINGs.
+        "axes": {"level": "WARNING"},
     },
 }

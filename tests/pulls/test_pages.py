@@ -1,0 +1,128 @@
+"""Pages: who may open what (owner, viewer, outsider, operator), and what they show."""
+
+import csv
+import io
+
+import pytest
+
+from pulls.models import AuditAction, AuditEvent, JobKind, JobStatus
+from pulls.services import job_create
+from tests.conftest import make_node
+
+
+@pytest.fixture
+def node(alice, bob):
+    node = make_node("PAGES", 104, "PAGES")
+    node.granted_users.add(alice, bob)
+    return node
+
+
+@pytest.fixture
+def job(alice, project, node):
+    return job_create(
+        kind=JobKind.FIND,
+        owner=alice,
+        project=project,
+        node=node,
+        rows=[{"QueryRetrieveLevel": "STUDY", "PatientID": "P1"}],
+        title="Lung CTs",
+    )
+
+
+def _status(client, user, url, method="get"):
+    client.force_login(user)
+    return getattr(client, method)(url).status_code
+
+
+def test_every_page_needs_a_login(client, job, project):
+    for url in ("/", "/live/", "/nodes/", "/projects/", f"/projects/{project.slug}/",
+                "/audit/", "/audit/export.csv", "/accounts/", f"/jobs/{job.code}/progress/"):  # fmt: skip
+        response = client.get(url)
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"], url
+
+
+def test_project_pages_owner_viewer_outsider(client, alice, bob, charlie, project, job):
+    url = f"/projects/{project.slug}/"
+    assert _status(client, alice, url) == 200
+    assert _status(client, bob, url) == 200
+    assert _status(client, charlie, url) == 404
+    client.force_login(charlie)
+    assert project.name not in client.get("/projects/").content.decode()
+    client.force_login(bob)
+    page = client.get(url).content.decode()
+    assert "Lung CTs" in page and "viewer" in page.lower()
+    assert "/jobs/new/?project=" not in page  # viewers get no "New job" button here
+
+
+def test_live_progress_owner_viewer_outsider(client, alice, bob, charlie, job):
+    url = f"/jobs/{job.code}/progress/"
+    assert _status(client, alice, url) == 200
+    assert _status(client, bob, url) == 200
+    assert _status(client, charlie, url) == 404
+    client.force_login(alice)
+    fragment = client.get(url).content.decode()
+    assert "Not started: nothing has been sent to the PACS." in fragment
+    assert "data-live-final" in fragment  # a draft does not poll
+
+
+def test_only_operators_mark_jobs_urgent(client, alice, bob, charlie, operator, job):
+    url = f"/jobs/{job.code}/urgent/"
+    assert _status(client, charlie, url, "post") == 404
+    assert _status(client, bob, url, "post") == 403
+    assert _status(client, alice, url, "post") == 403
+    assert _status(client, operator, url, "post") == 302
+    job.refresh_from_db()
+    assert job.urgent
+
+
+def test_the_audit_log_operators_see_all_researchers_their_projects(
+    client, alice, bob, charlie, operator, project, job
+):
+    AuditEvent.objects.create(action=AuditAction.ECHO, actor_label="someone", target="ELSEWHERE")
+    client.force_login(operator)
+    page = client.get("/audit/").content.decode()
+    assert "ELSEWHERE" in page and str(job.code) in page
+    client.force_login(bob)  # a viewer of the project sees its events
+    page = client.get("/audit/").content.decode()
+    assert str(job.code) in page and "ELSEWHERE" not in page
+    client.force_login(charlie)
+    page = client.get("/audit/").content.decode()
+    assert str(job.code) not in page and "ELSEWHERE" not in page
+    # An outsider cannot filter their way into a project: the choice is refused.
+    page = client.get(f"/audit/?project={project.slug}").content.decode()
+    assert "Select a valid choice" in page and str(job.code) not in page
+
+
+def test_the_audit_export_is_filtered_complete_and_itself_audited(
+    client, operator, project, job
+):
+    client.force_login(operator)
+    response = client.get(f"/audit/export.csv?action=job_created&project={project.slug}")
+    assert response.status_code == 200
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0][:4] == ["at", "actor", "ip", "action"]
+    assert len(rows) == 2 and rows[1][3] == "job_created" and rows[1][6] == project.slug
+    export = AuditEvent.objects.filter(action=AuditAction.EXPORT, target="audit.csv").get()
+    assert export.actor == operator
+    assert export.details["filters"] == {"action": "job_created", "project": "Lung study"}
+
+
+def test_the_dashboard_shows_my_jobs_node_health_workers_and_storage(
+    client, alice, project, node, job
+):
+    job.status = JobStatus.QUEUED
+    job.save()
+    client.force_login(alice)
+    page = client.get("/").content.decode()
+    assert "Lung CTs" in page
+    assert "PAGES" in page and "0 / 2" in page  # associations in use / allowed
+    assert "No worker is alive" in page  # no worker runs in this test
+    assert "Project storage" in page and "free of" in page
+    live = client.get("/live/").content.decode()
+    assert "Lung CTs" in live and 'value="/"' in live  # echo comes back to the dashboard
+
+
+def test_the_account_page_lists_projects_and_nodes(client, alice, project, node):
+    client.force_login(alice)
+    page = client.get("/accounts/").content.decode()
+    assert "Lung study" in page and "as owner" in page and "PAGES" in page
