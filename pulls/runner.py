@@ -17,7 +17,12 @@ from pulls import throttle
 from pulls import windows as windows_lib
 from pulls.audit import audit_record
 from pulls.dicom import PacsError, Peer, Session
-from pulls.dicom.identifiers import IdentifierError, identifier_from_row, match_to_dict
+from pulls.dicom.identifiers import (
+    IdentifierError,
+    find_row,
+    identifier_from_row,
+    match_to_dict,
+)
 from pulls.dicom.receiving import ProjectWriter
 from pulls.models import (
     QUEUE_INTERACTIVE,
@@ -41,6 +46,8 @@ _RENEW_FRACTION = 0.5
 DEFERRED = "deferred:"
 DEFERRED_SOON = "deferred: soon:"
 RETRY_DEFERRED_SECONDS = 2
+# A chunk brings its job's counters up to date at most this often (live progress).
+_COUNTERS_EVERY = 1.0
 # A retrieval token due within this many seconds is waited for in the chunk.
 _SHORT_WAIT = 5.0
 
@@ -111,7 +118,7 @@ def _find_capped(
 
 def _find_one(session: Session, job: Job, item: JobItem) -> dict[str, int]:
     matches, truncated = _find_capped(
-        session, dict(item.identifier), model=job.node.query_model, cap=job.node.result_cap
+        session, find_row(item.identifier), model=job.node.query_model, cap=job.node.result_cap
     )
     rows = []
     for match in matches:
@@ -264,6 +271,8 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
     renew_after = item_life.lease_seconds() * _RENEW_FRACTION
     done = failed = 0
     remaining = list(claimed)
+    item_life.job_refresh_counters(job.pk)  # the job shows its rows as running
+    counted = time.monotonic()
     try:
         # C-GET instances arrive on our association: straight into the project.
         writer = ProjectWriter(job.project.storage_dir) if "get" in services else None
@@ -330,6 +339,10 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
                     item_life.item_succeed(item, token, **counts)
                     _audit(job, item, action, success=True, counts=counts)
                 done += 1
+                if time.monotonic() - counted > _COUNTERS_EVERY:
+                    # Live progress: the job's counters move while the chunk works.
+                    item_life.job_refresh_counters(job.pk)
+                    counted = time.monotonic()
     except PacsError as exc:
         # The association failed: every item not yet worked on waits for a retry.
         for item in remaining:

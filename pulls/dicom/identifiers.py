@@ -177,6 +177,25 @@ def identifier_from_row(row: Mapping[str, object]) -> Dataset:
     return ds
 
 
+# Asked back from every C-FIND at each level (empty = "return it"): what a
+# retrieval, the storage layout and the exports need, whatever the file asked.
+RETURN_KEYS = {
+    "PATIENT": ("PatientID",),
+    "STUDY": ("PatientID", "StudyInstanceUID"),
+    "SERIES": ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality"),
+    "IMAGE": ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"),
+}
+
+
+def find_row(row: Mapping[str, object]) -> dict[str, object]:
+    """A query row with its level's unique keys added as return keys if missing."""
+    level = str(row.get("QueryRetrieveLevel", "")).strip().upper()
+    out = dict(row)
+    for key in RETURN_KEYS.get(level, ()):
+        out.setdefault(key, "")
+    return out
+
+
 def match_to_dict(ds: Dataset) -> dict[str, str]:
     """A match as keyword -> text, skipping sequences and private tags."""
     out: dict[str, str] = {}

@@ -93,9 +93,7 @@ def test_the_audit_log_operators_see_all_researchers_their_projects(
     assert "Select a valid choice" in page and str(job.code) not in page
 
 
-def test_the_audit_export_is_filtered_complete_and_itself_audited(
-    client, operator, project, job
-):
+def test_the_audit_export_is_filtered_complete_and_itself_audited(client, operator, project, job):
     client.force_login(operator)
     response = client.get(f"/audit/export.csv?action=job_created&project={project.slug}")
     assert response.status_code == 200

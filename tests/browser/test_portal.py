@@ -1,0 +1,168 @@
+"""The portal in a real browser, as people use it: an operator registers a node,
+a researcher finds and retrieves studies and watches them progress live.
+
+Real parts throughout: Chromium, the Django live server, a Celery worker,
+Redis, Orthanc as the PACS and the portal's storage SCP. The pages it passes
+through are saved as the README's screenshots.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+from django.db import connection
+from playwright.sync_api import expect
+
+from pulls.models import Job, JobKind, PacsNode
+from tests.browser.conftest import screenshot
+from tests.conftest import Worker
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def portal(
+    orthanc, staging, flushable_db, redis_url, sandbox, settings, tmp_path, operator, alice,
+    bob, charlie, project, dicom_data,
+):  # fmt: skip
+    """The worker and the live server share the database, Redis and storage."""
+    storage = tmp_path / "storage"
+    settings.PACSNPULL_STORAGE_ROOT = storage
+    settings.PACSNPULL_STAGING_DIR = staging
+    worker = Worker(
+        redis_url=redis_url,
+        db_name=connection.settings_dict["NAME"],
+        log_path=sandbox / "browser-worker.log",
+        env={
+            "PACSNPULL_STAGING_DIR": str(staging),
+            "PACSNPULL_STORAGE_ROOT": str(storage),
+            "PACSNPULL_ARRIVAL_WAIT_SECONDS": "1",
+        },
+    ).start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def _register_node(page, orthanc) -> None:
+    """The operator registers Orthanc in the admin and grants it to alice."""
+    page.goto("/admin/pulls/pacsnode/add/")
+    page.get_by_label("Name:").fill("ORTHANC")
+    page.get_by_label("Called AE title:").fill(orthanc.aet)
+    page.get_by_label("Host:").fill("127.0.0.1")
+    page.get_by_label("Port:").fill(str(orthanc.dicom_port))
+    # One query a second: slow enough that the find's progress is seen moving.
+    page.get_by_label("Queries per minute:").fill("60")
+    page.locator("#id_granted_users_from").select_option(label="alice")
+    page.locator("#id_granted_users_add").click()
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".messagelist")).to_contain_text("was added successfully")
+
+
+def test_operator_and_researcher_through_the_portal(
+    portal, new_page, orthanc, dicom_data, tmp_path
+):
+    # --- The operator: dashboard, register a node, echo it. -------------------
+    olivia = new_page("olivia", "operator-password-1")
+    expect(olivia.get_by_role("heading", name="Dashboard")).to_be_visible()
+    expect(olivia.get_by_text("No PACS node is available to you yet")).to_be_visible()
+    _register_node(olivia, orthanc)
+    olivia.goto("/nodes/")
+    olivia.get_by_role("link", name="ORTHANC").click()
+    olivia.get_by_role("button", name="Echo").click()
+    expect(olivia.get_by_role("alert")).to_contain_text("ORTHANC: C-ECHO succeeded")
+    expect(olivia.locator("#last-echo")).to_contain_text("OK")
+    screenshot(olivia, "node")
+
+    # --- The researcher: a file with a mistake is refused inline. ------------
+    alice = new_page("alice", "alice-password-1")
+    alice.get_by_role("link", name="New job").first.click()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("QueryRetrieveLevel,PatientID,StudyDate\nSTUDY,P1,2020-13-45\n")
+    alice.get_by_label("Query file").set_input_files(str(bad))
+    alice.get_by_role("button", name="Check the file and preview").click()
+    errors = alice.locator(".alert-danger, .invalid-feedback").first
+    expect(errors).to_contain_text("bad.csv: nothing was saved")
+    expect(alice.locator("main")).to_contain_text("row 1, StudyDate")
+    screenshot(alice, "new-job-errors")
+    assert not Job.objects.exists()
+
+    # --- A find job: preview, start, progress moving without a reload. -------
+    patients = sorted(dicom_data.patients)
+    assert len(patients) >= 3
+    good = tmp_path / "patients.csv"
+    good.write_text("QueryRetrieveLevel,PatientID\n" + "".join(f"STUDY,{p}\n" for p in patients))
+    alice.get_by_label("Query file").set_input_files(str(good))
+    alice.get_by_label("Title").fill("Every patient")
+    alice.get_by_role("button", name="Check the file and preview").click()
+    expect(alice.get_by_role("alert").first).to_contain_text(f"{len(patients)} rows are valid")
+    expect(alice.locator("#job-state")).to_have_text("Draft (not started)")
+    alice.get_by_role("button", name="Start the job").click()
+    expect(alice.locator("#job-state")).to_have_text(re.compile("Queued|Running|throttled"))
+    alice.evaluate("window.__samePage = true")  # gone if the page reloads
+    alice.wait_for_function(
+        """(total) => {
+            const done = /(\\d+) done/.exec(document.querySelector('#job-counts').textContent);
+            return window.__samePage === true
+                && document.querySelector('#job-progress').dataset.liveUpdated
+                && done && +done[1] > 0 && +done[1] < total;
+        }""",
+        arg=len(patients),
+        timeout=30_000,
+    )
+    screenshot(alice, "find-running")
+    expect(alice.locator("#job-state")).to_have_text("Done", timeout=60_000)
+    find = Job.objects.get(kind=JobKind.FIND)
+    expect(alice.locator("#job-matches")).to_have_text(str(find.matches))
+    assert find.matches == len({i.study_instance_uid for p in patients
+                                for i in dicom_data.patients[p]})  # fmt: skip
+    screenshot(alice, "find-done")
+
+    # --- Retrieve the matches; count the instances; download the manifest. ---
+    alice.get_by_role("button", name="Create the retrieval job").click()
+    expect(alice.get_by_role("alert").first).to_contain_text(f"{find.matches} items to retrieve")
+    alice.get_by_role("button", name="Start the job").click()
+    expected = sum(len(dicom_data.patients[p]) for p in patients)
+    expect(alice.locator("#job-state")).to_have_text("Done", timeout=120_000)
+    expect(alice.locator("#job-instances")).to_have_text(str(expected))
+    screenshot(alice, "retrieval-done")
+    with alice.expect_download() as download:
+        alice.get_by_role("link", name="Download the manifest (CSV)").click()
+    with open(download.value.path(), newline="") as fh:
+        manifest = list(csv.DictReader(fh))
+    wanted = {i.sop_instance_uid for p in patients for i in dicom_data.patients[p]}
+    assert {row["SOPInstanceUID"] for row in manifest} == wanted
+    retrieval = Job.objects.exclude(kind=JobKind.FIND).get()
+
+    alice.goto("/")
+    expect(alice.locator("#dashboard-live")).to_contain_text("Every patient")
+    expect(alice.locator("#dashboard-live")).to_contain_text("alive")
+    screenshot(alice, "dashboard")
+    alice.goto(f"/projects/{retrieval.project.slug}/")
+    expect(alice.locator("#project-instances")).to_contain_text(f"{expected} in")
+    screenshot(alice, "project")
+    alice.goto("/accounts/")
+    screenshot(alice, "account")
+
+    # --- Others: an outsider cannot open the job; the operator sees the log. --
+    charlie = new_page("charlie", "charlie-password-1")
+    response = charlie.goto(f"/jobs/{retrieval.code}/")
+    assert response.status == 404
+    response = charlie.goto(f"/jobs/{retrieval.code}/manifest.csv")
+    assert response.status == 404
+    bob = new_page("bob", "bob-password-1")  # a viewer sees the job but cannot change it
+    bob.goto(f"/jobs/{retrieval.code}/")
+    expect(bob.locator("#job-state")).to_have_text("Done")
+    expect(bob.get_by_role("button", name="Cancel")).to_have_count(0)
+
+    olivia.goto("/audit/")
+    olivia.get_by_label("Action").select_option(label="C-MOVE")
+    olivia.get_by_role("button", name="Filter").click()
+    expect(olivia.locator("main")).to_contain_text(f"{find.matches} events")
+    olivia.goto("/audit/")
+    expect(olivia.locator("main")).to_contain_text("node ORTHANC granted to users alice")
+    screenshot(olivia, "audit")
+    assert PacsNode.objects.get(name="ORTHANC").last_echo_ok
