@@ -35,8 +35,9 @@ def _status(client, user, url, method="get"):
 
 
 def test_every_page_needs_a_login(client, job, project):
-    for url in ("/", "/live/", "/nodes/", "/projects/", f"/projects/{project.slug}/",
-                "/audit/", "/audit/export.csv", "/accounts/", f"/jobs/{job.code}/progress/"):  # fmt: skip
+    urls = ["/", "/live/", "/nodes/", "/projects/", f"/projects/{project.slug}/", "/audit/",
+            "/audit/export.csv", "/accounts/", f"/jobs/{job.code}/progress/"]  # fmt: skip
+    for url in urls:
         response = client.get(url)
         assert response.status_code == 302 and "/accounts/login/" in response["Location"], url
 
