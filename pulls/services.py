@@ -354,6 +354,7 @@ def retrieval_create_from_find(
 
     One item per distinct study (or series), keyed by its unique UIDs.
     """
+    _require_writer(user=user, project=find_job.project)  # before saying anything else
     if find_job.kind != JobKind.FIND:
         raise ValidationError("Only the matches of a find job can be retrieved.")
     matches = selectors.job_matches(

@@ -125,3 +125,36 @@ def test_the_account_page_lists_projects_and_nodes(client, alice, project, node)
     client.force_login(alice)
     page = client.get("/accounts/").content.decode()
     assert "Lung study" in page and "as owner" in page and "PAGES" in page
+
+
+JOB_READS = ["", "progress/", "matches.csv", "matches.xlsx", "manifest.csv"]
+JOB_WRITES = ["start/", "cancel/", "pause/", "resume/", "retry/", "retrieve/"]
+
+
+@pytest.mark.parametrize(
+    ("who", "reads", "writes"),
+    [("alice", 200, 302), ("bob", 200, 403), ("charlie", 404, 404)],
+)
+def test_every_job_endpoint_for_owner_viewer_and_outsider(
+    client, alice, bob, charlie, job, who, reads, writes
+):
+    user = {"alice": alice, "bob": bob, "charlie": charlie}[who]
+    client.force_login(user)
+    for suffix in JOB_READS:
+        response = client.get(f"/jobs/{job.code}/{suffix}")
+        assert response.status_code == reads, (who, suffix)
+    for suffix in JOB_WRITES:
+        response = client.post(f"/jobs/{job.code}/{suffix}", {"method": "move", "level": "STUDY"})
+        assert response.status_code == writes, (who, suffix)
+    # Reads are audited only for those who may read.
+    exports = AuditEvent.objects.filter(action=AuditAction.EXPORT, actor=user).count()
+    assert exports == (3 if reads == 200 else 0)
+
+
+def test_node_pages_for_granted_and_other_users(client, alice, charlie, node):
+    client.force_login(charlie)
+    assert client.get(f"/nodes/{node.code}/").status_code == 404
+    assert client.post(f"/nodes/{node.code}/echo/").status_code == 404
+    assert "PAGES" not in client.get("/nodes/").content.decode()
+    client.force_login(alice)
+    assert client.get(f"/nodes/{node.code}/").status_code == 200

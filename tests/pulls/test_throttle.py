@@ -133,3 +133,47 @@ def test_sixty_queries_a_minute_for_two_minutes_is_120_queries(
     # Two worker processes share one budget: 60 a minute, 120 in two minutes.
     assert 114 <= sent <= 127, (sent, elapsed)
     assert reason == "throttled: RATED allows 60 queries per minute"
+
+
+def test_a_worker_killed_while_holding_a_slot_frees_it_within_the_slot_expiry(
+    shared_redis, flushable_db, sandbox, staging, settings, tmp_path, alice, project, dicom_data
+):
+    """A real worker, SIGKILLed in the middle of a C-MOVE: nobody releases its
+    slot, which expires with the lease it was taken for (3 s here)."""
+    studies = sorted(dicom_data.studies)[:1]
+    files = [dicom_data.root / i.path for i in dicom_data.studies[studies[0]]]
+    with ScriptedPacs(
+        files,
+        behaviour="slow",
+        delay=1.0,  # one instance a second: the transfer lasts long enough to kill it
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ) as pacs:
+        node = make_node("KILLED", pacs.port, pacs.ae_title, max_associations=1)
+        node.granted_users.add(alice)
+        worker = Worker(
+            redis_url=shared_redis,
+            db_name=connection.settings_dict["NAME"],
+            log_path=sandbox / "killed-slot-worker.log",
+            env={
+                "PACSNPULL_STAGING_DIR": str(staging),
+                "PACSNPULL_STORAGE_ROOT": str(tmp_path / "storage"),
+                "PACSNPULL_LEASE_SECONDS": "3",
+            },
+        ).start()
+        try:
+            retrieval_job(alice, project, node, studies, start=True)
+            wait_for(lambda: pacs.open_associations == 1, timeout=30, what="the C-MOVE")
+            assert throttle.slots_in_use(node) == 1
+            worker.kill()
+            killed = time.monotonic()
+            wait_for(
+                lambda: throttle.slots_in_use(node) == 0, timeout=10, what="the slot to expire"
+            )
+            freed_after = time.monotonic() - killed
+        finally:
+            worker.stop()
+    assert freed_after <= 3.5, freed_after
+    # And the next chunk may take it at once.
+    slot = throttle.association_slot(node, ttl=3)
+    assert slot is not None
+    slot.release()
