@@ -5,6 +5,16 @@
 // JavaScript the page still works: it just does not update by itself.
 (function () {
   "use strict";
+  // Screen readers hear state changes only, not every refresh of the numbers.
+  function announced(el) {
+    return Array.prototype.map.call(el.querySelectorAll("[data-live-announce]"), function (n) {
+      return n.textContent.trim();
+    }).join(". ");
+  }
+  function say(text) {
+    var box = document.getElementById("live-announcer");
+    if (box && text) { box.textContent = text; }
+  }
   function watch(el) {
     var url = el.getAttribute("data-live-url");
     var every = parseInt(el.getAttribute("data-live-every") || "2000", 10);
@@ -19,7 +29,10 @@
         .then(function (html) {
           failures = 0;
           var wasFinal = el.querySelector("[data-live-final]") !== null;
+          var before = announced(el);
           el.innerHTML = html;
+          var after = announced(el);
+          if (after !== before) { say(after); }
           el.setAttribute("data-live-updated", String(Date.now()));
           if (el.querySelector("[data-live-final]") && !wasFinal && el.hasAttribute("data-live-reload")) {
             window.location.reload();
