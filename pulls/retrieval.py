@@ -248,9 +248,15 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
     study = keys["StudyInstanceUID"]
     series = keys.get("SeriesInstanceUID") or None
     model = node.query_model
-    expected = count_instances(
-        session, study_uid=study, series_uid=series, patient_id=keys.get("PatientID"), model=model
-    )
+    if item.attempts <= 1 and item.instances_expected > 0:
+        # The find this retrieval came from counted them: no C-FIND (and no query
+        # token) the first time. A retry asks the PACS, in case the study changed.
+        expected = item.instances_expected
+    else:
+        expected = count_instances(
+            session, study_uid=study, series_uid=series, patient_id=keys.get("PatientID"),
+            model=model,
+        )  # fmt: skip
     present = present_count(job.project, study, series)
     if present >= expected > 0:
         return {"instances_expected": expected, "instances_received": present}  # nothing to do

@@ -84,6 +84,7 @@ def job_create(
     node: PacsNode,
     rows: Sequence[Mapping[str, str]],
     row_numbers: Sequence[int] | None = None,
+    expected: Sequence[int] | None = None,
     title: str = "",
     source_name: str = "",
     start: bool = False,
@@ -103,10 +104,11 @@ def job_create(
             status=JobStatus.DRAFT,
         )
         numbers = row_numbers or range(1, len(rows) + 1)
+        counts = expected or [0] * len(rows)
         JobItem.objects.bulk_create(
             (
-                JobItem(job=job, row=n, identifier=dict(row))
-                for n, row in zip(numbers, rows, strict=True)
+                JobItem(job=job, row=n, identifier=dict(row), instances_expected=count)
+                for n, row, count in zip(numbers, rows, counts, strict=True)
             ),
             batch_size=2000,
         )
@@ -338,6 +340,22 @@ def cli_setup(*, config: SeedConfig, username: str | None) -> tuple[User, Projec
     return user, project, node
 
 
+def _counts_from_find(matches, level: str) -> dict[str, int]:
+    """Instances per study (series) as the find's matches reported them, where
+    they did: the retrieval's first attempt need not ask the PACS again."""
+    uid, key = (
+        ("series_instance_uid", "NumberOfSeriesRelatedInstances")
+        if level == "SERIES"
+        else ("study_instance_uid", "NumberOfStudyRelatedInstances")
+    )
+    counts: dict[str, int] = {}
+    for unique, attributes in matches.values_list(uid, "attributes").iterator(chunk_size=2000):
+        value = str(attributes.get(key, "")).strip()
+        if value.isdigit() and int(value) > 0:
+            counts[unique] = max(counts.get(unique, 0), int(value))
+    return counts
+
+
 def retrieval_create_from_find(
     *,
     find_job: Job,
@@ -382,6 +400,8 @@ def retrieval_create_from_find(
             .distinct()
         )
     rows = []
+    counts = _counts_from_find(matches, level)
+    expected = []
     for key in sorted(set(keys)):
         row = {"QueryRetrieveLevel": level, "StudyInstanceUID": key[1]}
         if level == "SERIES":
@@ -389,6 +409,7 @@ def retrieval_create_from_find(
         if patient_root:
             row["PatientID"] = key[0]
         rows.append(row)
+        expected.append(counts.get(key[-1], 0))
     if not rows:
         if matches.exists():
             raise ValidationError(
@@ -403,6 +424,7 @@ def retrieval_create_from_find(
         project=find_job.project,
         node=find_job.node,
         rows=rows,
+        expected=expected,
         title=f"Retrieve: {find_job.title or find_job.code}",
         source_name=f"find job {find_job.code}",
         request=request,

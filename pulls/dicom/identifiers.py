@@ -179,10 +179,18 @@ def identifier_from_row(row: Mapping[str, object]) -> Dataset:
 
 # Asked back from every C-FIND at each level (empty = "return it"): what a
 # retrieval, the storage layout and the exports need, whatever the file asked.
+# The instance counts let a retrieval made from the find skip one C-FIND per
+# study (and one of the node's query tokens); a PACS without them leaves them out.
 RETURN_KEYS = {
     "PATIENT": ("PatientID",),
-    "STUDY": ("PatientID", "StudyInstanceUID"),
-    "SERIES": ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality"),
+    "STUDY": ("PatientID", "StudyInstanceUID", "NumberOfStudyRelatedInstances"),
+    "SERIES": (
+        "PatientID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "Modality",
+        "NumberOfSeriesRelatedInstances",
+    ),
     "IMAGE": ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"),
 }
 

@@ -16,10 +16,6 @@ from tests.conftest import REPO
 
 SCREENSHOTS = REPO / "docs" / "screenshots"
 
-# Playwright's sync API keeps an event loop running in this thread; the test's
-# own ORM calls are still synchronous ones (what Django's docs advise here).
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 
 def chromium_path() -> str:
     for name in ("chromium", "chromium-browser"):
@@ -29,10 +25,15 @@ def chromium_path() -> str:
     raise RuntimeError("Chromium is missing: apt-get install chromium (make test does it as root)")
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture
+def browser(transactional_db, monkeypatch):
+    """Chromium for one test. Playwright's sync API keeps an event loop running
+    in this thread while it lives; the test's own ORM calls are still plain
+    synchronous ones, so Django is told so (as its docs advise) for this test
+    only, and the browser stops before the database is flushed."""
     from playwright.sync_api import sync_playwright
 
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     args = ["--no-sandbox"] if os.geteuid() == 0 else []  # root cannot use the sandbox
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(

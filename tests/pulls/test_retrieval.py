@@ -16,6 +16,7 @@ from pulls.models import (
 )
 from pulls.services import job_create, retrieval_create_from_find
 from tests.conftest import SCP_PORT, make_node
+from tests.pulls.scripted_pacs import ScriptedPacs
 from tests.pulls.test_engine import dataset_bytes
 
 QUIET = {"on_progress": lambda job: None}
@@ -269,3 +270,27 @@ def test_a_full_disk_pauses_the_job_and_resume_finishes_it(
         assert job.status == JobStatus.DONE
         placed = sorted(p.stem for p in disk.rglob("*.dcm"))
         assert placed == sorted(i.sop_instance_uid for i in dicom_data.instances)
+
+
+def test_a_retrieval_from_a_find_reuses_its_instance_counts(
+    storage, alice, project, dicom_data, settings
+):
+    """The find asked back NumberOfStudyRelatedInstances: the retrieval's first
+    attempt sends no C-FIND at all (nor spends the node's query tokens)."""
+    instances = dicom_data.studies[sorted(dicom_data.studies)[0]]
+    patient = instances[0].patient_id
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="honest",
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ) as pacs:
+        node = make_node("COUNTED", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        find = _find(alice, project, node, [patient])
+        finds_before = pacs.finds
+        job = retrieval_create_from_find(find_job=find, user=alice, method="move")
+        assert set(job.items.values_list("instances_expected", flat=True)) == {len(instances)}
+        job = run_inline(job, **QUIET)
+        assert pacs.finds == finds_before
+    assert job.status == JobStatus.DONE
+    assert job.instances_received == len(instances)
