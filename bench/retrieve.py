@@ -88,7 +88,11 @@ def run_pipeline(kind, node, owner, project, uids, worker_pid=None) -> dict:
     assert job.status == JobStatus.DONE, (job.status, job.waiting_reason, job.items_failed)
     files = [p for p in project.storage_dir.rglob("*.dcm")]
     size = sum(p.stat().st_size for p in files)
-    assert len(files) == job.instances_received == job.instances_expected
+    assert len(files) == job.instances_received == job.instances_expected, (
+        len(files),
+        job.instances_received,
+        job.instances_expected,
+    )
     return {
         "instances": len(files),
         "ips": len(files) / seconds,

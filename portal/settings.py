@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from portal.envvars import Env
 
@@ -234,7 +234,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(INSTANCE_DIR / "celerybeat-schedule")
 # worker of its own, so it never waits behind "bulk" (big finds, retrievals).
 # A worker started without -Q serves both; `-Q interactive` serves that one alone.
 CELERY_TASK_DEFAULT_QUEUE = "bulk"
-CELERY_TASK_QUEUES = (Queue("interactive"), Queue("bulk"))
+CELERY_TASK_QUEUES = tuple(
+    Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ("interactive", "bulk")
+)
 CELERY_TASK_ROUTES = {"pulls.tasks.reconcile": {"queue": "interactive"}}
 # Find jobs with at most this many rows run on the interactive queue.
 PACSNPULL_INTERACTIVE_ROWS = env.int("PACSNPULL_INTERACTIVE_ROWS", 200, minimum=0, maximum=100_000)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 
@@ -17,7 +15,7 @@ from django.utils import timezone
 
 from pulls import selectors
 from pulls.audit import audit_record
-from pulls.exports import spreadsheet_safe
+from pulls.exports import csv_stream
 from pulls.models import AuditAction, AuditEvent
 
 EXPORT_COLUMNS = [
@@ -69,22 +67,16 @@ def audit_list(request: HttpRequest) -> HttpResponse:
 
 
 def _csv_chunks(events: QuerySet[AuditEvent]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(EXPORT_COLUMNS)
     rows = events.values_list(
         "at", "actor_label", "ip", "action", "success", "node__name", "project__slug",
         "job__code", "target", "details", "message",
     ).iterator(chunk_size=2000)  # fmt: skip
-    for n, (at, *rest) in enumerate(rows, 1):
-        values = [timezone.localtime(at).isoformat(), *rest]
-        values[9] = json.dumps(values[9], ensure_ascii=False, sort_keys=True)
-        writer.writerow([spreadsheet_safe(v) for v in values])
-        if n % 1000 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+    lines = (
+        [timezone.localtime(at).isoformat(), *rest[:8],
+         json.dumps(rest[8], ensure_ascii=False, sort_keys=True), rest[9]]
+        for at, *rest in rows
+    )  # fmt: skip
+    return csv_stream(EXPORT_COLUMNS, lines)
 
 
 @login_required

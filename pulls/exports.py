@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from pydicom.datadict import tag_for_keyword
 
@@ -87,19 +87,25 @@ def export_lines(job: Job, header: list[str]) -> Iterator[list[str]]:
             yield head + [""] * len(attribute_columns)
 
 
-def csv_chunks(job: Job) -> Iterator[str]:
-    """CSV text in chunks, for a streaming response."""
+def csv_stream(header: list[str], lines: Iterable[Iterable[object]]) -> Iterator[str]:
+    """CSV text in chunks of 1,000 lines for a streaming response, every value
+    made spreadsheet-safe."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    header = header_for(job)
     writer.writerow(header)
-    for n, line in enumerate(export_lines(job, header), 1):
-        writer.writerow(line)
+    for n, line in enumerate(lines, 1):
+        writer.writerow([spreadsheet_safe(value) for value in line])
         if n % 1000 == 0:
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+def csv_chunks(job: Job) -> Iterator[str]:
+    """The find job's export as CSV text in chunks."""
+    header = header_for(job)
+    return csv_stream(header, export_lines(job, header))
 
 
 def xlsx_bytes(job: Job) -> bytes:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 
 from django.db.models import Q
 
-from pulls.exports import spreadsheet_safe
+from pulls.exports import csv_stream
 from pulls.models import Job, RetrievedInstance
 
 COLUMNS = [
@@ -35,9 +33,6 @@ def job_instances(job: Job):
 
 
 def manifest_chunks(job: Job) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(COLUMNS)
     rows = (
         job_instances(job)
         .order_by("path")
@@ -52,10 +47,4 @@ def manifest_chunks(job: Job) -> Iterator[str]:
         )
         .iterator(chunk_size=2000)
     )
-    for n, row in enumerate(rows, 1):
-        writer.writerow([spreadsheet_safe(value) for value in row])
-        if n % 1000 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+    return csv_stream(COLUMNS, rows)

@@ -236,3 +236,20 @@ def test_logins_lock_after_repeated_failures_even_with_the_right_password(client
     # Another username from the same address is not locked out.
     response = client.post("/accounts/login/", {"username": "bob", "password": "bob-password-1"})
     assert response.status_code == 302
+
+
+def test_a_chunk_goes_to_its_queue_only(redis_url):
+    """Each queue has its own routing key: an interactive chunk is not also
+    delivered to the bulk workers (nor the other way round)."""
+    import redis as redis_lib
+
+    from pulls.tasks import enqueue_items
+
+    broker = redis_lib.Redis.from_url(redis_url)
+    before = {q: broker.llen(q) for q in (QUEUE_INTERACTIVE, QUEUE_BULK)}
+    enqueue_items([-1], QUEUE_INTERACTIVE)  # no such item: a worker would do nothing
+    enqueue_items([-2], QUEUE_BULK)
+    enqueue_items([-3], QUEUE_BULK)
+    after = {q: broker.llen(q) for q in (QUEUE_INTERACTIVE, QUEUE_BULK)}
+    assert after[QUEUE_INTERACTIVE] - before[QUEUE_INTERACTIVE] == 1
+    assert after[QUEUE_BULK] - before[QUEUE_BULK] == 2
