@@ -51,6 +51,7 @@ def progress_bar(job: Job, *, width: int = 30, stream=sys.stderr) -> None:
     stream.write(
         f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{job.items_total} rows, "
         f"{job.items_failed} failed, {job.matches} matches"
+        + (f" ({job.waiting_reason})" if job.waiting_reason else "")
     )
     stream.flush()
 

@@ -17,6 +17,7 @@ from pulls import throttle
 from pulls import windows as windows_lib
 from pulls.audit import audit_record
 from pulls.dicom import PacsError, Peer, Session
+from pulls.dicom.client import association_request_prepare
 from pulls.dicom.identifiers import (
     IdentifierError,
     find_row,
@@ -63,6 +64,17 @@ def node_peer(node: PacsNode) -> Peer:
         dimse_timeout=node.dimse_timeout,
         network_timeout=node.network_timeout,
     )
+
+
+def sessions_prepare() -> int:
+    """Encode the association requests of every active node in this process now
+    (a worker does it when it starts), not in the first job's time."""
+    count = 0
+    for node in PacsNode.objects.filter(is_active=True):
+        for services, _handler, _action in HANDLERS.values():
+            association_request_prepare(node_peer(node), services)
+            count += 1
+    return count
 
 
 def _date(value: str) -> dt.date | None:

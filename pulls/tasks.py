@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+from celery.signals import worker_process_init
+from django.db import connections
 
 from pulls import health, items, quarantine, runner
 from pulls.models import QUEUE_BULK
+
+log = logging.getLogger(__name__)
 
 __all__ = ["enqueue_items", "health", "reconcile", "run_items"]  # health: worker heartbeats
 
@@ -31,3 +37,13 @@ def reconcile() -> str:
     counts = items.items_reconcile(enqueue=enqueue_items)
     swept = quarantine.staging_sweep()
     return ", ".join(f"{k} {v}" for k, v in {**counts, **swept}.items())
+
+
+@worker_process_init.connect(dispatch_uid="pacsnpull_sessions_prepare")
+def _prepare(**kwargs) -> None:
+    try:
+        runner.sessions_prepare()
+    except Exception:  # a cold start is slower, never broken
+        log.warning("could not prepare the association requests", exc_info=True)
+    finally:
+        connections.close_all()

@@ -198,6 +198,12 @@ def _association_request(
     )
 
 
+def association_request_prepare(peer: Peer, services: Sequence[str]) -> None:
+    """Build (and keep) the association request for ``peer`` and ``services`` ahead
+    of time: proposing C-GET's 120 storage classes costs about 0.1 s to encode."""
+    _association_request(peer.calling_ae, peer.called_ae, tuple(services))
+
+
 def _uid_list(ds: Dataset, keyword: str) -> list[str]:
     if keyword not in ds:
         return []
