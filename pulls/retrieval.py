@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
 
 from pulls.dicom import (
     PacsAborted,
@@ -162,35 +164,38 @@ def present_count(project: Project, study: str, series: str | None) -> int:
     return sum(1 for path in paths if (root / path).is_file())
 
 
+_COLUMNS = (
+    "project_id", "path", "patient_id", "study_instance_uid", "series_instance_uid",
+    "sop_instance_uid", "modality", "size", "placed_at",
+)  # fmt: skip
+# One upsert per instance, sent with executemany: Django's bulk_create with
+# update_conflicts builds model objects and compiles SQL per batch, which cost
+# a sixth of a C-GET job's time on 30-instance studies (cProfile).
+# Built from constants only (table and column names); values are parameters.
+_UPSERT = (
+    f"INSERT INTO {RetrievedInstance._meta.db_table} ({', '.join(_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
+    "ON CONFLICT (project_id, sop_instance_uid) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in _COLUMNS if c not in ("project_id", "sop_instance_uid")
+    )
+)
+
+
 def _record(project: Project, placed: list[Placed]) -> int:
     """Record placed instances (one row per instance per project); returns their bytes."""
-    RetrievedInstance.objects.bulk_create(
-        [
-            RetrievedInstance(
-                project=project,
-                path=str(item.path),
-                patient_id=item.patient_id[:64],
-                study_instance_uid=item.study_instance_uid[:64],
-                series_instance_uid=item.series_instance_uid[:64],
-                sop_instance_uid=item.sop_instance_uid[:64],
-                modality=item.modality[:16],
-                size=item.size,
+    if placed:
+        now = timezone.now()
+        rows = [
+            (
+                project.pk, str(item.path), item.patient_id[:64], item.study_instance_uid[:64],
+                item.series_instance_uid[:64], item.sop_instance_uid[:64], item.modality[:16],
+                item.size, now,
             )
             for item in placed
-        ],
-        batch_size=500,
-        update_conflicts=True,
-        unique_fields=["project", "sop_instance_uid"],
-        update_fields=[
-            "path",
-            "patient_id",
-            "study_instance_uid",
-            "series_instance_uid",
-            "modality",
-            "size",
-            "placed_at",
-        ],  # fmt: skip
-    )
+        ]  # fmt: skip
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(_UPSERT, rows)
     return sum(item.size for item in placed)
 
 

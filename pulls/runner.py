@@ -359,6 +359,7 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
         # The association failed: every item not yet worked on waits for a retry.
         for item in remaining:
             item_life.item_fail(item, token, message=str(exc), retryable=exc.retryable)
+        remaining = []  # recorded: nothing left to cancel or release below
         log.warning("job %s: association with node %s failed: %s", job.pk, job.node_id, exc)
     # Items of a job cancelled meanwhile are cancelled; of a paused job, they wait
     # (the attempt was not used) until it is resumed.

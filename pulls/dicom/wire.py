@@ -20,7 +20,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
@@ -174,23 +174,51 @@ class Negotiated:
         )
 
 
-class NegotiationCache:
-    """Answers to association requests seen before, by their exact bytes."""
+T = TypeVar("T")
+
+
+class NegotiationCache(Generic[T]):
+    """Answers to association requests seen before, by their exact bytes (also
+    used for decoded answers to our own requests)."""
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._items: dict[bytes, Negotiated] = {}
+        self._items: dict[bytes, T] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: bytes) -> Negotiated | None:
+    def get(self, key: bytes) -> T | None:
         with self._lock:
             return self._items.get(key)
 
-    def put(self, key: bytes, value: Negotiated) -> None:
+    def put(self, key: bytes, value: T) -> None:
         with self._lock:
             if len(self._items) >= self.size:
                 self._items.pop(next(iter(self._items)))
             self._items[key] = value
+
+
+# A PACS answers the same association request the same way: its decoded answers
+# are kept by (request, answer) bytes. Decoding an answer to C-GET's 120 storage
+# classes costs ~8 ms of pure Python, on every association otherwise.
+_ANSWERS: NegotiationCache[tuple] = NegotiationCache(size=64)
+
+
+def _accepted_answer(raw: bytes, request: AssociationRequest):
+    """The A-ASSOCIATE-AC primitive, the accepted contexts by id, the peer's max PDU."""
+    ac = A_ASSOCIATE_AC()
+    ac.decode(raw)
+    answer = ac.to_primitive()
+    proposed = dict(request.syntaxes)
+    contexts = {
+        cx.context_id: (proposed[cx.context_id], str(cx.transfer_syntax[0]))
+        for cx in answer.presentation_context_definition_results_list
+        if cx.result == 0x00 and cx.context_id in proposed
+    }
+    peer_max_pdu = None
+    for item in answer.user_information:
+        if isinstance(item, MaximumLengthNotification):
+            peer_max_pdu = item.maximum_length_received
+    return answer, contexts, peer_max_pdu
 
 
 def _negotiate(body: bytes, contexts: list[PresentationContext]) -> Negotiated:
@@ -428,19 +456,15 @@ class Connection:
         pdu_type, body = self.read_pdu()
         raw = struct.pack(">BBI", pdu_type, 0, len(body)) + body
         if pdu_type == ASSOCIATE_AC:
-            ac = A_ASSOCIATE_AC()
-            ac.decode(raw)
-            answer = ac.to_primitive()
-            proposed = dict(request.syntaxes)
-            for cx in answer.presentation_context_definition_results_list:
-                if cx.result == 0x00 and cx.context_id in proposed:
-                    self.accepted.contexts[cx.context_id] = (
-                        proposed[cx.context_id],
-                        str(cx.transfer_syntax[0]),
-                    )
-            for item in answer.user_information:
-                if isinstance(item, MaximumLengthNotification):
-                    self.accepted.peer_max_pdu = item.maximum_length_received
+            key = request.encoded + raw
+            known = _ANSWERS.get(key)
+            if known is None:
+                known = _accepted_answer(raw, request)
+                _ANSWERS.put(key, known)
+            answer, contexts, peer_max_pdu = known
+            self.accepted.contexts.update(contexts)
+            if peer_max_pdu is not None:
+                self.accepted.peer_max_pdu = peer_max_pdu
             self.accepted.calling_ae = calling_ae
             self.accepted.called_ae = called_ae
             return answer
