@@ -6,4 +6,7 @@ class PullsConfig(AppConfig):
     verbose_name = "PACS pulls"
 
     def ready(self) -> None:
-        from pulls import change_audit  # noqa: F401  (audits node, grant and membership changes)
+        from pulls import (
+            change_audit,  # noqa: F401  (audits node, grant and membership changes)
+            node_changes,  # noqa: F401  (new limits apply to rows held back)
+        )

@@ -113,3 +113,25 @@ def test_outside_the_window_nothing_is_sent_and_the_job_says_until_when(
     assert (item.status, item.attempts) == (ItemStatus.PENDING, 0)
     opening = timezone.localtime(item.not_before)
     assert (opening.date(), opening.time()) == ((now + dt.timedelta(days=1)).date(), dt.time(0))
+
+
+def test_rows_held_for_a_window_go_again_when_the_operator_changes_it(alice, project):
+    tomorrow = (timezone.localtime() + dt.timedelta(days=1)).strftime("%a")
+    node = make_node("LATER", 104, "LATER", allowed_windows=tomorrow)
+    node.granted_users.add(alice)
+    job = job_create(
+        kind=JobKind.FIND,
+        owner=alice,
+        project=project,
+        node=node,
+        rows=[{"QueryRetrieveLevel": "STUDY", "PatientID": "1"}],
+        start=True,
+    )
+    run_chunk(list(job.items.values_list("pk", flat=True)))
+    assert job.items.get().not_before > timezone.now()
+    queued = []
+    assert items.items_reconcile(enqueue=lambda ids, q: queued.append(ids))["requeued"] == 0
+    node.allowed_windows = ""  # the operator opens the node now
+    node.save()
+    assert job.items.get().not_before is None
+    assert items.items_reconcile(enqueue=lambda ids, q: queued.append(ids))["requeued"] == 1
