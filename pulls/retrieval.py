@@ -68,8 +68,13 @@ def check_free_space(project: Project) -> None:
             )
 
 
+# JobStopped.status when an operator suspended the node during the transfer.
+SUSPENDED = "suspended"
+
+
 class JobStopped(Exception):
-    """The job was cancelled or paused during a transfer, which was cancelled."""
+    """The job was cancelled or paused (or its node suspended) during a transfer,
+    which was cancelled."""
 
     def __init__(self, status: str, **counts: int) -> None:
         super().__init__(status)
@@ -81,8 +86,8 @@ class StallGuard:
     """Progress callback of a C-MOVE/C-GET: returning False sends a C-CANCEL.
 
     Cancels after ``limit`` responses without progress (the prototype's
-    query_break_count), and when a user cancels or pauses the job (checked
-    at most every ``check_every`` seconds).
+    query_break_count), when a user cancels or pauses the job, and when an
+    operator suspends the node (checked at most every ``check_every`` seconds).
     """
 
     def __init__(self, limit: int, *, job_id: int | None = None, check_every: float = 0.5):
@@ -106,9 +111,14 @@ class StallGuard:
             return False
         if self.job_id is not None and time.monotonic() - self.checked >= self.check_every:
             self.checked = time.monotonic()
-            status = Job.objects.filter(pk=self.job_id).values_list("status", flat=True).first()
+            status, suspended = Job.objects.filter(pk=self.job_id).values_list(
+                "status", "node__suspended"
+            ).first() or (None, False)
             if status in (JobStatus.CANCELLED, JobStatus.PAUSED):
                 self.stopped_as = status
+                return False
+            if suspended:  # "stops all traffic to the node at once"
+                self.stopped_as = SUSPENDED
                 return False
         return True
 
@@ -281,8 +291,9 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
             instances_expected=expected,
             instances_received=present_count(job.project, study, series),
         ) from None
-    if job.kind == JobKind.MOVE:
-        # Some PACS answer before their last C-STORE reached our SCP: wait, bounded.
+    if job.kind == JobKind.MOVE and not guard.stopped_as:
+        # Some PACS answer before their last C-STORE reached our SCP: wait, bounded
+        # (not after we cancelled: the item goes back anyway).
         wait_for_arrivals(
             lambda: len(staged_sop_files(staging, study)),
             target=expected,

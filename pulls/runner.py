@@ -35,7 +35,7 @@ from pulls.models import (
     JobStatus,
     PacsNode,
 )
-from pulls.retrieval import DiskFull, JobStopped, retrieve_item
+from pulls.retrieval import SUSPENDED, DiskFull, JobStopped, retrieve_item
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +192,7 @@ def run_chunk(item_ids: list[int]) -> str:
         item_life.job_refresh_counters(job.pk)
         return f"job {job.pk}: {refusal}"
     if job.node.suspended:
-        return _defer(
-            job, token, claimed, f"waiting: node {job.node.name} is suspended by an operator"
-        )
+        return _defer(job, token, claimed, _suspended(job.node))
     closed = _window_closed(job.node)
     if closed is not None:
         return _defer(job, token, claimed, closed[0], not_before=closed[1])
@@ -231,6 +229,20 @@ def _query_token(job: Job) -> None:
             )
 
     throttle.wait_for_query_token(node, on_wait=waiting)
+
+
+def _suspended(node: PacsNode) -> str:
+    return f"waiting: node {node.name} is suspended by an operator"
+
+
+def _held(job: Job) -> tuple[str, dt.datetime | None] | None:
+    """Why (and until when) the next row must not go to the node now, if so."""
+    if job.node.suspended:
+        return _suspended(job.node), None
+    held = _window_closed(job.node)
+    if held is None and job.kind != JobKind.FIND:
+        held = _retrieval_wait(job)
+    return held
 
 
 def _window_closed(node: PacsNode) -> tuple[str, dt.datetime] | None:
@@ -295,12 +307,16 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
             before_query=lambda: _query_token(job),
         ) as session:
             while remaining:
-                status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).get()
+                # The job's state and the node's limits as they are now: an operator
+                # may suspend the node or change its window while a chunk runs.
+                status, job.node.suspended, job.node.allowed_windows = (
+                    Job.objects.filter(pk=job.pk)
+                    .values_list("status", "node__suspended", "node__allowed_windows")
+                    .get()
+                )
                 if status in (JobStatus.CANCELLED, JobStatus.PAUSED):
                     break
-                held = _window_closed(job.node)
-                if held is None and job.kind != JobKind.FIND:
-                    held = _retrieval_wait(job)
+                held = _held(job)
                 if held is not None:
                     _defer(job, token, remaining, held[0], not_before=held[1])
                     remaining = []
@@ -313,9 +329,13 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
                 try:
                     counts = handler(session, job, item)
                 except JobStopped as exc:
-                    # Cancelled or paused mid-transfer: the C-CANCEL went out and what
-                    # had arrived is placed; the item waits (paused) or ends (cancelled).
-                    if exc.status == JobStatus.PAUSED:
+                    # Cancelled, paused or suspended mid-transfer: the C-CANCEL went out
+                    # and what had arrived is placed; the item waits (paused, suspended)
+                    # or ends (cancelled).
+                    if exc.status == SUSPENDED:
+                        _defer(job, token, [item, *remaining], _suspended(job.node))
+                        remaining = []
+                    elif exc.status == JobStatus.PAUSED:
                         item_life.item_release(item, token)
                     else:
                         item_life.item_cancel(item, token, **exc.counts)

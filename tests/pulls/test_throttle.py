@@ -177,3 +177,43 @@ def test_a_worker_killed_while_holding_a_slot_frees_it_within_the_slot_expiry(
     slot = throttle.association_slot(node, ttl=3)
     assert slot is not None
     slot.release()
+
+
+def test_suspending_a_node_stops_a_transfer_in_flight(
+    flushable_db, staging, settings, tmp_path, alice, project, dicom_data
+):
+    """'Stops all traffic at once': the C-MOVE under way is cancelled within a
+    second, its rows wait (no attempt used) and the job says why."""
+    import threading
+
+    from pulls.models import PacsNode
+
+    settings.PACSNPULL_STAGING_DIR = staging
+    settings.PACSNPULL_STORAGE_ROOT = tmp_path / "storage"
+    settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
+    studies = sorted(dicom_data.studies)[:2]
+    files = [dicom_data.root / i.path for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        files,
+        behaviour="slow",
+        delay=1.0,
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ) as pacs:
+        node = make_node("STOPME", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = retrieval_job(alice, project, node, studies, start=True)
+        timer = threading.Timer(
+            1.0, lambda: PacsNode.objects.filter(pk=node.pk).update(suspended=True)
+        )
+        timer.start()
+        started = time.monotonic()
+        message = run_chunk(list(job.items.values_list("pk", flat=True)))
+        took = time.monotonic() - started
+        timer.join()
+    job.refresh_from_db()
+    first_study = len(dicom_data.studies[studies[0]])  # a second per instance
+    assert first_study >= 5 and took < 3.5, took  # well before the study was through
+    assert pacs.moves == 1
+    assert job.waiting_reason == "waiting: node STOPME is suspended by an operator"
+    assert set(job.items.values_list("status", "attempts")) == {(ItemStatus.PENDING, 0)}
+    assert "deferred" in message or "0 done" in message
