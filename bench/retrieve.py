@@ -6,7 +6,11 @@ Own Orthanc, Redis, Celery worker (2 processes), storage SCP (its own process)
 and SQLite under bench/results/retrieve/. For each method, median of --runs:
 
 - pipeline: a retrieval job of every study (job -> worker -> PACS -> storage
-  SCP or the C-GET association -> files placed in the project and counted);
+  SCP or the C-GET association -> files placed in the project and counted),
+  made from rows naming the studies (each item asks the PACS how many
+  instances to expect) and made from a find job's matches ("retrieve these":
+  the find's counts are reused; the find itself is run once, untimed, as
+  DCMTK is handed its UID list);
 - DCMTK on the same data: movescu + storescp (+B), and getscu (+B), each with
   all queries on one association.
 
@@ -66,15 +70,42 @@ def _rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def run_pipeline(kind, node, owner, project, uids, worker_pid=None) -> dict:
+def _wait_done(job_pk: int):
     from pulls.models import Job, JobStatus
+
+    while True:
+        job = Job.objects.get(pk=job_pk)
+        if job.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.PAUSED):
+            return job
+        time.sleep(0.02)
+
+
+def run_find(node, owner, project, uids):
+    """The find a researcher runs first ("retrieve these" starts from it); not timed."""
+    from pulls.models import JobKind
     from pulls.services import job_create, job_start
+
+    rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in uids]
+    job = job_create(kind=JobKind.FIND, owner=owner, project=project, node=node, rows=rows)
+    job_start(job=job, user=owner)
+    return _wait_done(job.pk)
+
+
+def run_pipeline(kind, node, owner, project, uids, worker_pid=None, find_job=None) -> dict:
+    """A retrieval job of ``uids`` (rows naming them), or of ``find_job``'s matches
+    ("retrieve these": the find's instance counts are reused), timed until done."""
+    from pulls.models import Job, JobKind, JobStatus
+    from pulls.services import job_create, job_start, retrieval_create_from_find
 
     shutil.rmtree(project.storage_dir, ignore_errors=True)
     project.instances.all().delete()  # a fresh project: nothing to skip
     rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in uids]
     started = time.perf_counter()
-    job = job_create(kind=kind, owner=owner, project=project, node=node, rows=rows)
+    if find_job is None:
+        job = job_create(kind=kind, owner=owner, project=project, node=node, rows=rows)
+    else:
+        method = "get" if kind == JobKind.GET else "move"
+        job = retrieval_create_from_find(find_job=find_job, user=owner, method=method)
     job_start(job=job, user=owner)
     samples = []
     while True:
@@ -190,18 +221,27 @@ def main() -> None:
         node.granted_users.add(owner)
         peer = Peer("127.0.0.1", orthanc.dicom_port, "ORTHANC", "PACSNPULL")
         queries = _write_queries(WORK / "queries", uids, _query)
-        runs: dict[str, list] = {"move": [], "dcmtk_move": [], "get": [], "getscu": []}
+        find_job = run_find(node, owner, project, uids)
+        assert find_job.matches == len(uids), find_job.matches
+        keys = ["move", "move_found", "dcmtk_move", "get", "get_found", "getscu"]
+        runs: dict[str, list] = {key: [] for key in keys}
         for run in range(1, args.runs + 1):
-            runs["move"].append(run_pipeline(JobKind.MOVE, node, owner, project, uids)["ips"])
-            seconds, out = dcmtk_move(peer, queries, WORK, DCMTK_PORT)
-            runs["dcmtk_move"].append(_count_files(out)[0] / seconds)
-            runs["get"].append(run_pipeline(JobKind.GET, node, owner, project, uids)["ips"])
-            seconds, out = dcmtk_get(peer, queries, WORK)
-            runs["getscu"].append(_count_files(out)[0] / seconds)
+            for kind, key in ((JobKind.MOVE, "move"), (JobKind.GET, "get")):
+                runs[key].append(run_pipeline(kind, node, owner, project, uids)["ips"])
+                runs[f"{key}_found"].append(
+                    run_pipeline(kind, node, owner, project, uids, find_job=find_job)["ips"]
+                )
+                if kind == JobKind.MOVE:
+                    seconds, out = dcmtk_move(peer, queries, WORK, DCMTK_PORT)
+                    runs["dcmtk_move"].append(_count_files(out)[0] / seconds)
+                else:
+                    seconds, out = dcmtk_get(peer, queries, WORK)
+                    runs["getscu"].append(_count_files(out)[0] / seconds)
             last = {key: values[-1] for key, values in runs.items()}
             print(
-                f"run {run}: move {last['move']:.0f} inst/s (DCMTK {last['dcmtk_move']:.0f}), "
-                f"get {last['get']:.0f} inst/s (getscu {last['getscu']:.0f})",
+                f"run {run}: move {last['move']:.0f} / from a find {last['move_found']:.0f} "
+                f"inst/s (DCMTK {last['dcmtk_move']:.0f}), get {last['get']:.0f} / from a find "
+                f"{last['get_found']:.0f} inst/s (getscu {last['getscu']:.0f})",
                 flush=True,
             )
         medians = {key: statistics.median(values) for key, values in runs.items()}
@@ -209,7 +249,9 @@ def main() -> None:
             instances=len(manifest.instances),
             medians=medians,
             ratio_move=medians["move"] / medians["dcmtk_move"],
+            ratio_move_found=medians["move_found"] / medians["dcmtk_move"],
             ratio_get=medians["get"] / medians["getscu"],
+            ratio_get_found=medians["get_found"] / medians["getscu"],
         )
         if args.memory_instances:
             big = generate(
@@ -231,10 +273,12 @@ def main() -> None:
     print(
         f"\nmedian of {args.runs} runs, {results['instances']} instances ({args.studies} studies),"
         f" Orthanc on loopback, 2 worker processes:\n"
-        f"  C-MOVE pipeline {m['move']:6.0f} inst/s   movescu+storescp "
-        f"{m['dcmtk_move']:6.0f} inst/s   ratio {results['ratio_move']:.2f}  (target >= 0.9)\n"
-        f"  C-GET  pipeline {m['get']:6.0f} inst/s   getscu           {m['getscu']:6.0f} inst/s"
-        f"   ratio {results['ratio_get']:.2f}  (target >= 0.9)"
+        f"  C-MOVE pipeline {m['move']:6.0f} inst/s, from a find {m['move_found']:6.0f}   "
+        f"movescu+storescp {m['dcmtk_move']:6.0f} inst/s   ratios {results['ratio_move']:.2f}, "
+        f"{results['ratio_move_found']:.2f}  (target >= 0.9)\n"
+        f"  C-GET  pipeline {m['get']:6.0f} inst/s, from a find {m['get_found']:6.0f}   "
+        f"getscu           {m['getscu']:6.0f} inst/s   ratios {results['ratio_get']:.2f}, "
+        f"{results['ratio_get_found']:.2f}  (target >= 0.9)"
     )
     if "memory" in results:
         samples = results["memory"]["rss_samples"]
