@@ -27,8 +27,12 @@ EXPORT_COLUMNS = [
 class AuditFilterForm(forms.Form):
     action = forms.ChoiceField(required=False, choices=[("", "any")] + AuditAction.choices)
     actor = forms.CharField(required=False, max_length=150, label="Who")
-    node = forms.ModelChoiceField(required=False, queryset=None, to_field_name="name")
-    project = forms.ModelChoiceField(required=False, queryset=None, to_field_name="slug")
+    node = forms.ModelChoiceField(
+        required=False, queryset=None, to_field_name="name", empty_label="any"
+    )
+    project = forms.ModelChoiceField(
+        required=False, queryset=None, to_field_name="slug", empty_label="any"
+    )
     success = forms.ChoiceField(
         required=False,
         choices=[("", "any"), ("yes", "succeeded"), ("no", "failed")],

@@ -70,7 +70,10 @@ def _check_range(vr: str, value: str) -> str | None:
     if "-" not in value or (vr == "DT" and check(value) is None):
         return check(value)  # a DT may end in a UTC offset such as -0500
     if vr == "DA" and re.match(r"^\d{4}-\d{2}-\d{2}$", value):
-        return f"{value!r} looks like an ISO date: DICOM writes it {value.replace('-', '')}"
+        dicom = value.replace("-", "")
+        if problem := check(dicom):
+            return f"{value!r} is written like an ISO date, and {problem}"
+        return f"{value!r} looks like an ISO date: DICOM writes it {dicom}"
     if value.count("-") > 1:
         return f"{value!r} has more than one '-': a range is START-END"
     start, end = value.split("-")

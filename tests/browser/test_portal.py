@@ -86,7 +86,7 @@ def test_operator_and_researcher_through_the_portal(
     alice.get_by_role("button", name="Check the file and preview").click()
     errors = alice.locator(".alert-danger, .invalid-feedback").first
     expect(errors).to_contain_text("bad.csv: nothing was saved")
-    expect(alice.locator("main")).to_contain_text("row 1, StudyDate")
+    expect(alice.locator("main")).to_contain_text("row 1, StudyDate: '2020-13-45' is written")
     screenshot(alice, "new-job-errors")
     assert not Job.objects.exists()
 

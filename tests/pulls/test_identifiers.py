@@ -2,7 +2,7 @@
 
 import pytest
 
-from pulls.dicom.identifiers import identifier_from_row, row_errors
+from pulls.dicom.identifiers import check_value, identifier_from_row, row_errors
 
 
 def _errors(**row) -> list[str]:
@@ -62,3 +62,14 @@ def test_uid_lists_and_open_ranges_are_allowed():
 def test_every_error_of_a_row_is_listed():
     errors = row_errors({"StudyDate": "bad", "Nonsense": "1"})
     assert {e.key for e in errors} == {"QueryRetrieveLevel", "StudyDate", "Nonsense"}
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("2020-12-01", "'2020-12-01' looks like an ISO date: DICOM writes it 20201201"),
+        ("2020-13-45", "'2020-13-45' is written like an ISO date, and '20201345' is not a date"),
+    ],
+)
+def test_an_iso_date_is_translated_only_when_it_is_a_date(value, says):
+    assert check_value("StudyDate", "DA", value).startswith(says)
