@@ -82,7 +82,7 @@ def job_progress(job: Job) -> JobProgress:
             rows, inst, nbytes = recent["n"], recent["inst"] or 0, recent["nbytes"] or 0
         else:  # over the whole run
             end = job.finished_at or now
-            span = max(1.0, (end - job.started_at).total_seconds())
+            span = max(0.1, (end - job.started_at).total_seconds())
             rows, inst, nbytes = (
                 job.items_done + job.items_failed,
                 job.instances_received,
