@@ -15,6 +15,7 @@ urlpatterns = [
     path("jobs/new/", views.job_new, name="job_new"),
     path("jobs/<uuid:code>/", views.job_detail, name="job_detail"),
     path("jobs/<uuid:code>/progress/", views.job_progress, name="job_progress"),
+    path("jobs/<uuid:code>/rows/", views.job_rows, name="job_rows"),
     path("jobs/<uuid:code>/urgent/", views.job_urgent, name="job_urgent"),
     path("jobs/<uuid:code>/start/", views.job_start, name="job_start"),
     path("jobs/<uuid:code>/cancel/", views.job_cancel, name="job_cancel"),

@@ -195,6 +195,15 @@ def job_progress(request: HttpRequest, code: str) -> HttpResponse:
 
 
 @login_required
+def job_rows(request: HttpRequest, code: str) -> HttpResponse:
+    """The job page's rows table (same filter and page), refreshed by live.js."""
+    job = selectors.job_get_for_user(user=request.user, code=code)
+    status = request.GET.get("status", "")
+    rows = _page(request, selectors.job_items(job=job, status=status), "rows_page")
+    return render(request, "pulls/_job_rows.html", {"job": job, "rows": rows})
+
+
+@login_required
 @require_POST
 def job_urgent(request: HttpRequest, code: str) -> HttpResponse:
     return _job_action(

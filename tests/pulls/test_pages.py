@@ -36,7 +36,8 @@ def _status(client, user, url, method="get"):
 
 def test_every_page_needs_a_login(client, job, project):
     urls = ["/", "/live/", "/nodes/", "/projects/", f"/projects/{project.slug}/", "/audit/",
-            "/audit/export.csv", "/accounts/", f"/jobs/{job.code}/progress/"]  # fmt: skip
+            "/audit/export.csv", "/accounts/", f"/jobs/{job.code}/progress/",
+            f"/jobs/{job.code}/rows/"]  # fmt: skip
     for url in urls:
         response = client.get(url)
         assert response.status_code == 302 and "/accounts/login/" in response["Location"], url
@@ -127,7 +128,7 @@ def test_the_account_page_lists_projects_and_nodes(client, alice, project, node)
     assert "Lung study" in page and "as owner" in page and "PAGES" in page
 
 
-JOB_READS = ["", "progress/", "matches.csv", "matches.xlsx", "manifest.csv"]
+JOB_READS = ["", "progress/", "rows/", "matches.csv", "matches.xlsx", "manifest.csv"]
 JOB_WRITES = ["start/", "cancel/", "pause/", "resume/", "retry/", "retrieve/"]
 
 
@@ -158,3 +159,14 @@ def test_node_pages_for_granted_and_other_users(client, alice, charlie, node):
     assert "PAGES" not in client.get("/nodes/").content.decode()
     client.force_login(alice)
     assert client.get(f"/nodes/{node.code}/").status_code == 200
+
+
+def test_the_live_rows_fragment_keeps_the_filter_and_shows_statuses(client, alice, job):
+    client.force_login(alice)
+    fragment = client.get(f"/jobs/{job.code}/rows/").content.decode()
+    assert "PatientID=P1" in fragment and "Pending" in fragment
+    assert "data-live-final" in fragment  # a draft does not poll
+    filtered = client.get(f"/jobs/{job.code}/rows/?status=done").content.decode()
+    assert "No rows with this status." in filtered
+    page = client.get(f"/jobs/{job.code}/?status=done").content.decode()
+    assert f'data-live-url="/jobs/{job.code}/rows/?status=done"' in page
