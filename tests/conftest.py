@@ -376,6 +376,16 @@ def make_node(name: str, port: int, ae_title: str, **fields) -> PacsNode:
     )
 
 
+def find_job(owner, project, node, rows=None, *, start: bool = False, **fields):
+    """A find job; one STUDY row for PatientID 1 unless ``rows`` are given."""
+    from pulls.services import job_create
+
+    rows = rows or [{"QueryRetrieveLevel": "STUDY", "PatientID": "1"}]
+    return job_create(
+        kind="find", owner=owner, project=project, node=node, rows=rows, start=start, **fields
+    )
+
+
 def retrieval_job(owner, project, node, study_uids, *, kind="move", start: bool = False):
     """A C-MOVE (or C-GET) job of whole studies, one row per StudyInstanceUID."""
     from pulls.services import job_create

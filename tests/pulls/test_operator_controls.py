@@ -20,7 +20,7 @@ from pulls.models import (
 )
 from pulls.runner import run_chunk
 from pulls.services import job_create, job_mark_urgent, node_echo
-from tests.conftest import SCP_PORT, Worker, make_node, retrieval_job, wait_for
+from tests.conftest import SCP_PORT, Worker, find_job, make_node, retrieval_job, wait_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
 
@@ -60,13 +60,7 @@ def test_retrievals_per_hour_hold_the_next_study_back_and_say_until_when(
 def test_small_finds_and_urgent_jobs_go_to_the_interactive_queue(operator, alice, project):
     node = make_node("Q", 104, "Q")
     node.granted_users.add(alice)
-    small = job_create(
-        kind=JobKind.FIND,
-        owner=alice,
-        project=project,
-        node=node,
-        rows=[{"QueryRetrieveLevel": "STUDY", "PatientID": "1"}],
-    )
+    small = find_job(alice, project, node)
     big = retrieval_job(alice, project, node, ["1.2.3"], start=True)
     assert (small.queue, big.queue) == (QUEUE_INTERACTIVE, QUEUE_BULK)
     with pytest.raises(Exception, match="Only operators"):

@@ -5,9 +5,8 @@ import io
 
 import pytest
 
-from pulls.models import AuditAction, AuditEvent, JobKind, JobStatus
-from pulls.services import job_create
-from tests.conftest import make_node
+from pulls.models import AuditAction, AuditEvent, JobStatus
+from tests.conftest import find_job, make_node
 
 
 @pytest.fixture
@@ -19,14 +18,8 @@ def node(alice, bob):
 
 @pytest.fixture
 def job(alice, project, node):
-    return job_create(
-        kind=JobKind.FIND,
-        owner=alice,
-        project=project,
-        node=node,
-        rows=[{"QueryRetrieveLevel": "STUDY", "PatientID": "P1"}],
-        title="Lung CTs",
-    )
+    rows = [{"QueryRetrieveLevel": "STUDY", "PatientID": "P1"}]
+    return find_job(alice, project, node, rows, title="Lung CTs")
 
 
 def _status(client, user, url, method="get"):

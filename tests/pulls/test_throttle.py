@@ -9,7 +9,7 @@ from pulls import items, throttle
 from pulls.models import ItemStatus, Job, JobKind, JobStatus, RetrievedInstance
 from pulls.runner import run_chunk
 from pulls.services import job_create
-from tests.conftest import SCP_PORT, Worker, make_node, retrieval_job, wait_for
+from tests.conftest import SCP_PORT, Worker, find_job, make_node, retrieval_job, wait_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
 
@@ -71,14 +71,7 @@ def test_a_suspended_node_receives_nothing(alice, project, dicom_data, settings)
     ) as pacs:
         node = make_node("OFF", pacs.port, pacs.ae_title, suspended=True)
         node.granted_users.add(alice)
-        job = job_create(
-            kind=JobKind.FIND,
-            owner=alice,
-            project=project,
-            node=node,
-            rows=[{"QueryRetrieveLevel": "STUDY", "PatientID": "1"}],
-            start=True,
-        )
+        job = find_job(alice, project, node, start=True)
         message = run_chunk(list(job.items.values_list("pk", flat=True)))
         assert pacs.associations == 0
     job.refresh_from_db()

@@ -8,11 +8,10 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from pulls import items
-from pulls.models import ItemStatus, JobKind
+from pulls.models import ItemStatus
 from pulls.runner import run_chunk
-from pulls.services import job_create
 from pulls.windows import window_closes, window_next_opening, window_open, windows_parse
-from tests.conftest import SCP_PORT, make_node
+from tests.conftest import SCP_PORT, find_job, make_node
 from tests.pulls.scripted_pacs import ScriptedPacs
 
 TZ = zoneinfo.ZoneInfo("Europe/Zurich")
@@ -94,14 +93,7 @@ def test_outside_the_window_nothing_is_sent_and_the_job_says_until_when(
     ) as pacs:
         node = make_node("NIGHTLY", pacs.port, pacs.ae_title, allowed_windows=tomorrow)
         node.granted_users.add(alice)
-        job = job_create(
-            kind=JobKind.FIND,
-            owner=alice,
-            project=project,
-            node=node,
-            rows=[{"QueryRetrieveLevel": "STUDY", "PatientID": "1"}],
-            start=True,
-        )
+        job = find_job(alice, project, node, start=True)
         message = run_chunk(list(job.items.values_list("pk", flat=True)))
         # The reconciler does not send it again before the window opens either.
         assert items.items_reconcile(enqueue=lambda ids, queue: None)["requeued"] == 0
@@ -119,14 +111,7 @@ def test_rows_held_for_a_window_go_again_when_the_operator_changes_it(alice, pro
     tomorrow = (timezone.localtime() + dt.timedelta(days=1)).strftime("%a")
     node = make_node("LATER", 104, "LATER", allowed_windows=tomorrow)
     node.granted_users.add(alice)
-    job = job_create(
-        kind=JobKind.FIND,
-        owner=alice,
-        project=project,
-        node=node,
-        rows=[{"QueryRetrieveLevel": "STUDY", "PatientID": "1"}],
-        start=True,
-    )
+    job = find_job(alice, project, node, start=True)
     run_chunk(list(job.items.values_list("pk", flat=True)))
     assert job.items.get().not_before > timezone.now()
     queued = []
