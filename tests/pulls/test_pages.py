@@ -163,3 +163,48 @@ def test_the_live_rows_fragment_keeps_the_filter_and_shows_statuses(client, alic
     assert "No rows with this status." in filtered
     page = client.get(f"/jobs/{job.code}/?status=done").content.decode()
     assert f'data-live-url="/jobs/{job.code}/rows/?status=done"' in page
+
+
+def _portal_urls():
+    """Every URL the portal's own apps define, with placeholder arguments."""
+    import uuid
+
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    def walk(patterns, prefix=""):
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                if "admin" in str(entry.pattern):
+                    continue  # the admin checks staff itself
+                yield from walk(entry.url_patterns, prefix + str(entry.pattern))
+            elif isinstance(entry, URLPattern):
+                yield entry.name, prefix + str(entry.pattern)
+
+    code = str(uuid.uuid4())
+    for name, route in walk(get_resolver().url_patterns):
+        url = (
+            route.replace("<uuid:code>", code)
+            .replace("<slug:slug>", "some-project")
+            .replace("^", "")
+            .replace("$", "")
+            .replace("(?P<code>[0-9a-f-]{36})", code)
+            .replace("(?P<fmt>csv|xlsx)", "csv")
+            .replace("\\.", ".")
+        )
+        yield name, "/" + url
+
+
+def test_no_portal_page_answers_without_a_login(client):
+    """Every URL of the portal's apps (found from the URL configuration, so a new
+    page cannot forget) sends an anonymous visitor to the login page."""
+    open_to_all = {"login", "logout"}  # logging out needs no account
+    checked = 0
+    for name, url in _portal_urls():
+        if name in open_to_all:
+            continue
+        for method in ("get", "post"):
+            response = getattr(client, method)(url)
+            assert response.status_code == 302, (name, url, method, response.status_code)
+            assert response["Location"].startswith("/accounts/login/"), (name, url)
+        checked += 1
+    assert checked >= 20
