@@ -65,6 +65,16 @@ def node_echo(*, node: PacsNode, user: User | None, request: HttpRequest | None 
     return message
 
 
+def _audit_job(
+    action: AuditAction, *, job: Job, user: User, request: HttpRequest | None, details=None
+) -> None:
+    """A user's action on a job, in the audit log."""
+    audit_record(
+        action=action, actor=user, request=request, job=job, target=str(job.code),
+        details=details,
+    )  # fmt: skip
+
+
 def _require_writer(*, user: User, project: Project) -> None:
     """Owners and members may start and change jobs; viewers only look (403)."""
     if selectors.project_role_for(user=user, project=project) not in (Role.OWNER, Role.MEMBER):
@@ -113,12 +123,11 @@ def job_create(
             batch_size=2000,
         )
         items.job_refresh_counters(job.pk)
-        audit_record(
-            action=AuditAction.JOB_CREATED,
-            actor=owner,
-            request=request,
+        _audit_job(
+            AuditAction.JOB_CREATED,
             job=job,
-            target=str(job.code),
+            user=owner,
+            request=request,
             details={"kind": kind, "rows": len(rows), "file": source_name},
         )
         if start:
@@ -159,13 +168,7 @@ def job_cancel(*, job: Job, user: User, request: HttpRequest | None = None) -> J
             status=ItemStatus.CANCELLED, finished_at=now, error_message="cancelled by a user"
         )
         items.job_refresh_counters(job.pk)
-        audit_record(
-            action=AuditAction.JOB_CANCELLED,
-            actor=user,
-            request=request,
-            job=job,
-            target=str(job.code),
-        )
+        _audit_job(AuditAction.JOB_CANCELLED, job=job, user=user, request=request)
     job.refresh_from_db()
     return job
 
@@ -188,9 +191,7 @@ def job_pause(*, job: Job, user: User, request: HttpRequest | None = None) -> Jo
     ).update(status=JobStatus.PAUSED, waiting_reason=f"paused by {user.get_username()}")
     if not updated:
         raise ValidationError("Only a queued or running job can be paused.")
-    audit_record(
-        action=AuditAction.JOB_PAUSED, actor=user, request=request, job=job, target=str(job.code)
-    )
+    _audit_job(AuditAction.JOB_PAUSED, job=job, user=user, request=request)
     job.refresh_from_db()
     return job
 
@@ -210,13 +211,7 @@ def job_resume(*, job: Job, user: User, request: HttpRequest | None = None) -> J
         job.status = JobStatus.QUEUED
         items.items_enqueue(job, enqueue=enqueue_items)
         items.job_refresh_counters(job.pk)  # closes it if nothing was left to do
-        audit_record(
-            action=AuditAction.JOB_RESUMED,
-            actor=user,
-            request=request,
-            job=job,
-            target=str(job.code),
-        )
+        _audit_job(AuditAction.JOB_RESUMED, job=job, user=user, request=request)
     job.refresh_from_db()
     return job
 
@@ -244,13 +239,8 @@ def job_retry_failed(*, job: Job, user: User, request: HttpRequest | None = None
             job.status = JobStatus.QUEUED
             items.items_enqueue(job, enqueue=enqueue_items)
             items.job_refresh_counters(job.pk)
-        audit_record(
-            action=AuditAction.JOB_RETRIED,
-            actor=user,
-            request=request,
-            job=job,
-            target=str(job.code),
-            details={"rows": retried},
+        _audit_job(
+            AuditAction.JOB_RETRIED, job=job, user=user, request=request, details={"rows": retried}
         )
     return retried
 
@@ -271,13 +261,7 @@ def job_mark_urgent(*, job: Job, user: User, request: HttpRequest | None = None)
             # Messages already on the bulk queue find these rows claimed, or
             # claim them first: a row is worked on once either way.
             items.items_enqueue(job, enqueue=enqueue_items)
-        audit_record(
-            action=AuditAction.JOB_URGENT,
-            actor=user,
-            request=request,
-            job=job,
-            target=str(job.code),
-        )
+        _audit_job(AuditAction.JOB_URGENT, job=job, user=user, request=request)
     job.refresh_from_db()
     return job
 
