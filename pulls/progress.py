@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 
 from django.db.models import Count, Sum
 from django.utils import timezone
@@ -36,7 +37,19 @@ class JobProgress:
     instances_per_second: float | None
     megabytes_per_second: float | None
     eta_seconds: int | None
-    last_error: str
+
+    @cached_property
+    def last_error(self) -> str:
+        """Asked for by the job page only (the dashboard lists many jobs)."""
+        found = (
+            JobItem.objects.filter(job=self.job)
+            .exclude(error_message="")
+            .exclude(status=ItemStatus.CANCELLED)
+            .order_by("-finished_at", "-pk")
+            .values_list("row", "error_message")
+            .first()
+        )
+        return f"Row {found[0]}: {found[1]}" if found else ""
 
     @property
     def active(self) -> bool:
@@ -72,12 +85,14 @@ def job_progress(job: Job) -> JobProgress:
     now = timezone.now()
     rows_rate = inst_rate = mb_rate = None
     if job.started_at is not None and job.status != JobStatus.DRAFT:
-        recent = JobItem.objects.filter(
-            job=job,
-            status__in=(ItemStatus.DONE, ItemStatus.FAILED),
-            finished_at__gte=now - timedelta(seconds=RATE_WINDOW_SECONDS),
-        ).aggregate(n=Count("pk"), inst=Sum("instances_received"), nbytes=Sum("bytes_received"))
-        if recent["n"] and job.status in ACTIVE_JOB_STATUSES:
+        recent = {"n": 0}
+        if job.status in ACTIVE_JOB_STATUSES:  # a finished job's rate is over its whole run
+            recent = JobItem.objects.filter(
+                job=job,
+                status__in=(ItemStatus.DONE, ItemStatus.FAILED),
+                finished_at__gte=now - timedelta(seconds=RATE_WINDOW_SECONDS),
+            ).aggregate(n=Count("pk"), inst=Sum("instances_received"), nbytes=Sum("bytes_received"))
+        if recent["n"]:
             span = min(RATE_WINDOW_SECONDS, max(1.0, (now - job.started_at).total_seconds()))
             rows, inst, nbytes = recent["n"], recent["inst"] or 0, recent["nbytes"] or 0
         else:  # over the whole run
@@ -94,14 +109,6 @@ def job_progress(job: Job) -> JobProgress:
     eta = None
     if job.status in ACTIVE_JOB_STATUSES and rows_rate:
         eta = int((total - finished) / rows_rate)
-    last_error = (
-        JobItem.objects.filter(job=job)
-        .exclude(error_message="")
-        .exclude(status=ItemStatus.CANCELLED)
-        .order_by("-finished_at", "-pk")
-        .values_list("row", "error_message")
-        .first()
-    )
     state, css = _state(job)
     return JobProgress(
         job=job,
@@ -114,5 +121,4 @@ def job_progress(job: Job) -> JobProgress:
         instances_per_second=inst_rate,
         megabytes_per_second=mb_rate,
         eta_seconds=eta,
-        last_error=f"Row {last_error[0]}: {last_error[1]}" if last_error else "",
     )
