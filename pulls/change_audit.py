@@ -107,11 +107,11 @@ def _group_grant(sender, instance, action, reverse, model, pk_set, **kwargs) -> 
     _grant_changed(instance, "granted_groups", action, model, pk_set)
 
 
-@receiver(m2m_changed, dispatch_uid="audit_user_groups")
+@receiver(m2m_changed, sender=get_user_model().groups.through, dispatch_uid="audit_user_groups")
 def _user_groups(sender, instance, action, reverse, model, pk_set, **kwargs) -> None:
     """A user's groups decide operator rights and group grants."""
     user_model = get_user_model()
-    if sender is not user_model.groups.through or action not in ("post_add", "post_remove"):
+    if action not in ("post_add", "post_remove"):
         return
     if reverse:  # group.user_set.add(user)
         users, groups = _names(user_model, pk_set), [instance.name]

@@ -8,12 +8,10 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.db import connections
 
-from pulls import health, items, quarantine, runner
+from pulls import items, quarantine, runner
 from pulls.models import QUEUE_BULK
 
 log = logging.getLogger(__name__)
-
-__all__ = ["enqueue_items", "health", "reconcile", "run_items"]  # health: worker heartbeats
 
 
 def enqueue_items(item_ids: list[int], queue: str = QUEUE_BULK) -> None:
