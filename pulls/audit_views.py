@@ -10,7 +10,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 
 from pulls import selectors
@@ -86,6 +87,9 @@ def _csv_chunks(events: QuerySet[AuditEvent]) -> Iterator[str]:
 @login_required
 def audit_export(request: HttpRequest) -> HttpResponse:
     form, events = _filtered(request)
+    if form.is_bound and not form.is_valid():
+        # Never a wider export than asked for: show the filter's errors instead.
+        return redirect(f"{reverse('audit_list')}?{request.GET.urlencode()}")
     audit_record(
         action=AuditAction.EXPORT,
         request=request,

@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 
 from pulls import items, throttle
@@ -63,7 +64,7 @@ def test_small_finds_and_urgent_jobs_go_to_the_interactive_queue(operator, alice
     small = find_job(alice, project, node)
     big = retrieval_job(alice, project, node, ["1.2.3"], start=True)
     assert (small.queue, big.queue) == (QUEUE_INTERACTIVE, QUEUE_BULK)
-    with pytest.raises(Exception, match="Only operators"):
+    with pytest.raises(PermissionDenied, match="Only operators"):
         job_mark_urgent(job=big, user=alice)
     job_mark_urgent(job=big, user=operator)
     big.refresh_from_db()

@@ -86,6 +86,10 @@ def test_the_audit_log_operators_see_all_researchers_their_projects(
     # An outsider cannot filter their way into a project: the choice is refused.
     page = client.get(f"/audit/?project={project.slug}").content.decode()
     assert "Select a valid choice" in page and str(job.code) not in page
+    # Nor export it: an invalid filter shows its error instead of a wider export.
+    response = client.get(f"/audit/export.csv?project={project.slug}")
+    assert response.status_code == 302
+    assert response["Location"] == f"/audit/?project={project.slug}"
 
 
 def test_the_audit_export_is_filtered_complete_and_itself_audited(client, operator, project, job):
