@@ -171,39 +171,47 @@ def item_fail(
 
 
 def job_refresh_counters(job_id: int) -> Job:
-    """Recompute a job's counters from its items and close it when all are final."""
-    by_status = dict(
-        JobItem.objects.filter(job_id=job_id)
-        .values_list("status")
-        .annotate(n=Count("pk"))
-        .values_list("status", "n")
-    )
-    totals = JobItem.objects.filter(job_id=job_id).aggregate(
-        matches=Sum("matches"),
-        expected=Sum("instances_expected"),
-        received=Sum("instances_received"),
-        nbytes=Sum("bytes_received"),
-    )
-    total = sum(by_status.values())
-    fields = {
-        "items_total": total,
-        "items_pending": by_status.get(ItemStatus.PENDING, 0),
-        "items_running": by_status.get(ItemStatus.RUNNING, 0),
-        "items_done": by_status.get(ItemStatus.DONE, 0),
-        "items_failed": by_status.get(ItemStatus.FAILED, 0),
-        "items_cancelled": by_status.get(ItemStatus.CANCELLED, 0),
-        "matches": totals["matches"] or 0,
-        "instances_expected": totals["expected"] or 0,
-        "instances_received": totals["received"] or 0,
-        "bytes_received": totals["nbytes"] or 0,
-    }
-    final = sum(by_status.get(s, 0) for s in FINAL_ITEM_STATUSES)
-    Job.objects.filter(pk=job_id).update(**fields)
-    if total and final == total:
-        status = JobStatus.FAILED if fields["items_failed"] else JobStatus.DONE
-        Job.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES).update(
-            status=status, finished_at=timezone.now(), waiting_reason=""
+    """Recompute a job's counters from its items and close it when all are final.
+
+    Refreshes of one job run one at a time (the job's row locked; on SQLite the
+    write lock taken at BEGIN IMMEDIATE): two workers finishing together must not
+    write their counts in the wrong order, which left a job "done" with the
+    counts of a moment before.
+    """
+    with transaction.atomic():
+        Job.objects.select_for_update().filter(pk=job_id).values_list("pk", flat=True).first()
+        by_status = dict(
+            JobItem.objects.filter(job_id=job_id)
+            .values_list("status")
+            .annotate(n=Count("pk"))
+            .values_list("status", "n")
         )
+        totals = JobItem.objects.filter(job_id=job_id).aggregate(
+            matches=Sum("matches"),
+            expected=Sum("instances_expected"),
+            received=Sum("instances_received"),
+            nbytes=Sum("bytes_received"),
+        )
+        total = sum(by_status.values())
+        fields = {
+            "items_total": total,
+            "items_pending": by_status.get(ItemStatus.PENDING, 0),
+            "items_running": by_status.get(ItemStatus.RUNNING, 0),
+            "items_done": by_status.get(ItemStatus.DONE, 0),
+            "items_failed": by_status.get(ItemStatus.FAILED, 0),
+            "items_cancelled": by_status.get(ItemStatus.CANCELLED, 0),
+            "matches": totals["matches"] or 0,
+            "instances_expected": totals["expected"] or 0,
+            "instances_received": totals["received"] or 0,
+            "bytes_received": totals["nbytes"] or 0,
+        }
+        final = sum(by_status.get(s, 0) for s in FINAL_ITEM_STATUSES)
+        Job.objects.filter(pk=job_id).update(**fields)
+        if total and final == total:
+            status = JobStatus.FAILED if fields["items_failed"] else JobStatus.DONE
+            Job.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES).update(
+                status=status, finished_at=timezone.now(), waiting_reason=""
+            )
     return Job.objects.get(pk=job_id)
 
 
