@@ -139,3 +139,58 @@ def test_a_worker_rechecks_access_before_sending_anything(alice, project, orthan
     item = job.items.get()
     assert item.status == ItemStatus.FAILED
     assert item.error_message == "the node ORTHANC is no longer granted to alice"
+
+
+def test_two_refreshes_of_one_job_cannot_land_in_the_wrong_order(
+    flushable_db, alice, project, monkeypatch
+):
+    """Worker A reads the counts, worker B finishes the last row and refreshes,
+    then A writes: without the lock A's older counts would stay on a done job."""
+    import threading
+
+    from django.db import connection
+
+    from tests.conftest import find_job
+
+    node = make_node("RACE", 104, "RACE")
+    node.granted_users.add(alice)
+    rows = [{"QueryRetrieveLevel": "STUDY", "PatientID": str(n)} for n in (1, 2)]
+    job = find_job(alice, project, node, rows, start=False)
+    job.items.update(status=ItemStatus.RUNNING)
+    job.items.filter(row=1).update(status=ItemStatus.DONE, matches=3)
+    job.status = JobStatus.RUNNING
+    job.save()
+    a_has_read, b_is_done = threading.Event(), threading.Event()
+    real_sum = items.Sum
+
+    def slow_sum(*args, **kwargs):  # A pauses between its reads and its write
+        if threading.current_thread().name == "A" and not a_has_read.is_set():
+            a_has_read.set()
+            b_is_done.wait(timeout=2)
+        return real_sum(*args, **kwargs)
+
+    monkeypatch.setattr(items, "Sum", slow_sum)
+
+    def worker_a():
+        try:
+            items.job_refresh_counters(job.pk)
+        finally:
+            connection.close()
+
+    def worker_b():
+        a_has_read.wait(timeout=5)
+        try:
+            job.items.filter(row=2).update(status=ItemStatus.DONE, matches=4)
+            items.job_refresh_counters(job.pk)
+        finally:
+            b_is_done.set()
+            connection.close()
+
+    threads = [threading.Thread(target=worker_a, name="A"), threading.Thread(target=worker_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE
+    assert (job.items_done, job.items_running, job.matches) == (2, 0, 7)
