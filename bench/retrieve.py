@@ -14,6 +14,14 @@ and SQLite under bench/results/retrieve/. For each method, median of --runs:
 - DCMTK on the same data: movescu + storescp (+B), and getscu (+B), each with
   all queries on one association.
 
+Every timed run writes into folders of its own (a new project, new DCMTK
+output folders) and nothing is deleted until the timing is over: on ext4
+without a journal (this machine's disk) the kernel skips inodes deleted in the
+last minute when it creates a file, so after an ``rm -r`` of a few thousand
+files each create costs ~0.3-0.7 ms of kernel time instead of ~10-30 us, and a
+run that starts by deleting the previous run's files measures that, not the
+retrieval (see the README, Performance).
+
 Target: pipeline >= 0.9x DCMTK's instances/s for each method. With
 --memory-instances N, a C-GET job of N instances also samples the resident
 memory of the worker processes at each tenth of the job: it should stay flat.
@@ -91,14 +99,22 @@ def run_find(node, owner, project, uids):
     return _wait_done(job.pk)
 
 
+def fresh_project(owner, slug: str):
+    """A project of its own for one timed run: empty storage, nothing to skip."""
+    from pulls.models import Membership, Project, Role
+
+    project = Project.objects.create(name=slug, slug=slug)
+    Membership.objects.create(project=project, user=owner, role=Role.OWNER)
+    return project
+
+
 def run_pipeline(kind, node, owner, project, uids, worker_pid=None, find_job=None) -> dict:
     """A retrieval job of ``uids`` (rows naming them), or of ``find_job``'s matches
-    ("retrieve these": the find's instance counts are reused), timed until done."""
+    ("retrieve these": the find's instance counts are reused; the find is in
+    ``project``) into ``project`` (a fresh one), timed until done."""
     from pulls.models import Job, JobKind, JobStatus
     from pulls.services import job_create, job_start, retrieval_create_from_find
 
-    shutil.rmtree(project.storage_dir, ignore_errors=True)
-    project.instances.all().delete()  # a fresh project: nothing to skip
     rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in uids]
     started = time.perf_counter()
     if find_job is None:
@@ -142,7 +158,11 @@ def main() -> None:
     parser.add_argument("--memory-instances", type=int, default=0)
     args = parser.parse_args()
 
-    shutil.rmtree(WORK, ignore_errors=True)
+    # The previous results are deleted after this run's timing, not before it.
+    previous = WORK.with_name(f".{WORK.name}-previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if WORK.exists():
+        WORK.rename(previous)
     (WORK / "instance").mkdir(parents=True)
     import django
 
@@ -154,7 +174,7 @@ def main() -> None:
 
     from accounts.models import User
     from pulls.dicom import Peer
-    from pulls.models import JobKind, Membership, PacsNode, Project, Role
+    from pulls.models import JobKind, PacsNode
     from pulls.sandbox.orthanc import Orthanc
     from pulls.sandbox.procs import Server
     from pulls.sandbox.redis import redis_server
@@ -209,8 +229,7 @@ def main() -> None:
         worker.start()
         time.sleep(3)
         owner = User.objects.create_user("bench")
-        project = Project.objects.create(name="Bench", slug="bench")
-        Membership.objects.create(project=project, user=owner, role=Role.OWNER)
+        project = fresh_project(owner, "bench-find")
         node = PacsNode.objects.create(
             name="BENCH",
             ae_title="ORTHANC",
@@ -227,15 +246,22 @@ def main() -> None:
         runs: dict[str, list] = {key: [] for key in keys}
         for run in range(1, args.runs + 1):
             for kind, key in ((JobKind.MOVE, "move"), (JobKind.GET, "get")):
-                runs[key].append(run_pipeline(kind, node, owner, project, uids)["ips"])
-                runs[f"{key}_found"].append(
-                    run_pipeline(kind, node, owner, project, uids, find_job=find_job)["ips"]
+                runs[key].append(
+                    run_pipeline(kind, node, owner, fresh_project(owner, f"{key}-{run}"), uids)[
+                        "ips"
+                    ]
                 )
+                found_in = fresh_project(owner, f"{key}-found-{run}")
+                found = run_find(node, owner, found_in, uids)  # untimed, as said above
+                runs[f"{key}_found"].append(
+                    run_pipeline(kind, node, owner, found_in, uids, find_job=found)["ips"]
+                )
+                out_dir = WORK / "dcmtk" / f"{key}-{run}"
                 if kind == JobKind.MOVE:
-                    seconds, out = dcmtk_move(peer, queries, WORK, DCMTK_PORT)
+                    seconds, out = dcmtk_move(peer, queries, out_dir, DCMTK_PORT)
                     runs["dcmtk_move"].append(_count_files(out)[0] / seconds)
                 else:
-                    seconds, out = dcmtk_get(peer, queries, WORK)
+                    seconds, out = dcmtk_get(peer, queries, out_dir)
                     runs["getscu"].append(_count_files(out)[0] / seconds)
             last = {key: values[-1] for key, values in runs.items()}
             print(
@@ -260,14 +286,16 @@ def main() -> None:
             )  # fmt: skip
             orthanc.upload(WORK / "big" / inst.path for inst in big.instances)
             memory = run_pipeline(
-                JobKind.GET, node, owner, project, sorted(big.studies), worker_pid=worker.pid
-            )
+                JobKind.GET, node, owner, fresh_project(owner, "memory"), sorted(big.studies),
+                worker_pid=worker.pid,
+            )  # fmt: skip
             results["memory"] = memory
     finally:
         worker.stop()
         scp.stop()
         redis.stop()
         orthanc.stop()
+        shutil.rmtree(previous, ignore_errors=True)
     (WORK / "retrieve.json").write_text(json.dumps(results, indent=2))
     m = results["medians"]
     print(
