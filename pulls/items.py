@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -29,13 +30,30 @@ from pulls.models import (
 
 log = logging.getLogger(__name__)
 
-# Rows per task: several per association, few enough that every worker gets some.
+# Rows per task: several per association, few enough that every worker gets
+# some. A worker that has worked its chunk takes the job's next queued rows on
+# the same association (runner._more_rows), so small chunks cost no extra
+# association set-ups.
 CHUNK_SIZES = {"find": 50, "move": 5, "get": 5}
 CHUNK_SIZE = CHUNK_SIZES["find"]
 
 # How the queue is reached (item ids, queue name): set by pulls.tasks so this
 # module stays importable without Celery (management commands, lifecycle tests).
 Enqueue = Callable[[list[int], str], None]
+
+
+@dataclass
+class Outcome:
+    """What working one row produced: the item's counts, and the rows to save
+    with them (``save``), in the same transaction as the item's outcome and its
+    audit event."""
+
+    counts: dict[str, object]
+    save: Callable[[], None] | None = None
+
+
+def chunk_size(job: Job) -> int:
+    return CHUNK_SIZES.get(job.kind, CHUNK_SIZE)
 
 
 def lease_seconds() -> int:
@@ -52,7 +70,7 @@ def items_enqueue(job: Job, *, enqueue: Enqueue, item_ids: Sequence[int] | None 
     if not ids:
         return 0
     JobItem.objects.filter(pk__in=ids).update(queued_at=now)
-    size = CHUNK_SIZES.get(job.kind, CHUNK_SIZE)
+    size = chunk_size(job)
     chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
     queue = job.queue
     for chunk in chunks:
@@ -60,14 +78,22 @@ def items_enqueue(job: Job, *, enqueue: Enqueue, item_ids: Sequence[int] | None 
     return len(ids)
 
 
-def items_claim(item_ids: Sequence[int], *, worker: str) -> tuple[uuid.UUID, list[JobItem]]:
+def items_claim(
+    item_ids: Sequence[int], *, worker: str, token: uuid.UUID | None = None
+) -> tuple[uuid.UUID, list[JobItem]]:
     """Take the still-pending items among ``item_ids`` for this worker.
 
-    Returns the lease token and the claimed items (possibly none: another worker
-    or an earlier delivery of the same message got them first).
+    Returns the lease token (``token`` when given: a chunk that takes more rows
+    keeps one lease) and the claimed items (possibly none: another worker or an
+    earlier delivery of the same message got them first).
     """
-    token = uuid.uuid4()
+    token = token or uuid.uuid4()
     now = timezone.now()
+    with transaction.atomic():  # one write transaction, not three
+        return token, _claim(item_ids, worker=worker, token=token, now=now)
+
+
+def _claim(item_ids: Sequence[int], *, worker: str, token: uuid.UUID, now) -> list[JobItem]:
     claimed = (
         JobItem.objects.filter(
             pk__in=item_ids,
@@ -85,12 +111,31 @@ def items_claim(item_ids: Sequence[int], *, worker: str) -> tuple[uuid.UUID, lis
         )
     )
     if not claimed:
-        return token, []
-    items = list(JobItem.objects.filter(lease_token=token).select_related("job").order_by("row"))
+        return []
+    items = list(
+        JobItem.objects.filter(pk__in=item_ids, lease_token=token)
+        .select_related("job")
+        .order_by("row")
+    )
     Job.objects.filter(pk__in={item.job_id for item in items}, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING, started_at=now
     )
-    return token, items
+    return items
+
+
+def items_claim_next(job_id: int, *, token: uuid.UUID, worker: str, limit: int) -> list[JobItem]:
+    """Take up to ``limit`` more queued rows of the job, in row order, under
+    ``token``: a worker that finished its chunk goes on with the rows that wait
+    in the queue, on the association it holds. Their messages then find nothing
+    to claim."""
+    now = timezone.now()
+    ids = list(
+        JobItem.objects.filter(job_id=job_id, status=ItemStatus.PENDING, queued_at__isnull=False)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .order_by("row")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return items_claim(ids, worker=worker, token=token)[1] if ids else []
 
 
 def lease_renew(token: uuid.UUID) -> None:

@@ -8,6 +8,7 @@ layout, and a count of what is really there. Never trusts the final status.
 from __future__ import annotations
 
 import errno
+import functools
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from pulls.dicom.identifiers import identifier_from_row
 from pulls.dicom.placement import header_keys, place_instance
 from pulls.dicom.receiving import Placed
 from pulls.dicom.staging import staged_sop_files
+from pulls.items import Outcome
 from pulls.models import Job, JobItem, JobKind, JobStatus, Project, RetrievedInstance
 
 
@@ -167,11 +169,15 @@ def _instances(project: Project, study: str, series: str | None):
     return found.filter(series_instance_uid=series) if series else found
 
 
-def present_count(project: Project, study: str, series: str | None) -> int:
-    """Instances of the study (series) recorded in the project and still on disk."""
+def present_sops(project: Project, study: str, series: str | None) -> set[str]:
+    """SOP Instance UIDs of the study (series) recorded in the project and still on disk."""
     root = project.storage_dir
-    paths = _instances(project, study, series).values_list("path", flat=True)
-    return sum(1 for path in paths if (root / path).is_file())
+    recorded = _instances(project, study, series).values_list("sop_instance_uid", "path")
+    return {sop for sop, path in recorded if (root / path).is_file()}
+
+
+def present_count(project: Project, study: str, series: str | None) -> int:
+    return len(present_sops(project, study, series))
 
 
 _COLUMNS = (
@@ -192,8 +198,8 @@ _UPSERT = (
 )
 
 
-def _record(project: Project, placed: list[Placed]) -> int:
-    """Record placed instances (one row per instance per project); returns their bytes."""
+def _record(project: Project, placed: list[Placed]) -> None:
+    """Record placed instances (one row per instance per project)."""
     if placed:
         now = timezone.now()
         rows = [
@@ -206,22 +212,21 @@ def _record(project: Project, placed: list[Placed]) -> int:
         ]  # fmt: skip
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(_UPSERT, rows)
-    return sum(item.size for item in placed)
 
 
-def _place_staged(project: Project, staging: Path, study: str, series: str | None) -> int:
-    """Move this study's (series') staged files into the project; returns bytes placed."""
+def _place_staged(project: Project, staging: Path, study: str, series: str | None) -> list[Placed]:
+    """Move this study's (series') staged files into the project."""
     placed = []
     for staged in staged_sop_files(staging, study):
         keys = header_keys(staged)
         if series and keys["SeriesInstanceUID"] != series:
             continue  # another series of the study: not ours to take
         placed.append(place_instance(staged, project.storage_dir, keys=keys))
-    return _record(project, placed)
+    return placed
 
 
-def _collect(session: Session, project: Project, study: str, series: str | None) -> int:
-    """Record what a C-GET wrote straight into the project (see ProjectWriter)."""
+def _collect(session: Session, study: str, series: str | None) -> list[Placed]:
+    """What a C-GET wrote straight into the project (see ProjectWriter)."""
     writer = session.writer
     mine = [
         p
@@ -229,12 +234,15 @@ def _collect(session: Session, project: Project, study: str, series: str | None)
         if p.study_instance_uid == study and (not series or p.series_instance_uid == series)
     ]
     writer.placed_instances.clear()
-    return _record(project, mine)
+    return mine
 
 
-def _take(session: Session, job: Job, staging: Path, study: str, series: str | None) -> int:
+def _take(
+    session: Session, job: Job, staging: Path, study: str, series: str | None
+) -> list[Placed]:
+    """The instances of the study (series) now in the project, not yet recorded."""
     if job.kind == JobKind.GET:
-        return _collect(session, job.project, study, series)
+        return _collect(session, study, series)
     return _place_staged(job.project, staging, study, series)
 
 
@@ -257,7 +265,7 @@ def _transfer(session: Session, job: Job, identifier, model: str, guard: StallGu
         raise
 
 
-def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object]:
+def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome:
     node = job.node
     keys = dict(item.identifier)
     study = keys["StudyInstanceUID"]
@@ -272,9 +280,9 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
             session, study_uid=study, series_uid=series, patient_id=keys.get("PatientID"),
             model=model,
         )  # fmt: skip
-    present = present_count(job.project, study, series)
-    if present >= expected > 0:
-        return {"instances_expected": expected, "instances_received": present}  # nothing to do
+    present = present_sops(job.project, study, series)
+    if len(present) >= expected > 0:  # nothing to do
+        return Outcome({"instances_expected": expected, "instances_received": len(present)})
     check_free_space(job.project)
     staging = settings.PACSNPULL_STAGING_DIR
     identifier = identifier_from_row(keys)
@@ -285,7 +293,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
         if not guard.stopped_as:
             raise
         # We aborted a PACS that ignored our C-CANCEL: keep what arrived whole.
-        _take(session, job, staging, study, series)
+        _record(job.project, _take(session, job, staging, study, series))
         raise JobStopped(
             guard.stopped_as,
             instances_expected=expected,
@@ -300,7 +308,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
             idle_timeout=settings.PACSNPULL_ARRIVAL_WAIT_SECONDS,
         )
     try:
-        placed_bytes = _take(session, job, staging, study, series)
+        placed = _take(session, job, staging, study, series)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(
@@ -308,14 +316,17 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
                 "resume the job"
             ) from None
         raise
-    total = present_count(job.project, study, series)
+    # What was there (checked on disk above) and what has just been placed.
+    total = len(present.union(p.sop_instance_uid for p in placed))
     verdict = assess(result, expected=expected, count_received=lambda: total, idle_timeout=0)
     counts = {
         "instances_expected": expected,
         "instances_received": total,
         "instances_failed": result.failed,
-        "bytes_received": placed_bytes,
+        "bytes_received": sum(p.size for p in placed),
     }
+    if guard.stopped_as or guard.tripped or total < expected:
+        _record(job.project, placed)  # the item does not end here: record them now
     if guard.stopped_as:
         raise JobStopped(guard.stopped_as, **counts)
     if guard.tripped:
@@ -331,4 +342,5 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> dict[str, object
         raise IncompleteRetrieval(
             f"{verdict.message}; {total} of {expected} in the project", **counts
         )
-    return counts
+    # Recorded in the transaction that marks the item done (one write, not two).
+    return Outcome(counts, save=functools.partial(_record, job.project, placed))

@@ -51,6 +51,10 @@ RETRY_DEFERRED_SECONDS = 2
 _COUNTERS_EVERY = 1.0
 # A retrieval token due within this many seconds is waited for in the chunk.
 _SHORT_WAIT = 5.0
+# A chunk that has worked its rows goes on with the job's next queued rows on
+# the same association (one association set-up instead of one per chunk) for
+# this long; then it lets its slot go, so that other jobs get their turn.
+_CONTINUE_SECONDS = 30.0
 
 
 def node_peer(node: PacsNode) -> Peer:
@@ -128,7 +132,7 @@ def _find_capped(
     return list(merged.values()), truncated
 
 
-def _find_one(session: Session, job: Job, item: JobItem) -> dict[str, int]:
+def _find_one(session: Session, job: Job, item: JobItem) -> item_life.Outcome:
     matches, truncated = _find_capped(
         session, find_row(item.identifier), model=job.node.query_model, cap=job.node.result_cap
     )
@@ -148,14 +152,16 @@ def _find_one(session: Session, job: Job, item: JobItem) -> dict[str, int]:
                 modality=(attrs.get("Modality") or attrs.get("ModalitiesInStudy", ""))[:64],
             )
         )
-    with transaction.atomic():
+
+    def save() -> None:
         # A retried item replaces what an earlier, interrupted attempt stored.
         FindResult.objects.filter(item=item).delete()
         FindResult.objects.bulk_create(rows, batch_size=500)
-    return {"matches": len(rows), "possibly_truncated": truncated}
+
+    return item_life.Outcome({"matches": len(rows), "possibly_truncated": truncated}, save)
 
 
-Handler = Callable[[Session, Job, JobItem], dict[str, object]]
+Handler = Callable[[Session, Job, JobItem], item_life.Outcome]
 HANDLERS: dict[str, tuple[tuple[str, ...], Handler, AuditAction]] = {
     JobKind.FIND: (("find",), _find_one, AuditAction.FIND),
     JobKind.MOVE: (("find", "move"), retrieve_item, AuditAction.MOVE),
@@ -289,9 +295,23 @@ def _defer(
     return f"{DEFERRED_SOON if soon else DEFERRED} job {job.pk}: {waiting}"
 
 
+def _more_rows(job: Job, token, rows: list[JobItem], *, since: float) -> bool:
+    """Add the job's next queued rows to ``rows`` (a chunk that has worked its
+    own), unless the chunk has held its slot long enough or interactive work
+    waits for the node; whether there are any."""
+    if time.monotonic() - since > _CONTINUE_SECONDS:
+        return False
+    if job.queue != QUEUE_INTERACTIVE and throttle.interactive_waiting(job.node):
+        return False
+    rows += item_life.items_claim_next(
+        job.pk, token=token, worker=socket.gethostname(), limit=item_life.chunk_size(job)
+    )
+    return bool(rows)
+
+
 def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
     services, handler, action = HANDLERS[job.kind]
-    started = time.monotonic()
+    started = chunk_started = time.monotonic()
     renew_after = item_life.lease_seconds() * _RENEW_FRACTION
     done = failed = 0
     remaining = list(claimed)
@@ -306,7 +326,7 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
             writer=writer,
             before_query=lambda: _query_token(job),
         ) as session:
-            while remaining:
+            while remaining or _more_rows(job, token, remaining, since=chunk_started):
                 # The job's state and the node's limits as they are now: an operator
                 # may suspend the node or change its window while a chunk runs.
                 status, job.node.suspended, job.node.allowed_windows = (
@@ -327,7 +347,7 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
                     slot.renew()
                     started = time.monotonic()
                 try:
-                    counts = handler(session, job, item)
+                    outcome = handler(session, job, item)
                 except JobStopped as exc:
                     # Cancelled, paused or suspended mid-transfer: the C-CANCEL went out
                     # and what had arrived is placed; the item waits (paused, suspended)
@@ -368,8 +388,10 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
                         raise
                     continue
                 with transaction.atomic():
-                    item_life.item_succeed(item, token, **counts)
-                    _audit(job, item, action, success=True, counts=counts)
+                    if outcome.save is not None:
+                        outcome.save()
+                    item_life.item_succeed(item, token, **outcome.counts)
+                    _audit(job, item, action, success=True, counts=outcome.counts)
                 done += 1
                 if time.monotonic() - counted > _COUNTERS_EVERY:
                     # Live progress: the job's counters move while the chunk works.

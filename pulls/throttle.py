@@ -99,6 +99,14 @@ def association_slot(node: PacsNode, *, ttl: float, interactive: bool = False) -
     return Slot(key=key, holder=holder, ttl=ttl) if taken else None
 
 
+def interactive_waiting(node: PacsNode) -> bool:
+    """Whether interactive work is waiting for one of the node's slots (see _ACQUIRE)."""
+    try:
+        return bool(_client().exists(f"{_key(node)}:priority"))
+    except redis.RedisError:
+        return False
+
+
 def slots_in_use(node: PacsNode) -> int:
     try:
         client = _client()

@@ -15,7 +15,7 @@ from pulls.models import (
     RetrievedInstance,
 )
 from pulls.services import job_create, retrieval_create_from_find
-from tests.conftest import SCP_PORT, make_node
+from tests.conftest import SCP_PORT, make_node, retrieval_job
 from tests.pulls.scripted_pacs import ScriptedPacs
 from tests.pulls.test_engine import dataset_bytes
 
@@ -294,3 +294,75 @@ def test_a_retrieval_from_a_find_reuses_its_instance_counts(
         assert pacs.finds == finds_before
     assert job.status == JobStatus.DONE
     assert job.instances_received == len(instances)
+
+
+def _one_row_chunks_of(job) -> list[list[int]]:
+    return [[pk] for pk in job.items.order_by("row").values_list("pk", flat=True)]
+
+
+def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
+    storage, alice, project, dicom_data, monkeypatch
+):
+    """Chunks of one row: the first chunk's worker works the job's other queued
+    rows too, on the one association it opened; their own messages then find
+    nothing to do. Every instance is in the project exactly once."""
+    from pulls import items
+    from pulls.runner import run_chunk
+
+    monkeypatch.setitem(items.CHUNK_SIZES, "get", 1)
+    studies = sorted(dicom_data.studies)
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances], behaviour="honest", destinations={}
+    ) as pacs:
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = retrieval_job(alice, project, node, studies, kind="get", start=True)
+        chunks = _one_row_chunks_of(job)
+        assert len(chunks) == len(studies) > 1
+        assert (
+            run_chunk(chunks[0])
+            == f"job {job.pk}: {len(studies)} done, 0 failed or retrying, 0 deferred"
+        )
+        assert pacs.associations == 1
+        for chunk in chunks[1:]:
+            assert run_chunk(chunk) == "nothing to do"
+        assert pacs.associations == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE
+    assert job.instances_received == len(instances)
+    assert set(job.items.values_list("attempts", flat=True)) == {1}
+    _assert_project_holds_exactly(project, instances, storage, dicom_data)
+
+
+def test_a_bulk_worker_does_not_go_on_while_interactive_work_waits_for_the_node(
+    storage, alice, project, dicom_data, monkeypatch
+):
+    """Interactive work that found every slot of the node taken marks the node:
+    the bulk worker finishes its own chunk, then lets its slot go."""
+    from pulls import items, throttle
+    from pulls.runner import run_chunk
+
+    monkeypatch.setitem(items.CHUNK_SIZES, "get", 1)
+    studies = sorted(dicom_data.studies)
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in dicom_data.instances],
+        behaviour="honest",
+        destinations={},
+    ) as pacs:
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title, max_associations=1)
+        node.granted_users.add(alice)
+        job = retrieval_job(alice, project, node, studies, kind="get", start=True)
+        assert job.queue == "bulk"
+        taken = throttle.association_slot
+
+        def taken_then_wanted(*args, **kwargs):
+            slot = taken(*args, **kwargs)
+            # An interactive job comes, finds the node's only slot taken, marks the node.
+            assert taken(node, ttl=30, interactive=True) is None
+            return slot
+
+        monkeypatch.setattr(throttle, "association_slot", taken_then_wanted)
+        message = run_chunk(_one_row_chunks_of(job)[0])
+    assert message == f"job {job.pk}: 1 done, 0 failed or retrying, 0 deferred"
+    assert job.items.filter(status=ItemStatus.PENDING).count() == len(studies) - 1
