@@ -226,8 +226,6 @@ def main() -> None:
         orthanc.upload(WORK / "data" / inst.path for inst in manifest.instances)
         redis.start()
         scp.start()
-        worker.start()
-        time.sleep(3)
         owner = User.objects.create_user("bench")
         project = fresh_project(owner, "bench-find")
         node = PacsNode.objects.create(
@@ -238,6 +236,10 @@ def main() -> None:
             queries_per_minute=0,  # measure the pipeline, not the PACS-protecting limit
         )
         node.granted_users.add(owner)
+        # Registered before the workers start, as in a running portal: they prepare
+        # its association requests when they start (runner.sessions_prepare).
+        worker.start()
+        time.sleep(3)
         peer = Peer("127.0.0.1", orthanc.dicom_port, "ORTHANC", "PACSNPULL")
         queries = _write_queries(WORK / "queries", uids, _query)
         find_job = run_find(node, owner, project, uids)
@@ -246,11 +248,8 @@ def main() -> None:
         runs: dict[str, list] = {key: [] for key in keys}
         for run in range(1, args.runs + 1):
             for kind, key in ((JobKind.MOVE, "move"), (JobKind.GET, "get")):
-                runs[key].append(
-                    run_pipeline(kind, node, owner, fresh_project(owner, f"{key}-{run}"), uids)[
-                        "ips"
-                    ]
-                )
+                fresh = fresh_project(owner, f"{key}-{run}")
+                runs[key].append(run_pipeline(kind, node, owner, fresh, uids)["ips"])
                 found_in = fresh_project(owner, f"{key}-found-{run}")
                 found = run_find(node, owner, found_in, uids)  # untimed, as said above
                 runs[f"{key}_found"].append(

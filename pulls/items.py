@@ -128,14 +128,26 @@ def items_claim_next(job_id: int, *, token: uuid.UUID, worker: str, limit: int) 
     ``token``: a worker that finished its chunk goes on with the rows that wait
     in the queue, on the association it holds. Their messages then find nothing
     to claim."""
-    now = timezone.now()
-    ids = list(
-        JobItem.objects.filter(job_id=job_id, status=ItemStatus.PENDING, queued_at__isnull=False)
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .order_by("row")
-        .values_list("pk", flat=True)[:limit]
-    )
-    return items_claim(ids, worker=worker, token=token)[1] if ids else []
+    for _look in range(3):
+        now = timezone.now()
+        ids = list(
+            JobItem.objects.filter(
+                job_id=job_id,
+                job__status__in=ACTIVE_JOB_STATUSES,
+                status=ItemStatus.PENDING,
+                queued_at__isnull=False,
+            )
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .order_by("row")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        claimed = items_claim(ids, worker=worker, token=token)[1]
+        if claimed:
+            return claimed
+        # Another worker took these between our look and our claim: look again.
+    return []
 
 
 def lease_renew(token: uuid.UUID) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 
 _SAFE_UID = re.compile(r"^[0-9.]{1,64}$")
 
@@ -29,11 +28,12 @@ def safe_name(value: str) -> str:
     return f"x{digest}"
 
 
-def layout_path(keys: dict[str, str], *, fallback_sop: str = "") -> Path:
-    """``{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm``, sanitised."""
+def layout_relpath(keys: dict[str, str], *, fallback_sop: str = "") -> str:
+    """``{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm``, sanitised
+    (a string: it is built for every instance received)."""
     return (
-        Path(safe_name(keys.get("PatientID") or "unknown-patient"))
-        / safe_component(keys.get("StudyInstanceUID") or "unknown-study")
-        / safe_component(keys.get("SeriesInstanceUID") or "unknown-series")
-        / f"{safe_component(keys.get('SOPInstanceUID') or fallback_sop)}.dcm"
+        f"{safe_name(keys.get('PatientID') or 'unknown-patient')}"
+        f"/{safe_component(keys.get('StudyInstanceUID') or 'unknown-study')}"
+        f"/{safe_component(keys.get('SeriesInstanceUID') or 'unknown-series')}"
+        f"/{safe_component(keys.get('SOPInstanceUID') or fallback_sop)}.dcm"
     )

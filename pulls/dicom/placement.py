@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from pulls.dicom.paths import layout_path
+from pulls.dicom.paths import layout_relpath
 from pulls.dicom.receiving import HEAD_SIZE, KEYWORDS, Placed, keys_from_head, scan_tags
 
 _META_TS = 0x00020010
@@ -66,7 +66,7 @@ def place_instance(
 ) -> Placed:
     """Move one staged file into the project's layout (rename; copy across devices)."""
     keys = keys or header_keys(staged)
-    relative = layout_path(keys, fallback_sop=staged.stem)
+    relative = layout_relpath(keys, fallback_sop=staged.stem)
     final = project_dir / relative
     size = staged.stat().st_size
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import itertools
 import logging
@@ -23,8 +24,8 @@ from pathlib import Path
 from pydicom import dcmread
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 
-from pulls.dicom.paths import layout_path
-from pulls.dicom.staging import TEMP_PREFIX, instance_name, study_dir
+from pulls.dicom.paths import layout_relpath
+from pulls.dicom.staging import TEMP_PREFIX, instance_name, study_name
 from pulls.dicom.wire import (
     C_STORE_RSP,
     IMPLEMENTATION_VERSION,
@@ -73,27 +74,34 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
+@functools.lru_cache(maxsize=256)
+def _meta_around(sop_class: str, transfer_syntax: str, source_ae: str) -> tuple[bytes, bytes]:
+    """The group 0002 elements before and after the SOP Instance UID: the same
+    for every instance of an association's presentation context."""
+    before = _meta_element(0x0001, b"OB", b"\x00\x01") + _meta_element(
+        0x0002, b"UI", sop_class.encode("ascii", "replace")
+    )
+    after = (
+        _meta_element(0x0010, b"UI", transfer_syntax.encode("ascii"))
+        + _meta_element(0x0012, b"UI", str(PYNETDICOM_IMPLEMENTATION_UID).encode())
+        + _meta_element(0x0013, b"SH", IMPLEMENTATION_VERSION.encode())
+    )
+    if source_ae:
+        after += _meta_element(0x0016, b"AE", source_ae.encode("ascii", "replace"))
+    return before, after
+
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
 def file_header(
     *, sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str
 ) -> bytes:
     """Preamble, DICM and group 0002 (explicit VR little endian, PS3.10 7.1)."""
-    body = b"".join(
-        [
-            _meta_element(0x0001, b"OB", b"\x00\x01"),
-            _meta_element(0x0002, b"UI", sop_class.encode("ascii", "replace")),
-            _meta_element(0x0003, b"UI", sop_instance.encode("ascii", "replace")),
-            _meta_element(0x0010, b"UI", transfer_syntax.encode("ascii")),
-            _meta_element(0x0012, b"UI", str(PYNETDICOM_IMPLEMENTATION_UID).encode()),
-            _meta_element(0x0013, b"SH", IMPLEMENTATION_VERSION.encode()),
-        ]
-        + (
-            [_meta_element(0x0016, b"AE", source_ae.encode("ascii", "replace"))]
-            if source_ae
-            else []
-        )
-    )
+    before, after = _meta_around(sop_class, transfer_syntax, source_ae)
+    body = before + _meta_element(0x0003, b"UI", sop_instance.encode("ascii", "replace")) + after
     group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
-    return b"\x00" * 128 + b"DICM" + group_length + body
+    return _PREAMBLE + group_length + body
 
 
 # Explicit VR with a 4-byte length (PS3.5 7.1.2).
@@ -175,6 +183,7 @@ class InstanceWriter:
 
     def __init__(self, staging_dir: Path) -> None:
         self.staging_dir = staging_dir
+        self.root = str(staging_dir)  # paths are built as strings: pathlib costs per instance
         self.incoming = staging_dir / ".incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.counters = StoreCounters()
@@ -184,10 +193,11 @@ class InstanceWriter:
     def temp_name(self) -> str:
         return f"{self._prefix}{next(self._names)}.part"
 
-    def destination(self, keys: dict[str, str], sop_uid: str) -> Path:
-        return study_dir(self.staging_dir, keys["StudyInstanceUID"]) / instance_name(sop_uid)
+    def destination(self, keys: dict[str, str], sop_uid: str) -> str:
+        """Where the instance goes, relative to ``self.root``, '/'-separated."""
+        return f"{study_name(keys['StudyInstanceUID'])}/{instance_name(sop_uid)}"
 
-    def placed(self, final: Path, keys: dict[str, str], size: int) -> None:
+    def placed(self, relative: str, keys: dict[str, str], size: int) -> None:
         """Called after each instance is in place (for writers that keep a record)."""
 
     def begin(self, conn: Connection, context_id: int, command: dict[int, object]) -> _PendingStore:
@@ -196,7 +206,7 @@ class InstanceWriter:
 
 @dataclass(frozen=True)
 class Placed:
-    path: Path  # relative to the project folder
+    path: str  # relative to the project folder, '/'-separated
     patient_id: str
     study_instance_uid: str
     series_instance_uid: str
@@ -208,23 +218,22 @@ class Placed:
 class ProjectWriter(InstanceWriter):
     """Writes C-GET instances straight to their place in a project's folder.
 
-    The layout is ``paths.layout_path``; there is no staging step, because the
+    The layout is ``paths.layout_relpath``; there is no staging step, because the
     association that receives them belongs to one job. Each placed instance is
     kept in ``self.placed_instances`` for the caller to record.
     """
 
     def __init__(self, project_dir: Path) -> None:
         super().__init__(project_dir)
-        self.root = project_dir
         self.placed_instances: list[Placed] = []
 
-    def destination(self, keys: dict[str, str], sop_uid: str) -> Path:
-        return self.root / layout_path(keys, fallback_sop=sop_uid)
+    def destination(self, keys: dict[str, str], sop_uid: str) -> str:
+        return layout_relpath(keys, fallback_sop=sop_uid)
 
-    def placed(self, final: Path, keys: dict[str, str], size: int) -> None:
+    def placed(self, relative: str, keys: dict[str, str], size: int) -> None:
         self.placed_instances.append(
             Placed(
-                path=final.relative_to(self.root),
+                path=relative,
                 patient_id=keys["PatientID"],
                 study_instance_uid=keys["StudyInstanceUID"],
                 series_instance_uid=keys["SeriesInstanceUID"],
@@ -235,13 +244,21 @@ class ProjectWriter(InstanceWriter):
         )
 
 
-def _create(folder: Path, name: str) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _create(folder: str, name: str) -> int:
     try:
-        return os.open(folder / name, flags, 0o640)
+        return os.open(f"{folder}/{name}", _CREATE_FLAGS, 0o640)
     except FileNotFoundError:  # first instance of the study, or the area was cleaned
-        folder.mkdir(parents=True, exist_ok=True)
-        return os.open(folder / name, flags, 0o640)
+        os.makedirs(folder, exist_ok=True)
+        return os.open(f"{folder}/{name}", _CREATE_FLAGS, 0o640)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class _PendingStore:
@@ -255,7 +272,7 @@ class _PendingStore:
         self.status = STATUS_SUCCESS
         self.size = 0
         self.chunks: list[bytes] = []
-        self.head = bytearray()
+        self.head = b""  # the data set's first bytes, kept once it is spilled
         self.spill: io.BufferedWriter | None = None
         self.spill_path: Path | None = None
         sop_class, self.transfer_syntax = conn.accepted.contexts.get(context_id, ("", ""))
@@ -278,8 +295,6 @@ class _PendingStore:
     def write(self, data: memoryview) -> None:
         if self.status != STATUS_SUCCESS:
             return  # failed already: keep reading the fragments, answer at the end
-        if len(self.head) < HEAD_SIZE:
-            self.head += data[: HEAD_SIZE - len(self.head)]
         self.size += len(data)
         try:
             if self.spill is not None:
@@ -287,8 +302,9 @@ class _PendingStore:
                 return
             self.chunks.append(bytes(data))
             if self.size > SPILL_AT:
+                self.head = b"".join(self.chunks)[:HEAD_SIZE]
                 name = self.owner.temp_name()
-                fd = _create(self.owner.incoming, name)
+                fd = _create(str(self.owner.incoming), name)
                 self.spill_path = self.owner.incoming / name
                 self.spill = os.fdopen(fd, "wb", buffering=1 << 20)
                 self.spill.write(self.header)
@@ -308,42 +324,46 @@ class _PendingStore:
             self.spill_path.unlink(missing_ok=True)
             self.spill_path = None
 
-    def _keys(self) -> dict[str, str]:
-        found = keys_from_head(bytes(self.head), self.transfer_syntax)
+    def _keys(self, data: bytes | None) -> dict[str, str]:
+        # In memory the whole data set is there; the scan stops after the last key.
+        found = keys_from_head(self.head if data is None else data, self.transfer_syntax)
         if found is not None:
             return found
         # Not readable from the head: let pydicom read the header from memory or the spill.
-        source = (
-            io.BytesIO(self.header + b"".join(self.chunks))
-            if self.spill_path is None
-            else self.spill_path
-        )
+        source = io.BytesIO(self.header + data) if data is not None else self.spill_path
         ds = dcmread(source, stop_before_pixels=True, specific_tags=KEYWORDS)
         return {key: str(ds.get(key, "") or "") for key in KEYWORDS}
 
     def _place(self) -> None:
-        keys = self._keys()
-        final = self.owner.destination(keys, str(self.command.get(0x1000, "")))
-        folder = final.parent
-        if self.spill is not None and self.spill_path is not None:
-            self.spill.close()
+        data: bytes | None = None
+        if self.spill is not None:
+            self.spill.close()  # complete on disk (the header too) before it is read
             self.spill = None
-            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            data = b"".join(self.chunks)
+            self.chunks = []
+        keys = self._keys(data)
+        relative = self.owner.destination(keys, str(self.command.get(0x1000, "")))
+        final = f"{self.owner.root}/{relative}"
+        folder = final.rpartition("/")[0]
+        if data is None:
+            os.makedirs(folder, exist_ok=True)
             os.replace(self.spill_path, final)
             self.spill_path = None
         else:
-            name = self.owner.temp_name()
-            fd = _create(folder, name)
+            temp = f"{folder}/{self.owner.temp_name()}"
+            fd = _create(folder, temp.rpartition("/")[2])
             try:
-                with os.fdopen(fd, "wb", buffering=0) as fh:
-                    fh.write(self.header + b"".join(self.chunks))
-                os.replace(folder / name, final)
+                try:
+                    _write_all(fd, self.header + data)
+                finally:
+                    os.close(fd)
+                os.replace(temp, final)
             except BaseException:
-                (folder / name).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
                 raise
-            finally:
-                self.chunks = []
-        self.owner.placed(final, keys, len(self.header) + self.size)
+        self.owner.placed(relative, keys, len(self.header) + self.size)
 
     def finish(self) -> None:
         if self.status == STATUS_SUCCESS:

@@ -13,9 +13,13 @@ from pulls.dicom.paths import safe_component
 TEMP_PREFIX = ".incoming-"
 
 
+def study_name(study_uid: str) -> str:
+    """The folder name of a study; sanitised (see ``safe_component``)."""
+    return safe_component(study_uid or "unknown-study")
+
+
 def study_dir(staging: Path, study_uid: str) -> Path:
-    """The folder of a study; the name is sanitised (see ``safe_component``)."""
-    return staging / safe_component(study_uid or "unknown-study")
+    return staging / study_name(study_uid)
 
 
 def instance_name(sop_uid: str) -> str:
