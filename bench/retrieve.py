@@ -15,12 +15,10 @@ and SQLite under bench/results/retrieve/. For each method, median of --runs:
   all queries on one association.
 
 Every timed run writes into folders of its own (a new project, new DCMTK
-output folders) and nothing is deleted until the timing is over: on ext4
-without a journal (this machine's disk) the kernel skips inodes deleted in the
-last minute when it creates a file, so after an ``rm -r`` of a few thousand
-files each create costs ~0.3-0.7 ms of kernel time instead of ~10-30 us, and a
-run that starts by deleting the previous run's files measures that, not the
-retrieval (see the README, Performance).
+output folders), nothing is deleted until the timing is over, and a run
+started within a minute of the last deletion waits (bench/quiet_disk.py: on
+this machine's disk, file creation is 10-30x slower for a minute after an
+``rm -r`` of a few thousand files).
 
 Target: pipeline >= 0.9x DCMTK's instances/s for each method. With
 --memory-instances N, a C-GET job of N instances also samples the resident
@@ -32,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -42,6 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "bench" / "results" / "retrieve"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+
+from quiet_disk import discard, set_aside, wait_for_quiet_disk  # noqa: E402
 
 from pulls.sandbox.procs import free_port  # noqa: E402
 
@@ -159,10 +158,7 @@ def main() -> None:
     args = parser.parse_args()
 
     # The previous results are deleted after this run's timing, not before it.
-    previous = WORK.with_name(f".{WORK.name}-previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    if WORK.exists():
-        WORK.rename(previous)
+    previous = set_aside(WORK)
     (WORK / "instance").mkdir(parents=True)
     import django
 
@@ -240,6 +236,7 @@ def main() -> None:
         # its association requests when they start (runner.sessions_prepare).
         worker.start()
         time.sleep(3)
+        wait_for_quiet_disk(WORK)
         peer = Peer("127.0.0.1", orthanc.dicom_port, "ORTHANC", "PACSNPULL")
         queries = _write_queries(WORK / "queries", uids, _query)
         find_job = run_find(node, owner, project, uids)
@@ -294,7 +291,7 @@ def main() -> None:
         scp.stop()
         redis.stop()
         orthanc.stop()
-        shutil.rmtree(previous, ignore_errors=True)
+        discard(previous, WORK)
     (WORK / "retrieve.json").write_text(json.dumps(results, indent=2))
     m = results["medians"]
     print(
