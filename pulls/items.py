@@ -52,6 +52,15 @@ class Outcome:
     save: Callable[[], None] | None = None
 
 
+@dataclass
+class Pending:
+    """A row whose work on the association is done; ``finish`` does the rest
+    (placing files, checking completeness) and returns its Outcome or raises.
+    The runner finishes it while the next row's transfer goes on."""
+
+    finish: Callable[[], Outcome]
+
+
 def chunk_size(job: Job) -> int:
     return CHUNK_SIZES.get(job.kind, CHUNK_SIZE)
 

@@ -27,14 +27,14 @@ from pulls.dicom import (
     Session,
     echo,
 )
-from pulls.dicom.client import Progress
+from pulls.dicom.client import Progress, RetrieveResult
 from pulls.dicom.completeness import assess, wait_for_arrivals
 from pulls.dicom.counting import count_instances
 from pulls.dicom.identifiers import identifier_from_row
 from pulls.dicom.placement import header_keys, place_instance
 from pulls.dicom.receiving import Placed
 from pulls.dicom.staging import staged_sop_files
-from pulls.items import Outcome
+from pulls.items import Outcome, Pending
 from pulls.models import Job, JobItem, JobKind, JobStatus, Project, RetrievedInstance
 
 
@@ -265,7 +265,10 @@ def _transfer(session: Session, job: Job, identifier, model: str, guard: StallGu
         raise
 
 
-def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome:
+def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pending:
+    """The row's work on the association (count, C-MOVE/C-GET); what remains
+    (waiting for late arrivals, placing, counting, recording) is returned as a
+    Pending for the runner to finish while the next row's transfer goes on."""
     node = job.node
     keys = dict(item.identifier)
     study = keys["StudyInstanceUID"]
@@ -293,22 +296,41 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome:
         if not guard.stopped_as:
             raise
         # We aborted a PACS that ignored our C-CANCEL: keep what arrived whole.
-        _record(job.project, _take(session, job, staging, study, series))
+        _record(job.project, _take_or_full(session, job, staging, study, series))
         raise JobStopped(
             guard.stopped_as,
             instances_expected=expected,
             instances_received=present_count(job.project, study, series),
         ) from None
-    if job.kind == JobKind.MOVE and not guard.stopped_as:
-        # Some PACS answer before their last C-STORE reached our SCP: wait, bounded
-        # (not after we cancelled: the item goes back anyway).
-        wait_for_arrivals(
-            lambda: len(staged_sop_files(staging, study)),
-            target=expected,
-            idle_timeout=settings.PACSNPULL_ARRIVAL_WAIT_SECONDS,
-        )
+    if guard.stopped_as:
+        # Cancelled, paused or suspended: what arrived is kept, the item goes back.
+        placed = _take_or_full(session, job, staging, study, series)
+        _record(job.project, placed)
+        raise JobStopped(guard.stopped_as, **_counts(result, expected, present, placed))
+    # This row's C-GET instances, before the next row's arrive on the association.
+    received = _collect(session, study, series) if job.kind == JobKind.GET else None
+
+    def finish() -> Outcome:
+        if received is None:
+            # Some PACS answer before their last C-STORE reached our SCP: wait, bounded.
+            wait_for_arrivals(
+                lambda: len(staged_sop_files(staging, study)),
+                target=expected,
+                idle_timeout=settings.PACSNPULL_ARRIVAL_WAIT_SECONDS,
+            )
+            placed = _take_or_full(session, job, staging, study, series)
+        else:
+            placed = received
+        return _conclude(job, result, expected, present, placed, tripped=guard.tripped)
+
+    return Pending(finish)
+
+
+def _take_or_full(
+    session: Session, job: Job, staging: Path, study: str, series: str | None
+) -> list[Placed]:
     try:
-        placed = _take(session, job, staging, study, series)
+        return _take(session, job, staging, study, series)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(
@@ -316,22 +338,38 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome:
                 "resume the job"
             ) from None
         raise
-    # What was there (checked on disk above) and what has just been placed.
-    total = len(present.union(p.sop_instance_uid for p in placed))
-    verdict = assess(result, expected=expected, count_received=lambda: total, idle_timeout=0)
-    counts = {
+
+
+def _counts(
+    result: RetrieveResult, expected: int, present: set[str], placed: list[Placed]
+) -> dict[str, int]:
+    return {
         "instances_expected": expected,
-        "instances_received": total,
+        # What was there (checked on disk before the transfer) and what has just been placed.
+        "instances_received": len(present.union(p.sop_instance_uid for p in placed)),
         "instances_failed": result.failed,
         "bytes_received": sum(p.size for p in placed),
     }
-    if guard.stopped_as or guard.tripped or total < expected:
+
+
+def _conclude(
+    job: Job,
+    result: RetrieveResult,
+    expected: int,
+    present: set[str],
+    placed: list[Placed],
+    *,
+    tripped: bool,
+) -> Outcome:
+    """Complete, or why not; the placed instances are recorded either way."""
+    counts = _counts(result, expected, present, placed)
+    total = counts["instances_received"]
+    verdict = assess(result, expected=expected, count_received=lambda: total, idle_timeout=0)
+    if tripped or total < expected:
         _record(job.project, placed)  # the item does not end here: record them now
-    if guard.stopped_as:
-        raise JobStopped(guard.stopped_as, **counts)
-    if guard.tripped:
+    if tripped:
         raise IncompleteRetrieval(
-            f"the PACS sent {node.stall_limit} responses without progress: cancelled; "
+            f"the PACS sent {job.node.stall_limit} responses without progress: cancelled; "
             f"{total} of {expected} instances in the project",
             **counts,
         )

@@ -8,14 +8,12 @@ import socket
 import time
 from collections.abc import Callable
 
-from django.db import transaction
 from django.utils import timezone
 from pydicom.dataset import Dataset
 
 from pulls import items as item_life
 from pulls import throttle
 from pulls import windows as windows_lib
-from pulls.audit import audit_record
 from pulls.dicom import PacsError, Peer, Session
 from pulls.dicom.client import association_request_prepare
 from pulls.dicom.identifiers import (
@@ -35,6 +33,7 @@ from pulls.models import (
     JobStatus,
     PacsNode,
 )
+from pulls.outcomes import RowFinisher, pause_for_disk, record_failure
 from pulls.retrieval import SUSPENDED, DiskFull, JobStopped, retrieve_item
 
 log = logging.getLogger(__name__)
@@ -161,7 +160,7 @@ def _find_one(session: Session, job: Job, item: JobItem) -> item_life.Outcome:
     return item_life.Outcome({"matches": len(rows), "possibly_truncated": truncated}, save)
 
 
-Handler = Callable[[Session, Job, JobItem], item_life.Outcome]
+Handler = Callable[[Session, Job, JobItem], item_life.Outcome | item_life.Pending]
 HANDLERS: dict[str, tuple[tuple[str, ...], Handler, AuditAction]] = {
     JobKind.FIND: (("find",), _find_one, AuditAction.FIND),
     JobKind.MOVE: (("find", "move"), retrieve_item, AuditAction.MOVE),
@@ -313,90 +312,78 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
     services, handler, action = HANDLERS[job.kind]
     started = chunk_started = time.monotonic()
     renew_after = item_life.lease_seconds() * _RENEW_FRACTION
-    done = failed = 0
+    failed = 0
     remaining = list(claimed)
     item_life.job_refresh_counters(job.pk)  # the job shows its rows as running
     counted = time.monotonic()
+    # Each row's bookkeeping is done there while the next row's transfer goes on.
+    finisher = RowFinisher(job, token, action)
     try:
-        # C-GET instances arrive on our association: straight into the project.
-        writer = ProjectWriter(job.project.storage_dir) if "get" in services else None
-        with Session(
-            node_peer(job.node),
-            services=services,
-            writer=writer,
-            before_query=lambda: _query_token(job),
-        ) as session:
-            while remaining or _more_rows(job, token, remaining, since=chunk_started):
-                # The job's state and the node's limits as they are now: an operator
-                # may suspend the node or change its window while a chunk runs.
-                status, job.node.suspended, job.node.allowed_windows = (
-                    Job.objects.filter(pk=job.pk)
-                    .values_list("status", "node__suspended", "node__allowed_windows")
-                    .get()
-                )
-                if status in (JobStatus.CANCELLED, JobStatus.PAUSED):
-                    break
-                held = _held(job)
-                if held is not None:
-                    _defer(job, token, remaining, held[0], not_before=held[1])
-                    remaining = []
-                    break
-                item = remaining.pop(0)
-                if time.monotonic() - started > renew_after:
-                    item_life.lease_renew(token)
-                    slot.renew()
-                    started = time.monotonic()
-                try:
-                    outcome = handler(session, job, item)
-                except JobStopped as exc:
-                    # Cancelled, paused or suspended mid-transfer: the C-CANCEL went out
-                    # and what had arrived is placed; the item waits (paused, suspended)
-                    # or ends (cancelled).
-                    if exc.status == SUSPENDED:
-                        _defer(job, token, [item, *remaining], _suspended(job.node))
-                        remaining = []
-                    elif exc.status == JobStatus.PAUSED:
-                        item_life.item_release(item, token)
-                    else:
-                        item_life.item_cancel(item, token, **exc.counts)
-                    break
-                except DiskFull as exc:
-                    # Nothing is wrong with the item: the job waits for space.
-                    item_life.item_release(item, token)
-                    Job.objects.filter(pk=job.pk).update(
-                        status=JobStatus.PAUSED, waiting_reason=f"paused: {exc}"
+        try:
+            # C-GET instances arrive on our association: straight into the project.
+            writer = ProjectWriter(job.project.storage_dir) if "get" in services else None
+            with Session(
+                node_peer(job.node),
+                services=services,
+                writer=writer,
+                before_query=lambda: _query_token(job),
+            ) as session:
+                while remaining or _more_rows(job, token, remaining, since=chunk_started):
+                    if finisher.disk_full:
+                        break  # the job is paused (see RowFinisher)
+                    # The job's state and the node's limits as they are now: an operator
+                    # may suspend the node or change its window while a chunk runs.
+                    status, job.node.suspended, job.node.allowed_windows = (
+                        Job.objects.filter(pk=job.pk)
+                        .values_list("status", "node__suspended", "node__allowed_windows")
+                        .get()
                     )
-                    log.warning("job %s paused: disk full", job.pk)
-                    break
-                except IdentifierError as exc:
-                    item_life.item_fail(item, token, message=str(exc), retryable=False)
-                    failed += 1
-                    continue
-                except PacsError as exc:
-                    with transaction.atomic():  # the outcome and its audit event together
-                        item_life.item_fail(
-                            item,
-                            token,
-                            message=str(exc),
-                            code=getattr(exc, "status", None),
-                            retryable=exc.retryable,
-                            **getattr(exc, "counts", {}),
-                        )
-                        _audit(job, item, action, success=False, message=str(exc))
-                    failed += 1
-                    if session.conn is None:  # the association is gone: stop this chunk
-                        raise
-                    continue
-                with transaction.atomic():
-                    if outcome.save is not None:
-                        outcome.save()
-                    item_life.item_succeed(item, token, **outcome.counts)
-                    _audit(job, item, action, success=True, counts=outcome.counts)
-                done += 1
-                if time.monotonic() - counted > _COUNTERS_EVERY:
-                    # Live progress: the job's counters move while the chunk works.
-                    item_life.job_refresh_counters(job.pk)
-                    counted = time.monotonic()
+                    if status in (JobStatus.CANCELLED, JobStatus.PAUSED):
+                        break
+                    held = _held(job)
+                    if held is not None:
+                        _defer(job, token, remaining, held[0], not_before=held[1])
+                        remaining = []
+                        break
+                    item = remaining.pop(0)
+                    if time.monotonic() - started > renew_after:
+                        item_life.lease_renew(token)
+                        slot.renew()
+                        started = time.monotonic()
+                    try:
+                        result = handler(session, job, item)
+                    except JobStopped as exc:
+                        # Cancelled, paused or suspended mid-transfer: the C-CANCEL went
+                        # out and what had arrived is placed; the item waits (paused,
+                        # suspended) or ends (cancelled).
+                        if exc.status == SUSPENDED:
+                            _defer(job, token, [item, *remaining], _suspended(job.node))
+                            remaining = []
+                        elif exc.status == JobStatus.PAUSED:
+                            item_life.item_release(item, token)
+                        else:
+                            item_life.item_cancel(item, token, **exc.counts)
+                        break
+                    except DiskFull as exc:
+                        pause_for_disk(job, item, token, exc)
+                        break
+                    except IdentifierError as exc:
+                        item_life.item_fail(item, token, message=str(exc), retryable=False)
+                        failed += 1
+                        continue
+                    except PacsError as exc:
+                        record_failure(job, item, token, action, exc)
+                        failed += 1
+                        if session.conn is None:  # the association is gone: stop this chunk
+                            raise
+                        continue
+                    finisher.submit(item, result)
+                    if time.monotonic() - counted > _COUNTERS_EVERY:
+                        # Live progress: the job's counters move while the chunk works.
+                        item_life.job_refresh_counters(job.pk)
+                        counted = time.monotonic()
+        finally:
+            finisher.close()
     except PacsError as exc:
         # The association failed: every item not yet worked on waits for a retry.
         for item in remaining:
@@ -414,25 +401,8 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
     # Items set back to pending for a retry are queued again by the reconciler
     # once their not_before has passed.
     item_life.job_refresh_counters(job.pk)
-    return f"job {job.pk}: {done} done, {failed} failed or retrying, {len(remaining)} deferred"
-
-
-def _audit(
-    job: Job,
-    item: JobItem,
-    action: AuditAction,
-    *,
-    success: bool,
-    counts: dict[str, int] | None = None,
-    message: str = "",
-) -> None:
-    audit_record(
-        action=action,
-        actor=job.owner,
-        actor_label=f"{job.owner.get_username()} (worker)",
-        job=job,
-        success=success,
-        target=f"row {item.row}",
-        details={"query": item.identifier, **(counts or {})},
-        message=message,
+    failed += finisher.failed
+    return (
+        f"job {job.pk}: {finisher.done} done, {failed} failed or retrying, "
+        f"{len(remaining)} deferred"
     )

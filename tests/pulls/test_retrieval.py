@@ -240,6 +240,27 @@ def test_pause_holds_the_work_and_resume_releases_it(
 def test_a_full_disk_pauses_the_job_and_resume_finishes_it(
     orthanc, staging, settings, tmp_path, alice, project, dicom_data
 ):
+    """In the test's transaction: rows are finished inline (see RowFinisher)."""
+    _a_full_disk_pauses_the_job_and_resume_finishes_it(
+        orthanc, staging, settings, tmp_path, alice, project, dicom_data, reason="paused: only "
+    )
+
+
+def test_a_full_disk_found_while_finishing_rows_on_their_thread_pauses_the_job(
+    flushable_db, orthanc, staging, settings, tmp_path, alice, project, dicom_data
+):
+    """Committed data: each row is placed and recorded on the finisher's thread
+    while the next row's C-MOVE goes on; the disk fills up there (copying from
+    the staging area to the project's small disk) or at the check before a
+    transfer. Either way the job pauses, nothing is failed or half-written."""
+    _a_full_disk_pauses_the_job_and_resume_finishes_it(
+        orthanc, staging, settings, tmp_path, alice, project, dicom_data, reason="paused: "
+    )
+
+
+def _a_full_disk_pauses_the_job_and_resume_finishes_it(
+    orthanc, staging, settings, tmp_path, alice, project, dicom_data, *, reason: str
+):
     import subprocess
 
     from pulls.services import job_resume
@@ -258,7 +279,7 @@ def test_a_full_disk_pauses_the_job_and_resume_finishes_it(
         job = job_create(kind=JobKind.MOVE, owner=alice, project=project, node=node, rows=rows)
         job = run_inline(job, **QUIET)
         assert job.status == JobStatus.PAUSED
-        assert job.waiting_reason.startswith("paused: only ")
+        assert job.waiting_reason.startswith(reason)
         assert "free some space, then resume the job" in job.waiting_reason
         done = job.items.filter(status=ItemStatus.DONE).count()
         assert 0 < done < len(studies)
