@@ -33,7 +33,7 @@ from pulls.dicom.counting import count_instances
 from pulls.dicom.identifiers import identifier_from_row
 from pulls.dicom.placement import header_keys, place_instance
 from pulls.dicom.receiving import Placed
-from pulls.dicom.staging import staged_sop_files
+from pulls.dicom.staging import staged_names, study_dir
 from pulls.items import Outcome, Pending
 from pulls.models import Job, JobItem, JobKind, JobStatus, Project, RetrievedInstance
 
@@ -210,18 +210,21 @@ def _record(project: Project, placed: list[Placed]) -> None:
             )
             for item in placed
         ]  # fmt: skip
-        with transaction.atomic(), connection.cursor() as cursor:
+        # In the outcome's transaction when there is one (no savepoint), else its own.
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
             cursor.executemany(_UPSERT, rows)
 
 
 def _place_staged(project: Project, staging: Path, study: str, series: str | None) -> list[Placed]:
     """Move this study's (series') staged files into the project."""
     placed = []
-    for staged in staged_sop_files(staging, study):
+    folder, root = str(study_dir(staging, study)), str(project.storage_dir)
+    for name in staged_names(staging, study):
+        staged = f"{folder}/{name}"
         keys = header_keys(staged)
         if series and keys["SeriesInstanceUID"] != series:
             continue  # another series of the study: not ours to take
-        placed.append(place_instance(staged, project.storage_dir, keys=keys))
+        placed.append(place_instance(staged, root, keys=keys))
     return placed
 
 
@@ -314,7 +317,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
         if received is None:
             # Some PACS answer before their last C-STORE reached our SCP: wait, bounded.
             wait_for_arrivals(
-                lambda: len(staged_sop_files(staging, study)),
+                lambda: len(staged_names(staging, study)),
                 target=expected,
                 idle_timeout=settings.PACSNPULL_ARRIVAL_WAIT_SECONDS,
             )

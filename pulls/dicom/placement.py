@@ -10,6 +10,7 @@ transform (pseudonymisation, later) joins.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -34,7 +35,7 @@ def _fast_keys(head: bytes) -> dict[str, str] | None:
     return keys_from_head(head[meta_end:], meta[_META_TS].decode("ascii", "replace"))
 
 
-def header_keys(path: Path) -> dict[str, str]:
+def header_keys(path: str | Path) -> dict[str, str]:
     with open(path, "rb") as fh:
         head = fh.read(HEAD_SIZE)
     keys = _fast_keys(head)
@@ -44,35 +45,37 @@ def header_keys(path: Path) -> dict[str, str]:
     return {key: str(ds.get(key, "") or "") for key in KEYWORDS}
 
 
-def _move(staged: Path, final: Path) -> None:
+def _move(staged: str, final: str) -> None:
     """Rename; across file systems, copy to a temp name, rename, then delete."""
     try:
         os.replace(staged, final)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        tmp = final.with_name(f".{final.name}.part")
+        folder, _, name = final.rpartition("/")
+        tmp = f"{folder}/.{name}.part"
         try:
             shutil.copyfile(staged, tmp)
             os.replace(tmp, final)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
-        staged.unlink()
+        os.unlink(staged)
 
 
-def place_instance(
-    staged: Path, project_dir: Path, *, keys: dict[str, str] | None = None
-) -> Placed:
-    """Move one staged file into the project's layout (rename; copy across devices)."""
+def place_instance(staged: str, project_dir: str, *, keys: dict[str, str] | None = None) -> Placed:
+    """Move one staged file into the project's layout (rename; copy across devices).
+    Paths are strings: this runs for every instance."""
     keys = keys or header_keys(staged)
-    relative = layout_relpath(keys, fallback_sop=staged.stem)
-    final = project_dir / relative
-    size = staged.stat().st_size
+    name = staged.rpartition("/")[2]
+    relative = layout_relpath(keys, fallback_sop=name.removesuffix(".dcm"))
+    final = f"{project_dir}/{relative}"
+    size = os.stat(staged).st_size
     try:
         _move(staged, final)
     except FileNotFoundError:  # the first instance of this series
-        final.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(final.rpartition("/")[0], exist_ok=True)
         _move(staged, final)
     return Placed(
         path=relative,

@@ -6,6 +6,7 @@ that asked for the instances.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pulls.dicom.paths import safe_component
@@ -26,9 +27,16 @@ def instance_name(sop_uid: str) -> str:
     return f"{safe_component(sop_uid)}.dcm"
 
 
-def staged_sop_files(staging: Path, study_uid: str) -> list[Path]:
-    """The complete files of a study (temp files of writes in progress excluded)."""
-    folder = study_dir(staging, study_uid)
-    if not folder.is_dir():
+def staged_names(staging: Path, study_uid: str) -> list[str]:
+    """The names of a study's complete files (temp files of writes in progress excluded)."""
+    try:
+        names = os.listdir(study_dir(staging, study_uid))
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return [p for p in folder.iterdir() if p.suffix == ".dcm" and not p.name.startswith(".")]
+    return [name for name in names if name.endswith(".dcm") and not name.startswith(".")]
+
+
+def staged_sop_files(staging: Path, study_uid: str) -> list[Path]:
+    """The complete files of a study."""
+    folder = study_dir(staging, study_uid)
+    return [folder / name for name in staged_names(staging, study_uid)]
