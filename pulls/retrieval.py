@@ -29,7 +29,7 @@ from pulls.dicom import (
 )
 from pulls.dicom.client import Progress, RetrieveResult
 from pulls.dicom.completeness import assess, wait_for_arrivals
-from pulls.dicom.counting import count_instances
+from pulls.dicom.counting import count_instances, count_studies
 from pulls.dicom.identifiers import identifier_from_row
 from pulls.dicom.placement import header_keys, place_instance
 from pulls.dicom.receiving import Placed
@@ -268,6 +268,27 @@ def _transfer(session: Session, job: Job, identifier, model: str, guard: StallGu
         raise
 
 
+def _counted_by_find(item: JobItem) -> bool:
+    # The find this retrieval came from counted the study: used on the first
+    # attempt (no C-FIND, no query token). A retry asks the PACS, in case the
+    # study changed.
+    return item.attempts <= 1 and item.instances_expected > 0
+
+
+def count_ahead(session: Session, job: Job, items: list[JobItem]) -> None:
+    """Ask the PACS for the expected counts of the rows about to be worked, with
+    one C-FIND for all of their studies where it can (counting.count_studies);
+    each count is kept on its row (``expected_now``) for retrieve_item."""
+    studies = {
+        item.identifier.get("StudyInstanceUID"): item
+        for item in items
+        if not _counted_by_find(item) and not item.identifier.get("SeriesInstanceUID")
+    }
+    counts = count_studies(session, [uid for uid in studies if uid], model=job.node.query_model)
+    for uid, count in counts.items():
+        studies[uid].expected_now = count
+
+
 def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pending:
     """The row's work on the association (count, C-MOVE/C-GET); what remains
     (waiting for late arrivals, placing, counting, recording) is returned as a
@@ -277,10 +298,10 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
     study = keys["StudyInstanceUID"]
     series = keys.get("SeriesInstanceUID") or None
     model = node.query_model
-    if item.attempts <= 1 and item.instances_expected > 0:
-        # The find this retrieval came from counted them: no C-FIND (and no query
-        # token) the first time. A retry asks the PACS, in case the study changed.
+    if _counted_by_find(item):
         expected = item.instances_expected
+    elif getattr(item, "expected_now", None) is not None:
+        expected = item.expected_now  # counted with the rows around it (count_ahead)
     else:
         expected = count_instances(
             session, study_uid=study, series_uid=series, patient_id=keys.get("PatientID"),

@@ -34,7 +34,7 @@ from pulls.models import (
     PacsNode,
 )
 from pulls.outcomes import RowFinisher, pause_for_disk, record_failure
-from pulls.retrieval import SUSPENDED, DiskFull, JobStopped, retrieve_item
+from pulls.retrieval import SUSPENDED, DiskFull, JobStopped, count_ahead, retrieve_item
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def sessions_prepare() -> int:
     (a worker does it when it starts), not in the first job's time."""
     count = 0
     for node in PacsNode.objects.filter(is_active=True):
-        for services, _handler, _action in HANDLERS.values():
+        for services, *_ in HANDLERS.values():
             association_request_prepare(node_peer(node), services)
             count += 1
     return count
@@ -165,10 +165,18 @@ def _find_one(session: Session, job: Job, item: JobItem) -> item_life.Outcome:
 
 
 Handler = Callable[[Session, Job, JobItem], item_life.Outcome | item_life.Pending]
-HANDLERS: dict[str, tuple[tuple[str, ...], Handler, AuditAction]] = {
-    JobKind.FIND: (("find",), _find_one, AuditAction.FIND),
-    JobKind.MOVE: (("find", "move"), retrieve_item, AuditAction.MOVE),
-    JobKind.GET: (("find", "get"), retrieve_item, AuditAction.GET),
+# Called with the rows a chunk takes, before they are worked (on the association).
+Prepare = Callable[[Session, Job, list[JobItem]], None]
+
+
+def _nothing_to_prepare(session: Session, job: Job, items: list[JobItem]) -> None:
+    return None
+
+
+HANDLERS: dict[str, tuple[tuple[str, ...], Handler, AuditAction, Prepare]] = {
+    JobKind.FIND: (("find",), _find_one, AuditAction.FIND, _nothing_to_prepare),
+    JobKind.MOVE: (("find", "move"), retrieve_item, AuditAction.MOVE, count_ahead),
+    JobKind.GET: (("find", "get"), retrieve_item, AuditAction.GET, count_ahead),
 }
 
 
@@ -306,15 +314,16 @@ def _more_rows(job: Job, token, rows: list[JobItem], *, since: float) -> bool:
         return False
     if job.queue != QUEUE_INTERACTIVE and throttle.interactive_waiting(job.node):
         return False
-    # Twice a chunk at a time: fewer claims, each a write the other workers wait for.
+    # A chunk's worth at a time: a bulk chunk lets interactive work have the node
+    # between two of them (rows taken are worked before the slot goes).
     rows += item_life.items_claim_next(
-        job.pk, token=token, worker=socket.gethostname(), limit=2 * item_life.chunk_size(job)
+        job.pk, token=token, worker=socket.gethostname(), limit=item_life.chunk_size(job)
     )
     return bool(rows)
 
 
 def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
-    services, handler, action = HANDLERS[job.kind]
+    services, handler, action, prepare = HANDLERS[job.kind]
     started = chunk_started = time.monotonic()
     renew_after = item_life.lease_seconds() * _RENEW_FRACTION
     failed = 0
@@ -334,6 +343,7 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
                 before_query=lambda: _query_token(job),
             ) as session:
                 state_read = -_STATE_EVERY
+                prepared: set[int] = set()
                 while remaining or _more_rows(job, token, remaining, since=chunk_started):
                     if finisher.disk_full:
                         break  # the job is paused (see RowFinisher)
@@ -351,6 +361,10 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
                         _defer(job, token, remaining, held[0], not_before=held[1])
                         remaining = []
                         break
+                    if remaining[0].pk not in prepared:
+                        # Rows just taken, about to be worked (the node may be sent to).
+                        prepare(session, job, remaining)
+                        prepared.update(row.pk for row in remaining)
                     item = remaining.pop(0)
                     if time.monotonic() - started > renew_after:
                         item_life.lease_renew(token)

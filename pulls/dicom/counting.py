@@ -8,9 +8,12 @@ returns nothing at IMAGE level without a SeriesInstanceUID).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydicom.dataset import Dataset
 
 from pulls.dicom.client import Session
+from pulls.dicom.errors import PacsStatusError
 
 
 def _query(level: str, **keys: str) -> Dataset:
@@ -78,3 +81,26 @@ def count_instances(
         _series_count(session, model=model, study_uid=study_uid, series_uid=uid, patient=patient)
         for uid in sorted(series_uids)
     )
+
+
+def count_studies(
+    session: Session, study_uids: Sequence[str], *, model: str = "S"
+) -> dict[str, int]:
+    """NumberOfStudyRelatedInstances of several studies with one C-FIND, naming them
+    in a UID list (PS3.4 C.2.2.2.2), for the studies whose count the PACS gives
+    that way; the others are for ``count_instances``, one by one. One query
+    instead of one per study: the node's queries per minute go further."""
+    wanted = set(study_uids)
+    if model != "S" or len(wanted) < 2:
+        return {}  # patient root names the patient at STUDY level: one by one
+    query = _query("STUDY", StudyInstanceUID=sorted(wanted), NumberOfStudyRelatedInstances="")
+    counts: dict[str, int] = {}
+    try:
+        for match in session.find(query, model=model):
+            uid = str(match.get("StudyInstanceUID", "") or "")
+            count = _count(match.get("NumberOfStudyRelatedInstances", ""))
+            if uid in wanted and count is not None:
+                counts[uid] = count
+    except PacsStatusError:
+        return {}  # the PACS refuses UID lists
+    return counts

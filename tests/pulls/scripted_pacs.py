@@ -28,7 +28,8 @@ class ScriptedPacs:
     - "stall": never answers a C-FIND (the client must time out);
     - "slow": honest, but takes ``delay`` seconds per instance.
 
-    It may hold several studies: queries and retrievals name one by its UID.
+    It may hold several studies: queries and retrievals name one by its UID;
+    with ``uid_lists`` a C-FIND may name several (a UID list), as Orthanc allows.
     """
 
     def __init__(
@@ -40,7 +41,9 @@ class ScriptedPacs:
         withhold: int = 2,
         delay: float = 0.05,
         honour_cancel: bool = True,
+        uid_lists: bool = False,
     ) -> None:
+        self.uid_lists = uid_lists
         self.datasets = [dcmread(p) for p in files]
         self.behaviour = behaviour
         self.destinations = destinations
@@ -71,19 +74,30 @@ class ScriptedPacs:
         uid = str(identifier.get("StudyInstanceUID", "") or "")
         return [ds for ds in self.datasets if not uid or ds.StudyInstanceUID == uid]
 
+    def _studies(self, identifier: Dataset) -> list[list[Dataset]]:
+        """The studies a C-FIND names, one list of data sets each."""
+        value = identifier.get("StudyInstanceUID", "")
+        if not self.uid_lists or isinstance(value, str):
+            found = self._study(identifier)
+            return [found] if found else []
+        named = {str(uid) for uid in value}
+        studies: dict[str, list[Dataset]] = {}
+        for ds in self.datasets:
+            if ds.StudyInstanceUID in named:
+                studies.setdefault(ds.StudyInstanceUID, []).append(ds)
+        return list(studies.values())
+
     def _find(self, event: evt.Event):
         with self._count_lock:
             self.finds += 1
         if self.behaviour == "stall":
             time.sleep(30)
-        datasets = self._study(event.identifier)
-        if not datasets:
-            return
-        match = Dataset()
-        match.QueryRetrieveLevel = "STUDY"
-        match.StudyInstanceUID = datasets[0].StudyInstanceUID
-        match.NumberOfStudyRelatedInstances = str(len(datasets))
-        yield 0xFF00, match
+        for datasets in self._studies(event.identifier):
+            match = Dataset()
+            match.QueryRetrieveLevel = "STUDY"
+            match.StudyInstanceUID = datasets[0].StudyInstanceUID
+            match.NumberOfStudyRelatedInstances = str(len(datasets))
+            yield 0xFF00, match
 
     def _move(self, event: evt.Event):
         with self._count_lock:

@@ -387,3 +387,47 @@ def test_a_bulk_worker_does_not_go_on_while_interactive_work_waits_for_the_node(
         message = run_chunk(_one_row_chunks_of(job)[0])
     assert message == f"job {job.pk}: 1 done, 0 failed or retrying, 0 deferred"
     assert job.items.filter(status=ItemStatus.PENDING).count() == len(studies) - 1
+
+
+@pytest.mark.parametrize("uid_lists", [True, False], ids=["uid-lists", "one-by-one"])
+def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allows(
+    uid_lists, storage, alice, project, dicom_data
+):
+    """Rows naming studies (not from a find) need the PACS's counts: one C-FIND
+    naming all of the chunk's studies in a UID list; a PACS that does not answer
+    lists gets one C-FIND per study. Either way every instance arrives, counted."""
+    from pulls.runner import run_chunk
+
+    studies = sorted(dicom_data.studies)
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in dicom_data.instances],
+        behaviour="honest",
+        destinations={},
+        uid_lists=uid_lists,
+    ) as pacs:
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title, queries_per_minute=0)
+        node.granted_users.add(alice)
+        job = retrieval_job(alice, project, node, studies, kind="get", start=True)
+        run_chunk(list(job.items.values_list("pk", flat=True)))
+        assert pacs.finds == (1 if uid_lists else 1 + len(studies))
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE
+    assert set(job.items.values_list("instances_expected", flat=True)) == {
+        len(dicom_data.studies[uid]) for uid in studies
+    }
+    _assert_project_holds_exactly(project, dicom_data.instances, storage, dicom_data)
+
+
+def test_rows_naming_studies_are_counted_and_retrieved_exactly(
+    pacs_node, storage, alice, project, dicom_data
+):
+    """Orthanc answers the chunk's UID-list count; dcmqrscp gets the studies
+    counted one by one. The project holds exactly the PACS's instances."""
+    studies = sorted(dicom_data.studies)[:3]
+    rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies]
+    job = job_create(kind=JobKind.GET, owner=alice, project=project, node=pacs_node, rows=rows)
+    job = run_inline(job, **QUIET)
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
+    assert (job.instances_expected, job.instances_received) == (len(instances), len(instances))
+    _assert_project_holds_exactly(project, instances, storage, dicom_data)
