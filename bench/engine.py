@@ -29,9 +29,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
+from quiet_disk import discard, set_aside, wait_for_quiet_disk  # noqa: E402
 
 from pulls.dicom import Peer, Session  # noqa: E402
 from pulls.sandbox.orthanc import Orthanc  # noqa: E402
@@ -273,8 +275,13 @@ def main() -> None:
         (work / "shape").write_text(shape)
     uids = sorted(manifest.studies)
     ports = {"ours": free_port(), "dcmtk": free_port()}
+    # Each run writes into folders of its own; what earlier invocations left is
+    # deleted after the timing (bench/quiet_disk.py says why).
+    runs_dir, orthanc_dir = work / "runs", work / "orthanc"
+    previous = [(set_aside(runs_dir), runs_dir), (set_aside(orthanc_dir), orthanc_dir)]
+    orthanc_dir.mkdir(parents=True)
     orthanc = Orthanc(
-        _fresh(work / "orthanc"),
+        orthanc_dir,
         modalities={
             "pacsnpull": (OUR_AE, "127.0.0.1", ports["ours"]),
             "dcmtk": (DCMTK_SCP_AE, "127.0.0.1", ports["dcmtk"]),
@@ -287,10 +294,12 @@ def main() -> None:
         find_files = _write_queries(work / "queries-find", uids, _find_query)
         retrieve_files = _write_queries(work / "queries-retrieve", uids, _query)
         finds, moves, gets = [], [], []
+        wait_for_quiet_disk(runs_dir)
+        wait_for_quiet_disk(orthanc_dir)
         for run in range(1, args.runs + 1):
             finds.append(bench_find(peer, uids, find_files))
-            moves.append(bench_move(peer, uids, retrieve_files, work, ports))
-            gets.append(bench_get(peer, uids, retrieve_files, work))
+            moves.append(bench_move(peer, uids, retrieve_files, runs_dir / str(run), ports))
+            gets.append(bench_get(peer, uids, retrieve_files, runs_dir / str(run)))
             print(
                 f"run {run}: find {finds[-1]['ours_qps']:.0f}/s (findscu "
                 f"{finds[-1]['findscu_qps']:.0f}/s), move {moves[-1]['ours_ips']:.0f} inst/s "
@@ -300,6 +309,8 @@ def main() -> None:
             )
     finally:
         orthanc.stop()
+        for old, current in previous:
+            discard(old, current)
 
     find, move, get = _median(finds), _median(moves), _median(gets)
     result = {
