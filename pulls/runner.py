@@ -7,6 +7,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.utils import timezone
 from pydicom.dataset import Dataset
@@ -78,8 +79,8 @@ def sessions_prepare() -> int:
     (a worker does it when it starts), not in the first job's time."""
     count = 0
     for node in PacsNode.objects.filter(is_active=True):
-        for services, *_ in HANDLERS.values():
-            association_request_prepare(node_peer(node), services)
+        for work in HANDLERS.values():
+            association_request_prepare(node_peer(node), work.services)
             count += 1
     return count
 
@@ -164,19 +165,25 @@ def _find_one(session: Session, job: Job, item: JobItem) -> item_life.Outcome:
     return item_life.Outcome({"matches": len(rows), "possibly_truncated": truncated}, save)
 
 
-Handler = Callable[[Session, Job, JobItem], item_life.Outcome | item_life.Pending]
-# Called with the rows a chunk takes, before they are worked (on the association).
-Prepare = Callable[[Session, Job, list[JobItem]], None]
-
-
 def _nothing_to_prepare(session: Session, job: Job, items: list[JobItem]) -> None:
     return None
 
 
-HANDLERS: dict[str, tuple[tuple[str, ...], Handler, AuditAction, Prepare]] = {
-    JobKind.FIND: (("find",), _find_one, AuditAction.FIND, _nothing_to_prepare),
-    JobKind.MOVE: (("find", "move"), retrieve_item, AuditAction.MOVE, count_ahead),
-    JobKind.GET: (("find", "get"), retrieve_item, AuditAction.GET, count_ahead),
+@dataclass(frozen=True)
+class RowWork:
+    """How the rows of one kind of job are worked."""
+
+    services: tuple[str, ...]  # proposed on the chunk's association
+    handler: Callable[[Session, Job, JobItem], item_life.Outcome | item_life.Pending]
+    action: AuditAction  # of each row's audit event
+    # Called with the rows a chunk has taken, before they are worked.
+    prepare: Callable[[Session, Job, list[JobItem]], None] = _nothing_to_prepare
+
+
+HANDLERS: dict[str, RowWork] = {
+    JobKind.FIND: RowWork(("find",), _find_one, AuditAction.FIND),
+    JobKind.MOVE: RowWork(("find", "move"), retrieve_item, AuditAction.MOVE, count_ahead),
+    JobKind.GET: RowWork(("find", "get"), retrieve_item, AuditAction.GET, count_ahead),
 }
 
 
@@ -323,7 +330,8 @@ def _more_rows(job: Job, token, rows: list[JobItem], *, since: float) -> bool:
 
 
 def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
-    services, handler, action, prepare = HANDLERS[job.kind]
+    work = HANDLERS[job.kind]
+    services, handler, action, prepare = work.services, work.handler, work.action, work.prepare
     started = chunk_started = time.monotonic()
     renew_after = item_life.lease_seconds() * _RENEW_FRACTION
     failed = 0
