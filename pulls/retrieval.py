@@ -164,16 +164,27 @@ def _raise_if_our_scp_is_down(node, error: PacsStatusError) -> None:
         )
 
 
-def _instances(project: Project, study: str, series: str | None):
-    found = RetrievedInstance.objects.filter(project=project, study_instance_uid=study)
-    return found.filter(series_instance_uid=series) if series else found
+def _present_by_study(project: Project, studies: set[str]) -> dict[str, list[tuple[str, str]]]:
+    """(SOP Instance UID, series) of the instances recorded in the project for
+    ``studies`` and still on disk, by study: one query however many studies."""
+    root = project.storage_dir
+    found: dict[str, list[tuple[str, str]]] = {}
+    recorded = RetrievedInstance.objects.filter(
+        project=project, study_instance_uid__in=[uid for uid in studies if uid]
+    ).values_list("study_instance_uid", "sop_instance_uid", "series_instance_uid", "path")
+    for study, sop, series, path in recorded.iterator(chunk_size=2000):
+        if (root / path).is_file():
+            found.setdefault(study, []).append((sop, series))
+    return found
+
+
+def _of_row(present: dict[str, list[tuple[str, str]]], study: str, series: str | None) -> set[str]:
+    return {sop for sop, its_series in present.get(study, ()) if not series or its_series == series}
 
 
 def present_sops(project: Project, study: str, series: str | None) -> set[str]:
     """SOP Instance UIDs of the study (series) recorded in the project and still on disk."""
-    root = project.storage_dir
-    recorded = _instances(project, study, series).values_list("sop_instance_uid", "path")
-    return {sop for sop, path in recorded if (root / path).is_file()}
+    return _of_row(_present_by_study(project, {study}), study, series)
 
 
 def present_count(project: Project, study: str, series: str | None) -> int:
@@ -275,10 +286,19 @@ def _counted_by_find(item: JobItem) -> bool:
     return item.attempts <= 1 and item.instances_expected > 0
 
 
-def count_ahead(session: Session, job: Job, items: list[JobItem]) -> None:
-    """Ask the PACS for the expected counts of the rows about to be worked, with
-    one C-FIND for all of their studies where it can (counting.count_studies);
-    each count is kept on its row (``expected_now``) for retrieve_item."""
+def prepare_rows(session: Session, job: Job, items: list[JobItem]) -> None:
+    """For the rows about to be worked: what the project holds of their studies
+    (one query for all) and what the PACS expects, with one C-FIND for all of
+    their studies where it can (counting.count_studies). Kept on each row
+    (``present_now``, ``expected_now``) for retrieve_item."""
+    present = _present_by_study(
+        job.project, {item.identifier.get("StudyInstanceUID") for item in items}
+    )
+    for item in items:
+        keys = item.identifier
+        item.present_now = _of_row(
+            present, keys.get("StudyInstanceUID"), keys.get("SeriesInstanceUID")
+        )
     studies = {
         item.identifier.get("StudyInstanceUID"): item
         for item in items
@@ -301,13 +321,15 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
     if _counted_by_find(item):
         expected = item.instances_expected
     elif getattr(item, "expected_now", None) is not None:
-        expected = item.expected_now  # counted with the rows around it (count_ahead)
+        expected = item.expected_now  # counted with the rows around it (prepare_rows)
     else:
         expected = count_instances(
             session, study_uid=study, series_uid=series, patient_id=keys.get("PatientID"),
             model=model,
         )  # fmt: skip
-    present = present_sops(job.project, study, series)
+    present = getattr(item, "present_now", None)
+    if present is None:
+        present = present_sops(job.project, study, series)
     if len(present) >= expected > 0:  # nothing to do
         return Outcome({"instances_expected": expected, "instances_received": len(present)})
     check_free_space(job.project)

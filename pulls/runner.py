@@ -35,7 +35,7 @@ from pulls.models import (
     PacsNode,
 )
 from pulls.outcomes import RowFinisher, pause_for_disk, record_failure
-from pulls.retrieval import SUSPENDED, DiskFull, JobStopped, count_ahead, retrieve_item
+from pulls.retrieval import SUSPENDED, DiskFull, JobStopped, prepare_rows, retrieve_item
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +182,8 @@ class RowWork:
 
 HANDLERS: dict[str, RowWork] = {
     JobKind.FIND: RowWork(("find",), _find_one, AuditAction.FIND),
-    JobKind.MOVE: RowWork(("find", "move"), retrieve_item, AuditAction.MOVE, count_ahead),
-    JobKind.GET: RowWork(("find", "get"), retrieve_item, AuditAction.GET, count_ahead),
+    JobKind.MOVE: RowWork(("find", "move"), retrieve_item, AuditAction.MOVE, prepare_rows),
+    JobKind.GET: RowWork(("find", "get"), retrieve_item, AuditAction.GET, prepare_rows),
 }
 
 
