@@ -40,6 +40,7 @@ WORK = REPO / "bench" / "results" / "retrieve"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from cpu import CpuMeter  # noqa: E402
 from quiet_disk import discard, set_aside, wait_for_quiet_disk  # noqa: E402
 
 from pulls.sandbox.procs import free_port  # noqa: E402
@@ -148,6 +149,17 @@ def run_pipeline(kind, node, owner, project, uids, worker_pid=None, find_job=Non
     }
 
 
+def _pipeline_rate(*args, **kwargs) -> float:
+    return run_pipeline(*args, **kwargs)["ips"]
+
+
+def _dcmtk_rate(tool, *args) -> float:
+    from engine import _count_files
+
+    seconds, out = tool(*args)
+    return _count_files(out)[0] / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=50)
@@ -155,6 +167,9 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--memory-instances", type=int, default=0)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes (the node allows 2 associations)"
+    )
     args = parser.parse_args()
 
     # The previous results are deleted after this run's timing, not before it.
@@ -166,7 +181,7 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from engine import _count_files, _query, _write_queries, dcmtk_get, dcmtk_move
+    from engine import _query, _write_queries, dcmtk_get, dcmtk_move
 
     from accounts.models import User
     from pulls.dicom import Peer
@@ -208,7 +223,7 @@ def main() -> None:
             "--loglevel",
             "WARNING",
             "--concurrency",
-            "2",
+            str(args.workers),
             "--without-gossip",
             "--without-mingle",
         ],  # fmt: skip
@@ -243,22 +258,32 @@ def main() -> None:
         assert find_job.matches == len(uids), find_job.matches
         keys = ["move", "move_found", "dcmtk_move", "get", "get_found", "getscu"]
         runs: dict[str, list] = {key: [] for key in keys}
+        cpu: dict[str, list[dict[str, float]]] = {key: [] for key in keys}
+        pids = {
+            "PACS": orthanc.server.pid, "worker": worker.pid, "storage SCP": scp.pid,
+            "redis": redis.pid,
+        }  # fmt: skip
+
+        def timed(key: str, measure, *args, **kwargs) -> None:
+            meter = CpuMeter(pids).start()
+            runs[key].append(measure(*args, **kwargs))
+            cpu[key].append(meter.stop())
+
         for run in range(1, args.runs + 1):
             for kind, key in ((JobKind.MOVE, "move"), (JobKind.GET, "get")):
                 fresh = fresh_project(owner, f"{key}-{run}")
-                runs[key].append(run_pipeline(kind, node, owner, fresh, uids)["ips"])
+                timed(key, _pipeline_rate, kind, node, owner, fresh, uids)
                 found_in = fresh_project(owner, f"{key}-found-{run}")
                 found = run_find(node, owner, found_in, uids)  # untimed, as said above
-                runs[f"{key}_found"].append(
-                    run_pipeline(kind, node, owner, found_in, uids, find_job=found)["ips"]
-                )
+                timed(
+                    f"{key}_found", _pipeline_rate, kind, node, owner, found_in, uids,
+                    find_job=found,
+                )  # fmt: skip
                 out_dir = WORK / "dcmtk" / f"{key}-{run}"
                 if kind == JobKind.MOVE:
-                    seconds, out = dcmtk_move(peer, queries, out_dir, DCMTK_PORT)
-                    runs["dcmtk_move"].append(_count_files(out)[0] / seconds)
+                    timed("dcmtk_move", _dcmtk_rate, dcmtk_move, peer, queries, out_dir, DCMTK_PORT)
                 else:
-                    seconds, out = dcmtk_get(peer, queries, out_dir)
-                    runs["getscu"].append(_count_files(out)[0] / seconds)
+                    timed("getscu", _dcmtk_rate, dcmtk_get, peer, queries, out_dir)
             last = {key: values[-1] for key, values in runs.items()}
             print(
                 f"run {run}: move {last['move']:.0f} / from a find {last['move_found']:.0f} "
@@ -270,6 +295,15 @@ def main() -> None:
         results.update(
             instances=len(manifest.instances),
             medians=medians,
+            cpu_ms_per_instance={
+                key: {
+                    name: statistics.median(one[name] for one in used)
+                    * 1000
+                    / len(manifest.instances)
+                    for name in used[0]
+                }
+                for key, used in cpu.items()
+            },
             ratio_move=medians["move"] / medians["dcmtk_move"],
             ratio_move_found=medians["move_found"] / medians["dcmtk_move"],
             ratio_get=medians["get"] / medians["getscu"],
@@ -296,7 +330,7 @@ def main() -> None:
     m = results["medians"]
     print(
         f"\nmedian of {args.runs} runs, {results['instances']} instances ({args.studies} studies),"
-        f" Orthanc on loopback, 2 worker processes:\n"
+        f" Orthanc on loopback, {args.workers} worker processes:\n"
         f"  C-MOVE pipeline {m['move']:6.0f} inst/s, from a find {m['move_found']:6.0f}   "
         f"movescu+storescp {m['dcmtk_move']:6.0f} inst/s   ratios {results['ratio_move']:.2f}, "
         f"{results['ratio_move_found']:.2f}  (target >= 0.9)\n"
@@ -304,6 +338,10 @@ def main() -> None:
         f"getscu           {m['getscu']:6.0f} inst/s   ratios {results['ratio_get']:.2f}, "
         f"{results['ratio_get_found']:.2f}  (target >= 0.9)"
     )
+    print("  CPU per instance (ms, median), by process:")
+    for key, used in results["cpu_ms_per_instance"].items():
+        parts = "  ".join(f"{name} {ms:.2f}" for name, ms in used.items() if ms >= 0.005)
+        print(f"    {key:11} total {sum(used.values()):.2f}:  {parts}")
     if "memory" in results:
         samples = results["memory"]["rss_samples"]
         tenth = max(1, len(samples) // 10)
