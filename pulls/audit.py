@@ -37,7 +37,7 @@ def client_ip(request: HttpRequest | None) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-def audit_record(
+def audit_event(
     *,
     action: AuditAction,
     actor: Any = None,
@@ -51,6 +51,7 @@ def audit_record(
     details: dict[str, Any] | None = None,
     message: str = "",
 ) -> AuditEvent:
+    """An audit event, not yet saved (``audit_record`` saves one, ``audit_record_many`` several)."""
     if request is None and actor is None:
         request = current_request.get()
     if actor is None and request is not None and request.user.is_authenticated:
@@ -61,7 +62,7 @@ def audit_record(
     if job is not None:
         project = project or job.project
         node = node or job.node
-    return AuditEvent.objects.create(
+    return AuditEvent(
         action=action,
         actor=actor,
         actor_label=label[:150],
@@ -74,3 +75,16 @@ def audit_record(
         details=details or {},
         message=message,
     )
+
+
+def audit_record(**fields: Any) -> AuditEvent:
+    """Record one audit event; see ``audit_event`` for the fields."""
+    event = audit_event(**fields)
+    event.save()
+    return event
+
+
+def audit_record_many(events: list[AuditEvent]) -> None:
+    """Record events built by ``audit_event`` with one INSERT (a worker's rows)."""
+    if events:
+        AuditEvent.objects.bulk_create(events)

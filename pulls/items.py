@@ -8,14 +8,15 @@ kills the worker again and again ends as failed instead of looping.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
@@ -48,7 +49,7 @@ class Outcome:
     with them (``save``), in the same transaction as the item's outcome and its
     audit event."""
 
-    counts: dict[str, object]
+    counts: dict[str, int]
     save: Callable[[], None] | None = None
 
 
@@ -136,11 +137,18 @@ def items_claim_next(job_id: int, *, token: uuid.UUID, worker: str, limit: int) 
     """Take up to ``limit`` more queued rows of the job, in row order, under
     ``token``: a worker that finished its chunk goes on with the rows that wait
     in the queue, on the association it holds. Their messages then find nothing
-    to claim."""
-    for _look in range(3):
-        now = timezone.now()
+    to claim.
+
+    The look and the claim are one transaction, so two workers going on with
+    one job never reach for the same rows: on SQLite it holds the write lock
+    from its start; on PostgreSQL the rows looked at are locked and another
+    worker's look skips them.
+    """
+    now = timezone.now()
+    with transaction.atomic():
         ids = list(
-            JobItem.objects.filter(
+            JobItem.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(
                 job_id=job_id,
                 job__status__in=ACTIVE_JOB_STATUSES,
                 status=ItemStatus.PENDING,
@@ -150,13 +158,7 @@ def items_claim_next(job_id: int, *, token: uuid.UUID, worker: str, limit: int) 
             .order_by("row")
             .values_list("pk", flat=True)[:limit]
         )
-        if not ids:
-            return []
-        claimed = items_claim(ids, worker=worker, token=token)[1]
-        if claimed:
-            return claimed
-        # Another worker took these between our look and our claim: look again.
-    return []
+        return _claim(ids, worker=worker, token=token, now=now) if ids else []
 
 
 def lease_renew(token: uuid.UUID) -> None:
@@ -187,7 +189,58 @@ def _finish(item: JobItem, token: uuid.UUID, **fields: object) -> bool:
 
 
 def item_succeed(item: JobItem, token: uuid.UUID, **counts: object) -> bool:
-    return _finish(item, token, status=ItemStatus.DONE, error_code=None, error_message="", **counts)
+    return not items_succeed([(item, counts)], token)
+
+
+# What an item's success sets besides its counts (which follow, by name).
+_SUCCESS_FIELDS = (
+    "status", "error_code", "error_message", "lease_token", "lease_expires_at", "finished_at",
+    "duration_ms",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=32)
+def _success_statement(vendor: str, counts: tuple[str, ...]) -> str:
+    """The UPDATE of one item's success: _SUCCESS_FIELDS, then the counts, then the
+    item's id, lease token and status. Built from the model's column names only
+    (a count that is no JobItem field raises FieldDoesNotExist)."""
+    quote = connection.ops.quote_name
+    columns = [JobItem._meta.get_field(name).column for name in (*_SUCCESS_FIELDS, *counts)]
+    assignments = ", ".join(f"{quote(column)} = %s" for column in columns)
+    return (
+        f"UPDATE {quote(JobItem._meta.db_table)} SET {assignments} "  # noqa: S608
+        f"WHERE {quote('id')} = %s AND {quote('lease_token')} = %s AND {quote('status')} = %s"
+    )
+
+
+def items_succeed(
+    finished: Sequence[tuple[JobItem, Mapping[str, int]]], token: uuid.UUID
+) -> list[JobItem]:
+    """Record several rows as done, each with its counts (numbers), where this
+    worker still holds the lease; returns the rows whose lease was lost.
+
+    One UPDATE per row from a statement built once: the ORM compiles every
+    ``update()`` anew, which cost a worker more CPU than a small study's
+    transfer bookkeeping (profiled with 30-instance studies).
+    """
+    now = timezone.now()
+    finished_at = JobItem._meta.get_field("finished_at").get_db_prep_save(now, connection)
+    lease = JobItem._meta.get_field("lease_token").get_db_prep_value(token, connection)
+    lost = []
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        for item, counts in finished:
+            duration = None
+            if item.started_at is not None:
+                duration = int((now - item.started_at).total_seconds() * 1000)
+            # In _SUCCESS_FIELDS order: no error, the lease given back.
+            params = [ItemStatus.DONE, None, "", None, None, finished_at, duration]
+            params += counts.values()
+            params += [item.pk, lease, ItemStatus.RUNNING]
+            cursor.execute(_success_statement(connection.vendor, tuple(counts)), params)
+            if cursor.rowcount == 0:
+                log.warning("item %s: lease lost before its outcome was recorded", item.pk)
+                lost.append(item)
+    return lost
 
 
 def item_release(item: JobItem, token: uuid.UUID, *, not_before=None) -> bool:
