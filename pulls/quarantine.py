@@ -8,6 +8,7 @@ dropped: after PACSNPULL_QUARANTINE_AFTER_SECONDS the reconciler moves them to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from datetime import date
@@ -17,7 +18,7 @@ from django.conf import settings
 
 from pulls.audit import audit_record
 from pulls.dicom.paths import safe_component
-from pulls.dicom.staging import TEMP_PREFIX
+from pulls.dicom.staging import INDEX_NAME, TEMP_PREFIX
 from pulls.models import (
     ACTIVE_JOB_STATUSES,
     AuditAction,
@@ -38,6 +39,13 @@ def _wanted_folders() -> set[str]:
     return {safe_component(str(uid)) for uid in uids if uid}
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # moved meanwhile (placed by a worker)
+        return 0.0
+
+
 def staging_sweep(*, now: float | None = None) -> dict[str, int]:
     staging: Path = settings.PACSNPULL_STAGING_DIR
     if not staging.is_dir():
@@ -54,16 +62,31 @@ def staging_sweep(*, now: float | None = None) -> dict[str, int]:
     for folder in staging.iterdir():
         if not folder.is_dir() or folder.name.startswith(".") or folder.name in wanted:
             continue
-        files = [p for p in folder.iterdir() if p.is_file()]
-        if not files or max(p.stat().st_mtime for p in files) >= cutoff:
+        ages = {path: _mtime(path) for path in folder.iterdir()}
+        if max(ages.values(), default=_mtime(folder)) >= cutoff:
+            continue
+        for path in ages:
+            if path.name.startswith(TEMP_PREFIX):  # a write cut short by a crash
+                path.unlink(missing_ok=True)
+                removed += 1
+        files = [path for path in ages if path.name.endswith(".dcm") and path.name[0] != "."]
+        if not files:
+            # Placed and done with: only its index (or nothing) is left. A write
+            # in progress has its temp file here, so rmdir refuses then.
+            (folder / INDEX_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
             continue
         target = (
             settings.PACSNPULL_QUARANTINE_DIR / date.fromtimestamp(now).isoformat() / folder.name
         )
         target.mkdir(parents=True, exist_ok=True)
         for path in files:
-            os.replace(path, target / path.name)
-        folder.rmdir()
+            with contextlib.suppress(FileNotFoundError):  # a worker took it meanwhile
+                os.replace(path, target / path.name)
+        (folder / INDEX_NAME).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # unless a late instance is being written
         moved_studies += 1
         moved += len(files)
         audit_record(

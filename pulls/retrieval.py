@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import shutil
 import time
 from pathlib import Path
@@ -33,7 +34,13 @@ from pulls.dicom.counting import count_instances, count_studies
 from pulls.dicom.identifiers import identifier_from_row
 from pulls.dicom.placement import header_keys, place_instance
 from pulls.dicom.receiving import Placed
-from pulls.dicom.staging import staged_names, study_dir
+from pulls.dicom.staging import (
+    index_clear,
+    staged_entries,
+    staged_index,
+    staged_names,
+    study_dir,
+)
 from pulls.items import Outcome, Pending
 from pulls.models import Job, JobItem, JobKind, JobStatus, Project, RetrievedInstance
 
@@ -227,15 +234,25 @@ def _record(project: Project, placed: list[Placed]) -> None:
 
 
 def _place_staged(project: Project, staging: Path, study: str, series: str | None) -> list[Placed]:
-    """Move this study's (series') staged files into the project."""
+    """Move this study's (series') staged files into the project; their keys
+    and sizes come from the SCP's index where it has the file, else from the file."""
     placed = []
     folder, root = str(study_dir(staging, study)), str(project.storage_dir)
-    for name in staged_names(staging, study):
+    index = staged_index(staging, study)
+    for name, inode in staged_entries(staging, study):
         staged = f"{folder}/{name}"
-        keys = header_keys(staged)
-        if series and keys["SeriesInstanceUID"] != series:
-            continue  # another series of the study: not ours to take
-        placed.append(place_instance(staged, root, keys=keys))
+        noted = index.get(name)
+        try:
+            if noted is not None and noted[0] == inode:
+                _, size, keys = noted
+            else:
+                size, keys = os.stat(staged).st_size, header_keys(staged)
+            if series and keys["SeriesInstanceUID"] != series:
+                continue  # another series of the study: not ours to take
+            placed.append(place_instance(staged, root, keys=keys, size=size))
+        except FileNotFoundError:
+            continue  # taken meanwhile by the worker of another series of the study
+    index_clear(staging, study)
     return placed
 
 

@@ -64,14 +64,17 @@ def _move(staged: str, final: str) -> None:
         os.unlink(staged)
 
 
-def place_instance(staged: str, project_dir: str, *, keys: dict[str, str] | None = None) -> Placed:
+def place_instance(
+    staged: str, project_dir: str, *, keys: dict[str, str] | None = None, size: int | None = None
+) -> Placed:
     """Move one staged file into the project's layout (rename; copy across devices).
     Paths are strings: this runs for every instance."""
     keys = keys or header_keys(staged)
     name = staged.rpartition("/")[2]
     relative = layout_relpath(keys, fallback_sop=name.removesuffix(".dcm"))
     final = f"{project_dir}/{relative}"
-    size = os.stat(staged).st_size
+    if size is None:
+        size = os.stat(staged).st_size
     try:
         _move(staged, final)
     except FileNotFoundError:  # the first instance of this series

@@ -25,16 +25,14 @@ from pydicom import dcmread
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 
 from pulls.dicom.paths import layout_relpath
-from pulls.dicom.staging import TEMP_PREFIX, instance_name, study_name
+from pulls.dicom.staging import TEMP_PREFIX, IndexWriter, instance_name, study_name
 from pulls.dicom.wire import (
-    C_STORE_RSP,
     IMPLEMENTATION_VERSION,
-    NO_DATASET,
     STATUS_OUT_OF_RESOURCES,
     STATUS_PROCESSING_FAILURE,
     STATUS_SUCCESS,
     Connection,
-    encode_command,
+    encode_store_response,
 )
 
 log = logging.getLogger(__name__)
@@ -105,47 +103,56 @@ def file_header(
 
 
 # Explicit VR with a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = {
-    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"
-}  # fmt: skip
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+# One unpack per element header: this walk runs for every instance received.
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")
+_IMPLICIT_HEADER = struct.Struct("<HHI")
+_LONG_LENGTH = struct.Struct("<I")
+_UNDEFINED = 0xFFFFFFFF
 
 
 def scan_tags(head: bytes, tags: set[int], *, implicit: bool) -> dict[int, bytes] | None:
     """Values of top-level ``tags`` from the start of a little-endian data set.
 
-    Walks the elements up to the largest tag asked for. Returns None when it
-    cannot be sure (an undefined length, such as a sequence, or a short head):
-    the caller then lets pydicom read the data set properly.
+    Walks the elements until all are found or the largest tag asked for is
+    passed (the missing ones are then absent). Returns None when it cannot be
+    sure (an undefined length, such as a sequence, or a short head): the caller
+    then lets pydicom read the data set properly.
     """
     found: dict[int, bytes] = {}
-    last = max(tags)
+    last, wanted = max(tags), len(tags)
     offset, size = 0, len(head)
+    header_at = (_IMPLICIT_HEADER if implicit else _EXPLICIT_HEADER).unpack_from
+    long_length_at = _LONG_LENGTH.unpack_from
     while offset + 8 <= size:
-        group, element = struct.unpack_from("<HH", head, offset)
-        tag = group << 16 | element
-        if tag > last:
-            return found
         if implicit:
-            (length,) = struct.unpack_from("<I", head, offset + 4)
+            group, element, length = header_at(head, offset)
             offset += 8
         else:
-            vr = head[offset + 4 : offset + 6]
+            group, element, vr, length = header_at(head, offset)
             if vr in _LONG_VRS:
                 if offset + 12 > size:
                     return None
-                (length,) = struct.unpack_from("<I", head, offset + 8)
+                (length,) = long_length_at(head, offset + 8)
                 offset += 12
             else:
-                (length,) = struct.unpack_from("<H", head, offset + 6)
                 offset += 8
-        if length == 0xFFFFFFFF:
+        tag = group << 16 | element
+        if tag > last:
+            return found
+        if length == _UNDEFINED:
             return None
         if tag in tags:
-            if offset + length > size:
+            end = offset + length
+            if end > size:
                 return None
-            found[tag] = head[offset : offset + length].rstrip(b"\x00 ")
+            found[tag] = head[offset:end].rstrip(b"\x00 ")
+            if len(found) == wanted:
+                return found
         offset += length
-    return found if len(found) == len(tags) else None
+    return None
 
 
 # What placement needs of a data set (PS3.3 C.7): keyword by tag.
@@ -159,19 +166,70 @@ KEY_TAGS = {
 KEYWORDS = list(KEY_TAGS.values())
 
 
-def keys_from_head(head: bytes, transfer_syntax: str) -> dict[str, str] | None:
-    """The placement keys from the first bytes of a data set, or None if unsure."""
-    if transfer_syntax in _DEFLATED:
-        head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(head)
-    elif transfer_syntax not in (_EXPLICIT_LE, _IMPLICIT_LE):
-        return None  # big endian: pydicom knows how
-    found = scan_tags(head, set(KEY_TAGS), implicit=transfer_syntax == _IMPLICIT_LE)
-    if found is None:
+# The same, by the tag as one little-endian 32-bit word (element in the high
+# half), as it is read from an element's header.
+_KEYS_BY_WORD = {(tag & 0xFFFF) << 16 | tag >> 16: name for tag, name in KEY_TAGS.items()}
+_EXPLICIT_WORD_HEADER = struct.Struct("<I2sH")
+_LAST_KEY_GROUP = max(tag >> 16 for tag in KEY_TAGS)
+_IMPLICIT_WORD_HEADER = struct.Struct("<II")
+
+
+def _walk_keys(head: bytes | memoryview, *, implicit: bool) -> dict[str, str] | None:
+    """KEY_TAGS from the top level of a little-endian data set: scan_tags for
+    the keys only, with fewer steps per element (this runs for every instance
+    received; in CPython the walk was 40 % of receiving one). Ends when all are
+    found or past their group (the missing ones are then absent); None when
+    unsure (an undefined length, or the data ends first)."""
+    found: dict[str, str] = {}
+    offset, wanted, last_group, key_of = 0, len(KEY_TAGS), _LAST_KEY_GROUP, _KEYS_BY_WORD.get
+    try:
+        if implicit:
+            header_at = _IMPLICIT_WORD_HEADER.unpack_from
+            while True:
+                word, length = header_at(head, offset)
+                if word & 0xFFFF > last_group:
+                    break
+                if length == _UNDEFINED:
+                    return None
+                offset += 8 + length
+                name = key_of(word)
+                if name is not None:
+                    found[name] = bytes(head[offset - length : offset]).decode("utf-8", "replace")
+                    if len(found) == wanted:
+                        break
+        else:
+            header_at, long_length_at = _EXPLICIT_WORD_HEADER.unpack_from, _LONG_LENGTH.unpack_from
+            long_vrs = _LONG_VRS
+            while True:
+                word, vr, length = header_at(head, offset)
+                if word & 0xFFFF > last_group:
+                    break
+                if vr in long_vrs:
+                    (length,) = long_length_at(head, offset + 8)
+                    if length == _UNDEFINED:
+                        return None
+                    offset += 12 + length
+                else:
+                    offset += 8 + length
+                name = key_of(word)
+                if name is not None:
+                    found[name] = bytes(head[offset - length : offset]).decode("utf-8", "replace")
+                    if len(found) == wanted:
+                        break
+    except struct.error:  # the data ends first
         return None
-    return {
-        name: found.get(tag, b"").decode("utf-8", "replace").strip()
-        for tag, name in KEY_TAGS.items()
-    }
+    if offset > len(head):
+        return None  # the data ends inside a value
+    return {name: found.get(name, "").rstrip("\x00 ").strip() for name in KEYWORDS}
+
+
+def keys_from_head(head: bytes | memoryview, transfer_syntax: str) -> dict[str, str] | None:
+    """The placement keys from the first bytes of a data set, or None if unsure."""
+    if transfer_syntax in (_EXPLICIT_LE, _IMPLICIT_LE):
+        return _walk_keys(head, implicit=transfer_syntax == _IMPLICIT_LE)
+    if transfer_syntax in _DEFLATED:
+        return _walk_keys(zlib.decompressobj(-zlib.MAX_WBITS).decompress(head), implicit=False)
+    return None  # big endian: pydicom knows how
 
 
 class InstanceWriter:
@@ -189,6 +247,8 @@ class InstanceWriter:
         self.counters = StoreCounters()
         self._names = itertools.count()
         self._prefix = f"{TEMP_PREFIX}{os.getpid()}-"
+        # Each association (a thread of the SCP) keeps its study folders' indexes open.
+        self._indexes = threading.local()
 
     def temp_name(self) -> str:
         return f"{self._prefix}{next(self._names)}.part"
@@ -197,8 +257,20 @@ class InstanceWriter:
         """Where the instance goes, relative to ``self.root``, '/'-separated."""
         return f"{study_name(keys['StudyInstanceUID'])}/{instance_name(sop_uid)}"
 
-    def placed(self, relative: str, keys: dict[str, str], size: int) -> None:
-        """Called after each instance is in place (for writers that keep a record)."""
+    def placed(self, relative: str, keys: dict[str, str], size: int, inode: int) -> None:
+        """Called after each instance is in place: noted in its study folder's
+        index (see ``staging``), so the worker need not read it again."""
+        index = getattr(self._indexes, "writer", None)
+        if index is None:
+            index = self._indexes.writer = IndexWriter()
+        folder, _, name = relative.rpartition("/")
+        index.append(f"{self.root}/{folder}", name, inode, size, keys)
+
+    def association_ended(self) -> None:
+        """Called by the thread that served an association when it ends."""
+        index = getattr(self._indexes, "writer", None)
+        if index is not None:
+            index.close()
 
     def begin(self, conn: Connection, context_id: int, command: dict[int, object]) -> _PendingStore:
         return _PendingStore(self, conn, context_id, command)
@@ -230,7 +302,7 @@ class ProjectWriter(InstanceWriter):
     def destination(self, keys: dict[str, str], sop_uid: str) -> str:
         return layout_relpath(keys, fallback_sop=sop_uid)
 
-    def placed(self, relative: str, keys: dict[str, str], size: int) -> None:
+    def placed(self, relative: str, keys: dict[str, str], size: int, inode: int) -> None:
         self.placed_instances.append(
             Placed(
                 path=relative,
@@ -245,6 +317,8 @@ class ProjectWriter(InstanceWriter):
 
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+# Buffers per writev (Linux allows 1024).
+_IOV_MAX = 512
 
 
 def _create(folder: str, name: str) -> int:
@@ -255,10 +329,28 @@ def _create(folder: str, name: str) -> int:
         return os.open(f"{folder}/{name}", _CREATE_FLAGS, 0o640)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(fd: int, parts: list) -> None:
+    """Write the parts in order with as few system calls as the kernel allows."""
+    for start in range(0, len(parts), _IOV_MAX):
+        group = parts[start : start + _IOV_MAX]
+        left = sum(len(part) for part in group) - os.writev(fd, group)
+        if left:  # a short write (rare): the rest, in order
+            rest = memoryview(b"".join(group))[-left:]
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+
+
+def _head(chunks: list[memoryview]) -> bytes | memoryview:
+    """The first HEAD_SIZE bytes of a data set in fragments (the one fragment as it is)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    parts, size = [], 0
+    for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= HEAD_SIZE:
+            break
+    return b"".join(parts)[:HEAD_SIZE]
 
 
 class _PendingStore:
@@ -271,7 +363,9 @@ class _PendingStore:
         self.command = command
         self.status = STATUS_SUCCESS
         self.size = 0
-        self.chunks: list[bytes] = []
+        # The data set's fragments as they came: views of the PDUs' bytes, which
+        # nothing changes (no copy until they are written).
+        self.chunks: list[memoryview] = []
         self.head = b""  # the data set's first bytes, kept once it is spilled
         self.spill: io.BufferedWriter | None = None
         self.spill_path: Path | None = None
@@ -300,9 +394,9 @@ class _PendingStore:
             if self.spill is not None:
                 self.spill.write(data)
                 return
-            self.chunks.append(bytes(data))
+            self.chunks.append(data)
             if self.size > SPILL_AT:
-                self.head = b"".join(self.chunks)[:HEAD_SIZE]
+                self.head = _head(self.chunks)
                 name = self.owner.temp_name()
                 fd = _create(str(self.owner.incoming), name)
                 self.spill_path = self.owner.incoming / name
@@ -324,29 +418,33 @@ class _PendingStore:
             self.spill_path.unlink(missing_ok=True)
             self.spill_path = None
 
-    def _keys(self, data: bytes | None) -> dict[str, str]:
-        # In memory the whole data set is there; the scan stops after the last key.
-        found = keys_from_head(self.head if data is None else data, self.transfer_syntax)
+    def _keys(self, head: bytes | memoryview, whole: list | None) -> dict[str, str]:
+        """From the head of the data set, else (rarely) with pydicom from the
+        whole of it in memory (``whole``: the fragments) or from the spill."""
+        found = keys_from_head(head, self.transfer_syntax)
         if found is not None:
             return found
-        # Not readable from the head: let pydicom read the header from memory or the spill.
-        source = io.BytesIO(self.header + data) if data is not None else self.spill_path
+        source = (
+            io.BytesIO(b"".join([self.header, *whole])) if whole is not None else self.spill_path
+        )
         ds = dcmread(source, stop_before_pixels=True, specific_tags=KEYWORDS)
         return {key: str(ds.get(key, "") or "") for key in KEYWORDS}
 
     def _place(self) -> None:
-        data: bytes | None = None
+        chunks: list[memoryview] | None = None
+        inode = 0
         if self.spill is not None:
+            inode = os.fstat(self.spill.fileno()).st_ino
             self.spill.close()  # complete on disk (the header too) before it is read
             self.spill = None
+            keys = self._keys(self.head, None)
         else:
-            data = b"".join(self.chunks)
-            self.chunks = []
-        keys = self._keys(data)
+            chunks, self.chunks = self.chunks, []
+            keys = self._keys(_head(chunks), chunks)
         relative = self.owner.destination(keys, str(self.command.get(0x1000, "")))
         final = f"{self.owner.root}/{relative}"
         folder = final.rpartition("/")[0]
-        if data is None:
+        if chunks is None:
             os.makedirs(folder, exist_ok=True)
             os.replace(self.spill_path, final)
             self.spill_path = None
@@ -355,7 +453,8 @@ class _PendingStore:
             fd = _create(folder, temp.rpartition("/")[2])
             try:
                 try:
-                    _write_all(fd, self.header + data)
+                    _write_all(fd, [self.header, *chunks])
+                    inode = os.fstat(fd).st_ino
                 finally:
                     os.close(fd)
                 os.replace(temp, final)
@@ -363,7 +462,7 @@ class _PendingStore:
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
                 raise
-        self.owner.placed(relative, keys, len(self.header) + self.size)
+        self.owner.placed(relative, keys, len(self.header) + self.size, inode)
 
     def finish(self) -> None:
         if self.status == STATUS_SUCCESS:
@@ -378,14 +477,10 @@ class _PendingStore:
         self.owner.counters.add(ok=self.status == STATUS_SUCCESS, size=self.size)
         self.conn.send_message(
             self.context_id,
-            encode_command(
-                {
-                    0x0002: str(self.command.get(0x0002, "")),
-                    0x0100: C_STORE_RSP,
-                    0x0120: int(self.command.get(0x0110, 0)),
-                    0x0800: NO_DATASET,
-                    0x0900: self.status,
-                    0x1000: str(self.command.get(0x1000, "")),
-                }
+            encode_store_response(
+                sop_class=str(self.command.get(0x0002, "")),
+                message_id=int(self.command.get(0x0110, 0)),
+                status=self.status,
+                sop_instance=str(self.command.get(0x1000, "")),
             ),
         )

@@ -123,6 +123,7 @@ class StorageSCP:
             log.exception("storage SCP association failed")
             conn.abort()
         finally:
+            self.writer.association_ended()
             with self._lock:
                 self._active -= 1
             conn.close()

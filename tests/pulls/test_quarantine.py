@@ -56,3 +56,30 @@ def test_unrequested_instances_are_quarantined_and_audited(
     assert not partial.exists()
     event = AuditEvent.objects.get(action=AuditAction.QUARANTINE)
     assert (event.target, event.details["instances"]) == (stray, len(stray_instances))
+
+
+def test_placed_studies_leave_no_folders_and_cut_writes_no_parts(settings, tmp_path, db):
+    staging = tmp_path / "staging"
+    settings.PACSNPULL_STAGING_DIR = staging
+    settings.PACSNPULL_QUARANTINE_DIR = tmp_path / "quarantine"
+    settings.PACSNPULL_QUARANTINE_AFTER_SECONDS = 600
+    old = time.time() - 3600
+    placed = staging / "1.2.3"  # every instance placed: only the emptied index is left
+    placed.mkdir(parents=True)
+    (placed / ".keys").write_bytes(b"")
+    crashed = staging / "1.2.4"  # the SCP died while writing an instance
+    crashed.mkdir()
+    (crashed / ".incoming-77-0.part").write_bytes(b"half")
+    recent = staging / "1.2.5"  # still being written to
+    recent.mkdir()
+    (recent / ".keys").write_bytes(b"")
+    for path in (placed / ".keys", placed, crashed / ".incoming-77-0.part", crashed):
+        os.utime(path, (old, old))
+
+    counts = staging_sweep()
+
+    assert counts == {"studies": 0, "instances": 0, "partial_removed": 1}
+    assert not placed.exists() and not crashed.exists()
+    assert recent.is_dir()
+    assert not (tmp_path / "quarantine").exists()
+    assert not AuditEvent.objects.filter(action=AuditAction.QUARANTINE).exists()
