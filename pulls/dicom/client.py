@@ -294,7 +294,7 @@ class Session:
                 source=0,
                 reason=0,
             )
-        conn.sock.settimeout(peer.dimse_timeout)
+        conn.set_timeout(peer.dimse_timeout)
         self.conn = conn
         self._messages = conn.messages(self.writer)
         return self
@@ -322,7 +322,7 @@ class Session:
             return
         try:
             if exc_type is None:
-                conn.sock.settimeout(self.peer.acse_timeout)
+                conn.set_timeout(self.peer.acse_timeout)
                 conn.release()
                 for _ in self._messages:  # until the A-RELEASE-RP
                     pass
@@ -368,7 +368,7 @@ class Session:
         sub-operations of a C-MOVE or C-GET (a PACS may fetch from slow storage).
         """
         timeout = self.peer.dimse_timeout if timeout is None else timeout
-        self._require().sock.settimeout(timeout)
+        self._require().set_timeout(timeout)
         while True:
             try:
                 _, fields, dataset = next(self._messages)

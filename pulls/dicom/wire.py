@@ -14,6 +14,7 @@ tiny implicit-VR-little-endian sets and are coded here (PS3.7 E, PS3.8 9.3).
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import struct
@@ -107,6 +108,43 @@ def encode_command(elements: dict[int, object]) -> bytes:
                 raw += b"\x00" if element in _UI_TAGS else b" "
         body += struct.pack("<HHI", 0x0000, element, len(raw)) + raw
     return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + bytes(body)
+
+
+_ELEMENT_HEADER = struct.Struct("<HHI")
+_GROUP_LENGTH = struct.Struct("<HHII")
+# (0000,0100) Command Field .. (0000,0900) Status of a C-STORE-RSP, one US each.
+_STORE_RSP_US = struct.Struct("<" + "HHIH" * 4)
+
+
+@functools.lru_cache(maxsize=256)
+def _ui_element(element: int, uid: str) -> bytes:
+    raw = uid.encode("ascii", "replace")
+    if len(raw) % 2:
+        raw += b"\x00"
+    return _ELEMENT_HEADER.pack(0x0000, element, len(raw)) + raw
+
+
+def encode_store_response(
+    *, sop_class: str, message_id: int, status: int, sop_instance: str
+) -> bytes:
+    """The C-STORE-RSP command (PS3.7 9.3.1.2): what ``encode_command`` makes of
+    it, built directly, as it is sent for every instance received."""
+    numbers = _STORE_RSP_US.pack(
+        0x0000, 0x0100, 2, C_STORE_RSP,
+        0x0000, 0x0120, 2, message_id,
+        0x0000, 0x0800, 2, NO_DATASET,
+        0x0000, 0x0900, 2, status,
+    )  # fmt: skip
+    instance = sop_instance.encode("ascii", "replace")
+    if len(instance) % 2:
+        instance += b"\x00"
+    body = (
+        _ui_element(0x0002, sop_class)
+        + numbers
+        + _ELEMENT_HEADER.pack(0x0000, 0x1000, len(instance))
+        + instance
+    )
+    return _GROUP_LENGTH.pack(0x0000, 0x0000, 4, len(body)) + body
 
 
 # --- the connection --------------------------------------------------------------
@@ -264,37 +302,94 @@ def _negotiate(body: bytes, contexts: list[PresentationContext]) -> Negotiated:
     )
 
 
+# A P-DATA-TF PDU with one PDV item: PDU type, reserved, PDU length, PDV length,
+# presentation context id, message control header (PS3.8 9.3.5).
+_P_DATA_HEADER = struct.Struct(">BBIIBB")
+# struct timeval, for SO_RCVTIMEO / SO_SNDTIMEO.
+_TIMEVAL = struct.Struct("@ll")
+# Bytes read from the socket at once; a PDU larger than half of it is read
+# straight into a buffer of its own.
+_READ_BUFFER = 1 << 18
+
+
 class Connection:
-    """One TCP connection carrying one association, read and written blocking."""
+    """One TCP connection carrying one association, read and written blocking.
+
+    The socket stays in blocking mode and the kernel applies the timeout
+    (SO_RCVTIMEO / SO_SNDTIMEO): one system call per read instead of Python's
+    poll + recv, and the reads are buffered here instead of through
+    ``socket.makefile`` (two Python layers per read). A read or write that
+    times out raises TimeoutError; a peer that closes raises PeerGone.
+    """
 
     def __init__(self, sock: socket.socket, *, timeout: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(timeout)
+        sock.settimeout(None)
         self.sock = sock
-        self.rfile = sock.makefile("rb", buffering=1 << 18)
         self.accepted = Accepted()
+        self._timeout: float | None = None
+        self.set_timeout(timeout)
+        self._buffer = bytearray(_READ_BUFFER)
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0
+
+    def set_timeout(self, seconds: float) -> None:
+        """The longest a single read or write may wait (changed only when it differs)."""
+        if seconds == self._timeout:
+            return
+        self._timeout = seconds
+        whole = int(seconds)
+        value = _TIMEVAL.pack(whole, max(int((seconds - whole) * 1e6), 0 if whole else 1000))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
     def close(self) -> None:
+        self.sock.close()
+
+    def _recv_into(self, view: memoryview) -> int:
         try:
-            self.rfile.close()
-        finally:
-            self.sock.close()
-
-    def read_exact(self, n: int) -> bytes:
-        data = self.rfile.read(n)
-        if data is None or len(data) < n:
+            got = self.sock.recv_into(view)
+        except BlockingIOError:  # SO_RCVTIMEO expired
+            raise TimeoutError(f"no data within {self._timeout:g} s") from None
+        if not got:
             raise PeerGone("the peer closed the connection")
-        return data
+        return got
 
-    def read_pdu(self) -> tuple[int, bytes]:
+    def read_exact(self, n: int) -> bytes | bytearray:
+        start, end = self._start, self._end
+        if end - start >= n:
+            self._start = start + n
+            return bytes(self._view[start : start + n])
+        if n > _READ_BUFFER // 2:
+            # A large PDU: what is buffered, then the rest straight into its own buffer.
+            out = bytearray(n)
+            have = end - start
+            out[:have] = self._view[start:end]
+            self._start = self._end = 0
+            into = memoryview(out)
+            while have < n:
+                have += self._recv_into(into[have:])
+            return out
+        if start + n > _READ_BUFFER:  # no room behind: move what is left to the front
+            self._buffer[: end - start] = self._view[start:end]
+            start, end = 0, end - start
+        while end - start < n:
+            end += self._recv_into(self._view[end:])
+        self._start, self._end = start + n, end
+        return bytes(self._view[start : start + n])
+
+    def read_pdu(self) -> tuple[int, bytes | bytearray]:
         """(type, body) of the next PDU."""
         header = self.read_exact(6)
         pdu_type = header[0]
-        (length,) = struct.unpack(">I", header[2:6])
+        (length,) = struct.unpack_from(">I", header, 2)
         return pdu_type, self.read_exact(length) if length else b""
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except BlockingIOError:  # SO_SNDTIMEO expired
+            raise TimeoutError(f"could not send within {self._timeout:g} s") from None
 
     def send_pdu(self, pdu_type: int, body: bytes) -> None:
         self.send(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
@@ -303,6 +398,14 @@ class Connection:
         """A command (and data set) as PDVs within the peer's maximum PDU size."""
         limit = max(self.accepted.peer_max_pdu, 1024) if self.accepted.peer_max_pdu else 1 << 20
         chunk = limit - 6  # PDV item header: length (4), context id (1), control (1)
+        if dataset is None and len(command) <= chunk:  # a response: one PDU
+            self.send(
+                _P_DATA_HEADER.pack(
+                    P_DATA_TF, 0, len(command) + 6, len(command) + 2, context_id, 0x03
+                )
+                + command
+            )
+            return
         pdus = []
         for payload, flag in ((command, 0x01), (dataset, 0x00)):
             if payload is None:
@@ -311,8 +414,12 @@ class Connection:
                 part = payload[start : start + chunk]
                 last = start + chunk >= len(payload)
                 control = flag | (0x02 if last else 0x00)
-                pdv = struct.pack(">IBB", len(part) + 2, context_id, control) + part
-                pdus.append(struct.pack(">BBI", P_DATA_TF, 0, len(pdv)) + pdv)
+                pdus.append(
+                    _P_DATA_HEADER.pack(
+                        P_DATA_TF, 0, len(part) + 6, len(part) + 2, context_id, control
+                    )
+                    + part
+                )
         self.send(b"".join(pdus))
 
     def abort(self) -> None:
@@ -356,6 +463,7 @@ class Connection:
             else:
                 self._reject(request, result=0x01, source=0x01, diagnostic=0x07)  # called AE
             return False
+        body = bytes(body)
         negotiated = cache.get(body) if cache is not None else None
         if negotiated is None:
             negotiated = _negotiate(body, contexts)

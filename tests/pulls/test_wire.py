@@ -1,0 +1,88 @@
+"""The DIMSE connection's own read buffer, kernel timeouts and command coding."""
+
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from pulls.dicom.wire import (
+    C_STORE_RSP,
+    NO_DATASET,
+    Connection,
+    PeerGone,
+    decode_command,
+    encode_command,
+    encode_store_response,
+)
+
+
+@pytest.mark.parametrize("sop_instance", ["1.2.3.4", "1.2.3.45", "../evil"])
+def test_the_store_response_is_the_generic_command(sop_instance):
+    fast = encode_store_response(
+        sop_class="1.2.840.10008.5.1.4.1.1.2",
+        message_id=7,
+        status=0xA700,
+        sop_instance=sop_instance,
+    )
+    generic = encode_command(
+        {
+            0x0002: "1.2.840.10008.5.1.4.1.1.2",
+            0x0100: C_STORE_RSP,
+            0x0120: 7,
+            0x0800: NO_DATASET,
+            0x0900: 0xA700,
+            0x1000: sop_instance,
+        }
+    )
+    assert fast == generic
+    assert decode_command(fast)[0x1000] == sop_instance.rstrip("\x00")
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        theirs = socket.create_connection(server.getsockname())
+        ours, _ = server.accept()
+    return ours, theirs
+
+
+def _pdu(body: bytes) -> bytes:
+    return struct.pack(">BBI", 0x04, 0, len(body)) + body
+
+
+def test_pdus_are_read_whole_whatever_the_segments():
+    ours, theirs = _tcp_pair()
+    small, large = b"a" * 10, bytes(range(256)) * 2000  # the large one bypasses the buffer
+    stream = _pdu(small) + _pdu(large) + _pdu(small)
+
+    def trickle():
+        for start in range(0, len(stream), 4099):
+            theirs.sendall(stream[start : start + 4099])
+            time.sleep(0.001)
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    conn = Connection(ours, timeout=5)
+    assert [conn.read_pdu() for _ in range(3)] == [(4, small), (4, large), (4, small)]
+    sender.join()
+    theirs.close()
+    with pytest.raises(PeerGone):
+        conn.read_pdu()
+    conn.close()
+
+
+def test_a_silent_peer_times_out_and_a_changed_timeout_applies():
+    ours, theirs = _tcp_pair()
+    conn = Connection(ours, timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        conn.read_pdu()
+    assert 0.15 < time.monotonic() - started < 2
+    conn.set_timeout(0.5)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        conn.read_pdu()
+    assert 0.4 < time.monotonic() - started < 2
+    conn.close()
+    theirs.close()
