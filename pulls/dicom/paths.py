@@ -5,24 +5,26 @@ from __future__ import annotations
 import hashlib
 import re
 
-_SAFE_UID = re.compile(r"^[0-9.]{1,64}$")
+_UID_CHARACTERS = "0123456789."
 
 
 def safe_component(value: str) -> str:
-    """A UID that matches ``^[0-9.]{1,64}$`` (and is not '.' or '..') is used as is;
-    anything else becomes a fixed-length hash, so ``../`` or ``/`` never reach a path."""
-    if _SAFE_UID.match(value) and value.strip(".") != "":
+    """A UID that matches ``^[0-9.]{1,64}$`` in full (and is not only dots) is
+    used as is; anything else becomes a fixed-length hash, so ``../``, ``/`` or
+    a line break never reach a path. (No regex: ``$`` would let a trailing line
+    break through, and this runs twice for every instance received.)"""
+    if 0 < len(value) <= 64 and not value.strip(_UID_CHARACTERS) and value.strip("."):
         return value
     digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return f"x{digest}"
 
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def safe_name(value: str) -> str:
     """A folder name from a free-text tag value such as PatientID."""
-    if _SAFE_NAME.match(value) and value not in (".", ".."):
+    if _SAFE_NAME.fullmatch(value) and value not in (".", ".."):
         return value
     digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return f"x{digest}"
