@@ -100,37 +100,85 @@ def items_claim(
     token = token or uuid.uuid4()
     now = timezone.now()
     with transaction.atomic():  # one write transaction, not three
-        return token, _claim(item_ids, worker=worker, token=token, now=now)
+        claimed = _claim(item_ids, worker=worker, token=token, now=now)
+        if claimed:
+            Job.objects.filter(pk=claimed[0].job_id, status=JobStatus.QUEUED).update(
+                status=JobStatus.RUNNING, started_at=now
+            )
+        return token, claimed
+
+
+def _column(name: str) -> str:
+    return connection.ops.quote_name(JobItem._meta.get_field(name).column)
+
+
+@functools.lru_cache(maxsize=8)
+def _claim_statements(vendor: str) -> tuple[str, str, str]:
+    """The look for a job's next queued rows, the claim of rows by id and the
+    read of the claimed rows (the last two completed by a list of ids, ``%s``
+    each). Raw SQL built once: through the ORM a claim of a few rows was five
+    queries and ~5 ms of a worker's CPU, more than the rows' own bookkeeping.
+    Column and table names come from the models."""
+    quote = connection.ops.quote_name
+    item, job = quote(JobItem._meta.db_table), quote(Job._meta.db_table)
+    ready = f"({_column('not_before')} IS NULL OR {_column('not_before')} <= %s)"
+    active = ", ".join(["%s"] * len(ACTIVE_JOB_STATUSES))
+    job_active = (
+        f"EXISTS (SELECT 1 FROM {job} WHERE {job}.{quote('id')} = {item}.{_column('job')} "  # noqa: S608
+        f"AND {job}.{quote('status')} IN ({active}))"
+    )
+    # On PostgreSQL the rows looked at stay locked and another worker's look
+    # skips them; on SQLite the transaction holds the write lock from its start.
+    skip_locked = connection.features.has_select_for_update_skip_locked
+    lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
+    look = (
+        f"SELECT {quote('id')} FROM {item} WHERE {_column('job')} = %s "  # noqa: S608
+        f"AND {_column('status')} = %s AND {_column('queued_at')} IS NOT NULL AND {ready} "
+        f"AND {job_active} ORDER BY {_column('row')} LIMIT %s{lock}"
+    )
+    claim = (
+        f"UPDATE {item} SET {_column('status')} = %s, "  # noqa: S608
+        f"{_column('attempts')} = {_column('attempts')} + 1, {_column('lease_token')} = %s, "
+        f"{_column('lease_expires_at')} = %s, {_column('claimed_by')} = %s, "
+        f"{_column('started_at')} = %s "
+        f"WHERE {_column('status')} = %s AND {ready} AND {job_active} AND {quote('id')} IN "
+    )
+    read = (
+        f"SELECT * FROM {item} WHERE {_column('lease_token')} = %s "  # noqa: S608
+        f"AND {_column('status')} = %s AND {quote('id')} IN "
+    )
+    return look, claim, read
+
+
+def _prep(name: str, value: object) -> object:
+    return JobItem._meta.get_field(name).get_db_prep_value(value, connection)
 
 
 def _claim(item_ids: Sequence[int], *, worker: str, token: uuid.UUID, now) -> list[JobItem]:
-    claimed = (
-        JobItem.objects.filter(
-            pk__in=item_ids,
-            status=ItemStatus.PENDING,
-            job__status__in=ACTIVE_JOB_STATUSES,
-        )
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .update(
-            status=ItemStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            lease_token=token,
-            lease_expires_at=now + timedelta(seconds=lease_seconds()),
-            claimed_by=worker[:200],
-            started_at=now,
-        )
-    )
-    if not claimed:
+    if not item_ids:
         return []
-    items = list(
-        JobItem.objects.filter(pk__in=item_ids, lease_token=token)
-        .select_related("job")
-        .order_by("row")
+    claim = _claim_statements(connection.vendor)[1]
+    moment = _prep("started_at", now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{claim}({', '.join(['%s'] * len(item_ids))})",
+            [
+                ItemStatus.RUNNING, _prep("lease_token", token),
+                _prep("lease_expires_at", now + timedelta(seconds=lease_seconds())),
+                worker[:200], moment, ItemStatus.PENDING, moment, *ACTIVE_JOB_STATUSES,
+                *item_ids,
+            ],
+        )  # fmt: skip
+        if not cursor.rowcount:
+            return []
+    # A raw read too: half the CPU of the ORM's for a few rows.
+    read = _claim_statements(connection.vendor)[2]
+    return list(
+        JobItem.objects.raw(
+            f"{read}({', '.join(['%s'] * len(item_ids))}) ORDER BY {_column('row')}",
+            [_prep("lease_token", token), ItemStatus.RUNNING, *item_ids],
+        )
     )
-    Job.objects.filter(pk__in={item.job_id for item in items}, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=now
-    )
-    return items
 
 
 def items_claim_next(job_id: int, *, token: uuid.UUID, worker: str, limit: int) -> list[JobItem]:
@@ -140,25 +188,17 @@ def items_claim_next(job_id: int, *, token: uuid.UUID, worker: str, limit: int) 
     to claim.
 
     The look and the claim are one transaction, so two workers going on with
-    one job never reach for the same rows: on SQLite it holds the write lock
-    from its start; on PostgreSQL the rows looked at are locked and another
-    worker's look skips them.
+    one job never reach for the same rows (see ``_claim_statements``).
     """
     now = timezone.now()
-    with transaction.atomic():
-        ids = list(
-            JobItem.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(
-                job_id=job_id,
-                job__status__in=ACTIVE_JOB_STATUSES,
-                status=ItemStatus.PENDING,
-                queued_at__isnull=False,
-            )
-            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-            .order_by("row")
-            .values_list("pk", flat=True)[:limit]
+    look = _claim_statements(connection.vendor)[0]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            look,
+            [job_id, ItemStatus.PENDING, _prep("not_before", now), *ACTIVE_JOB_STATUSES, limit],
         )
-        return _claim(ids, worker=worker, token=token, now=now) if ids else []
+        ids = [row[0] for row in cursor.fetchall()]
+        return _claim(ids, worker=worker, token=token, now=now)
 
 
 def lease_renew(token: uuid.UUID) -> None:

@@ -1,5 +1,6 @@
 """Items through the queue: leases, attempts, the reconciler, and a real worker."""
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -45,6 +46,58 @@ def test_a_claim_takes_each_item_once(alice, project, nowhere_node):
     assert set(job.items.values_list("status", "attempts", "claimed_by")) == {
         (ItemStatus.RUNNING, 1, "w1")
     }
+
+
+def test_a_claim_takes_no_row_of_a_stopped_job_nor_one_that_waits(alice, project, nowhere_node):
+    job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}] * 3)
+    first, later, third = job.items.order_by("row")
+    JobItem.objects.filter(pk=later.pk).update(not_before=timezone.now() + timedelta(minutes=5))
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.PAUSED)
+    assert items.items_claim([first.pk], worker="w")[1] == []
+
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    token, claimed = items.items_claim([first.pk, later.pk, third.pk], worker="w")
+
+    assert [item.pk for item in claimed] == [first.pk, third.pk]
+    assert [(i.status, i.attempts, i.lease_token) for i in claimed] == [
+        (ItemStatus.RUNNING, 1, token)
+    ] * 2
+    assert JobItem.objects.get(pk=later.pk).status == ItemStatus.PENDING
+
+
+def test_workers_going_on_take_the_next_queued_rows_in_order_each_once(
+    alice, project, nowhere_node
+):
+    job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}] * 7)
+    rows = list(job.items.order_by("row"))
+    JobItem.objects.filter(job=job).exclude(pk=rows[5].pk).update(queued_at=timezone.now())
+    one, other = uuid.uuid4(), uuid.uuid4()
+
+    taken = [items.items_claim_next(job.pk, token=t, worker="w", limit=2) for t in (one, other)]
+    rest = items.items_claim_next(job.pk, token=one, worker="w", limit=5)
+
+    assert [[i.row for i in batch] for batch in taken] == [[1, 2], [3, 4]]
+    assert [i.row for i in rest] == [5, 7]  # row 6 has no message yet: its chunk will claim it
+    assert set(job.items.filter(lease_token=one).values_list("row", flat=True)) == {1, 2, 5, 7}
+    assert items.items_claim_next(job.pk, token=one, worker="w", limit=5) == []
+
+
+def test_an_outcome_is_recorded_only_while_the_worker_holds_the_lease(alice, project, nowhere_node):
+    job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}] * 2)
+    ids = list(job.items.values_list("pk", flat=True))
+    token, (kept, lost) = items.items_claim(ids, worker="w")
+    _expire_leases(job)
+    JobItem.objects.filter(pk=lost.pk).update(status=ItemStatus.PENDING, lease_token=None)
+
+    gone = items.items_succeed([(kept, {"matches": 3}), (lost, {"matches": 4})], token)
+
+    assert gone == [lost]
+    kept.refresh_from_db()
+    assert (kept.status, kept.matches, kept.lease_token, kept.error_message) == (
+        ItemStatus.DONE, 3, None, "",
+    )  # fmt: skip
+    assert kept.finished_at is not None and kept.duration_ms is not None
+    assert JobItem.objects.get(pk=lost.pk).status == ItemStatus.PENDING
 
 
 def test_a_poison_item_ends_as_failed_after_the_set_attempts(
