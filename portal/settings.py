@@ -255,6 +255,9 @@ PACSNPULL_SCP_PORT = env.port("PACSNPULL_SCP_PORT", 11113)
 PACSNPULL_SCP_HOST = env.str("PACSNPULL_SCP_HOST", "127.0.0.1")
 # Loopback by default; set 0.0.0.0 (or the portal's address) so a real PACS can reach it.
 PACSNPULL_SCP_BIND = env.str("PACSNPULL_SCP_BIND", "127.0.0.1")
+# Processes of the storage SCP: as many as associations expected at the same
+# time (the workers' concurrent C-MOVEs), up to the cores (see scp_processes).
+PACSNPULL_SCP_PROCESSES = env.int("PACSNPULL_SCP_PROCESSES", 2, minimum=1, maximum=64)
 PACSNPULL_STORAGE_ROOT = env.path("PACSNPULL_STORAGE_ROOT", INSTANCE_DIR / "storage")
 PACSNPULL_STAGING_DIR = env.path("PACSNPULL_STAGING_DIR", INSTANCE_DIR / "staging")
 # When a PACS cannot deliver to our storage SCP, wait this long for it to come back.

@@ -6,30 +6,43 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from pulls.dicom.storage_scp import StorageSCP
+from pulls.dicom.scp_processes import serve_processes
 
 
 class Command(BaseCommand):
     help = "Receive C-STOREs into the staging area (AE title and port from settings)."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=settings.PACSNPULL_SCP_PROCESSES,
+            help="serving processes (default PACSNPULL_SCP_PROCESSES): one per association "
+            "expected at the same time",
+        )
+
+    def handle(self, *args, processes: int, **options):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        scp = StorageSCP(
+
+        def listening() -> None:
+            self.stdout.write(
+                f"storage SCP {settings.PACSNPULL_AE_TITLE} listening on "
+                f"{settings.PACSNPULL_SCP_BIND or '*'}:{settings.PACSNPULL_SCP_PORT} "
+                f"({max(processes, 1)} processes), staging in {settings.PACSNPULL_STAGING_DIR}",
+            )
+            self.stdout.flush()
+
+        totals = serve_processes(
+            processes=max(processes, 1),
             ae_title=settings.PACSNPULL_AE_TITLE,
             port=settings.PACSNPULL_SCP_PORT,
             bind=settings.PACSNPULL_SCP_BIND,
             staging_dir=settings.PACSNPULL_STAGING_DIR,
-        ).start()
-        self.stdout.write(
-            f"storage SCP {settings.PACSNPULL_AE_TITLE} listening on "
-            f"{settings.PACSNPULL_SCP_BIND or '*'}:{settings.PACSNPULL_SCP_PORT}, "
-            f"staging in {settings.PACSNPULL_STAGING_DIR}",
+            stop=stop,
+            on_listening=listening,
         )
-        self.stdout.flush()
-        stop.wait()
-        scp.stop()
         self.stdout.write(
-            f"storage SCP stopped ({scp.counters.received} received, {scp.counters.failed} failed)"
+            f"storage SCP stopped ({totals.received} received, {totals.failed} failed)"
         )

@@ -1,0 +1,103 @@
+"""The storage SCP in several processes: associations spread, a dead process is replaced."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from pynetdicom import AE
+
+from pulls.sandbox.procs import free_port, port_open
+from tests.conftest import REPO, wait_for
+from tests.pulls.test_storage_scp import _send
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(child) for child in fh.read().split()]
+
+
+def _owner_of_connection_from(local_port: int, candidates: list[int]) -> int:
+    """Which of ``candidates`` holds the server side of the connection from ``local_port``."""
+    inodes = set()
+    with open("/proc/net/tcp") as fh:
+        for line in fh.readlines()[1:]:
+            fields = line.split()
+            if int(fields[2].split(":")[1], 16) == local_port:  # remote address: the client
+                inodes.add(fields[9])
+    for pid in candidates:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return pid
+    raise AssertionError(f"no process holds the connection from port {local_port}")
+
+
+@pytest.fixture
+def scp_processes(tmp_path):
+    port = free_port()
+    env = dict(
+        os.environ,
+        PACSNPULL_INSTANCE_DIR=str(tmp_path),
+        PACSNPULL_SCP_PORT=str(port),
+        PACSNPULL_STAGING_DIR=str(tmp_path / "staging"),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "storescp", "--processes", "2"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: port_open(port), timeout=30, what="the storage SCP to listen")
+        wait_for(lambda: len(_children(proc.pid)) == 2, timeout=10, what="two SCP processes")
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_two_associations_at_once_are_served_by_two_processes(scp_processes):
+    proc, port = scp_processes
+    ae = AE(ae_title="SENDER")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    first = ae.associate("127.0.0.1", port, ae_title="PACSNPULL")
+    second = ae.associate("127.0.0.1", port, ae_title="PACSNPULL")
+    try:
+        assert first.is_established and second.is_established
+        owners = {
+            _owner_of_connection_from(assoc.local["port"], _children(proc.pid))
+            for assoc in (first, second)
+        }
+        assert len(owners) == 2
+        assert first.send_c_echo().Status == 0 and second.send_c_echo().Status == 0
+    finally:
+        first.release()
+        second.release()
+
+
+def test_a_process_that_dies_is_replaced_and_sigterm_ends_them_all(scp_processes, dicom_data):
+    proc, port = scp_processes
+    victim, survivor = _children(proc.pid)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(
+        lambda: len(_children(proc.pid)) == 2 and victim not in _children(proc.pid),
+        timeout=10,
+        what="a replacement process",
+    )
+    instances = dicom_data.instances[:3]
+    for inst in instances:
+        assert _send(port, [dicom_data.root / inst.path]) == [0]
+    children = _children(proc.pid)
+
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+
+    assert proc.returncode == 0
+    assert "storage SCP stopped (3 received, 0 failed)" in out
+    assert "starting another" in out
+    for pid in children:
+        assert not os.path.exists(f"/proc/{pid}")
