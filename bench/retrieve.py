@@ -78,14 +78,27 @@ def _rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def _wait_done(job_pk: int):
-    from pulls.models import Job, JobStatus
+_ENDED = ("done", "failed", "paused")
 
-    while True:
-        job = Job.objects.get(pk=job_pk)
-        if job.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.PAUSED):
-            return job
-        time.sleep(0.02)
+
+def _status(job_pk: int) -> str:
+    """The job's status with one prepared SQL statement: the wait must cost the
+    machine little, as DCMTK's side waits for its processes without any CPU."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM pulls_job WHERE id = %s", [job_pk])
+        return cursor.fetchone()[0]
+
+
+def _wait_done(job_pk: int, *, sample=None):
+    from pulls.models import Job
+
+    while _status(job_pk) not in _ENDED:
+        if sample is not None:
+            sample()
+        time.sleep(0.01)
+    return Job.objects.get(pk=job_pk)
 
 
 def run_find(node, owner, project, uids):
@@ -124,13 +137,12 @@ def run_pipeline(kind, node, owner, project, uids, worker_pid=None, find_job=Non
         job = retrieval_create_from_find(find_job=find_job, user=owner, method=method)
     job_start(job=job, user=owner)
     samples = []
-    while True:
-        job = Job.objects.get(pk=job.pk)
-        if job.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.PAUSED):
-            break
-        if worker_pid:
-            samples.append((job.items_done, _rss_mb(worker_pid)))
-        time.sleep(0.02)
+
+    def sample() -> None:  # the memory job: resident memory as the rows get done
+        done = Job.objects.filter(pk=job.pk).values_list("items_done", flat=True).get()
+        samples.append((done, _rss_mb(worker_pid)))
+
+    job = _wait_done(job.pk, sample=sample if worker_pid else None)
     seconds = time.perf_counter() - started
     assert job.status == JobStatus.DONE, (job.status, job.waiting_reason, job.items_failed)
     files = [p for p in project.storage_dir.rglob("*.dcm")]
