@@ -19,7 +19,7 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -72,27 +72,120 @@ class PeerGone(Exception):
 # --- commands ------------------------------------------------------------------
 
 
+_COMMAND_ELEMENT = struct.Struct("<HHI")
+_US_VALUE = struct.Struct("<H")
+_UL_VALUE = struct.Struct("<I")
+# How a command element's value is read: US, text (UI and the text elements), UL.
+_AS_US, _AS_TEXT, _AS_UL = 1, 2, 3
+_READ_AS = {
+    **dict.fromkeys(_US_TAGS, _AS_US),
+    **dict.fromkeys(_UI_TAGS | _TEXT_TAGS, _AS_TEXT),
+    0x0000: _AS_UL,
+}
+
+
 def decode_command(data: bytes) -> dict[int, object]:
-    """Group 0000 in implicit VR little endian -> {element number: value}."""
+    """Group 0000 in implicit VR little endian -> {element number: value}.
+    (Two commands per instance received by C-GET: kept to few steps per element.)"""
     out: dict[int, object] = {}
-    offset = 0
-    size = len(data)
+    offset, size = 0, len(data)
+    element_at, us_at, read_as = _COMMAND_ELEMENT.unpack_from, _US_VALUE.unpack_from, _READ_AS.get
     while offset + 8 <= size:
-        group, element, length = struct.unpack_from("<HHI", data, offset)
-        offset += 8
-        raw = data[offset : offset + length]
-        offset += length
-        if group != 0x0000:
+        group, element, length = element_at(data, offset)
+        start = offset + 8
+        offset = start + length
+        if group:
             continue
-        if element in _US_TAGS and length == 2:
-            out[element] = struct.unpack("<H", raw)[0]
-        elif element == 0x0000 and length == 4:
-            out[element] = struct.unpack("<I", raw)[0]
-        elif element in _UI_TAGS or element in _TEXT_TAGS:
-            out[element] = raw.rstrip(b"\x00 ").decode("ascii", "replace")
+        kind = read_as(element)
+        if kind == _AS_US and length == 2:
+            out[element] = us_at(data, start)[0]
+        elif kind == _AS_TEXT:
+            out[element] = data[start:offset].rstrip(b"\x00 ").decode("ascii", "replace")
+        elif kind == _AS_UL and length == 4:
+            out[element] = _UL_VALUE.unpack_from(data, start)[0]
         else:
-            out[element] = raw
+            out[element] = data[start:offset]
     return out
+
+
+class CommandLayouts:
+    """Decodes commands like ``decode_command``, in one unpack for a command laid
+    out like one seen before on the connection: the same elements with the same
+    lengths. A retrieval brings one such command per instance (a C-STORE-RQ, a
+    pending C-GET/C-MOVE-RSP); walking their ten-odd elements one by one was a
+    sixth of a C-GET's instructions per instance (CPython 3.11).
+
+    A layout is used only when every group, element and length in the command
+    equals its own, so the result is always decode_command's."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._layouts: dict[int, list[_Layout]] = {}
+
+    def decode(self, data: bytes) -> dict[int, object]:
+        for layout in self._layouts.get(len(data), ()):
+            fields = layout.decode(data)
+            if fields is not None:
+                return fields
+        fields = decode_command(data)
+        layout = _Layout.of(data)
+        if layout is not None:
+            known = self._layouts.setdefault(len(data), [])
+            if len(known) < 4 and sum(map(len, self._layouts.values())) < self.size:
+                known.append(layout)
+        return fields
+
+
+@dataclass(frozen=True)
+class _Layout:
+    unpack: Callable[[bytes], tuple]
+    groups: tuple[int, ...]
+    elements: tuple[int, ...]
+    lengths: tuple[int, ...]
+    wanted: tuple[int, ...]  # indexes of the group 0000 elements, in order
+    text: tuple[int, ...]  # ... of those read as text
+
+    @staticmethod
+    def of(data: bytes) -> _Layout | None:
+        formats, groups, elements, lengths, wanted, text = ["<"], [], [], [], [], []
+        offset = 0
+        while offset + 8 <= len(data):
+            group, element, length = _COMMAND_ELEMENT.unpack_from(data, offset)
+            offset += 8 + length
+            kind = _READ_AS.get(element) if group == 0 else None
+            if kind == _AS_US and length == 2:
+                formats.append("HHIH")
+            elif kind == _AS_UL and length == 4:
+                formats.append("HHII")
+            else:
+                formats.append(f"HHI{length}s")
+                if kind == _AS_TEXT:
+                    text.append(len(groups))
+            if group == 0:
+                wanted.append(len(groups))
+            groups.append(group)
+            elements.append(element)
+            lengths.append(length)
+        if offset != len(data):
+            return None  # trailing bytes: leave such a command to decode_command
+        return _Layout(
+            struct.Struct("".join(formats)).unpack,
+            tuple(groups), tuple(elements), tuple(lengths), tuple(wanted), tuple(text),
+        )  # fmt: skip
+
+    def decode(self, data: bytes) -> dict[int, object] | None:
+        values = self.unpack(data)
+        if (
+            values[1::4] != self.elements
+            or values[2::4] != self.lengths
+            or values[0::4] != self.groups
+        ):
+            return None
+        found = values[3::4]
+        fields = {self.elements[i]: found[i] for i in self.wanted}
+        for i in self.text:
+            fields[self.elements[i]] = found[i].rstrip(b"\x00 ").decode("ascii", "replace")
+        return fields
 
 
 def encode_command(elements: dict[int, object]) -> bytes:
@@ -305,6 +398,8 @@ def _negotiate(body: bytes, contexts: list[PresentationContext]) -> Negotiated:
 # A P-DATA-TF PDU with one PDV item: PDU type, reserved, PDU length, PDV length,
 # presentation context id, message control header (PS3.8 9.3.5).
 _P_DATA_HEADER = struct.Struct(">BBIIBB")
+# A PDV item's length, presentation context id and message control header.
+_PDV_HEADER = struct.Struct(">IBB")
 # struct timeval, for SO_RCVTIMEO / SO_SNDTIMEO.
 _TIMEVAL = struct.Struct("@ll")
 # Bytes read from the socket at once; a PDU larger than half of it is read
@@ -327,6 +422,7 @@ class Connection:
         sock.settimeout(None)
         self.sock = sock
         self.accepted = Accepted()
+        self.commands = CommandLayouts()
         self._timeout: float | None = None
         self.set_timeout(timeout)
         self._buffer = bytearray(_READ_BUFFER)
@@ -490,39 +586,42 @@ class Connection:
         """Yield (context id, command, data set bytes or None) for every complete
         message except C-STOREs, which ``store`` writes and answers on its own.
         Ends when the association is released; raises PeerGone on abort."""
-        command = bytearray()
+        command = bytearray()  # a command in several fragments (rare)
         writer = None  # the C-STORE being received (receiving._PendingStore)
         pending: tuple[int, dict[int, object]] | None = None  # a command awaiting its data set
         dataset = bytearray()
+        pdv_at, decode = _PDV_HEADER.unpack_from, self.commands.decode
         while True:
             pdu_type, body = self.read_pdu()
-            if pdu_type in (RELEASE_RQ, RELEASE_RP):
-                if writer is not None:
-                    writer.discard()
-                if pdu_type == RELEASE_RQ:
-                    self.send_pdu(RELEASE_RP, b"\x00\x00\x00\x00")
-                return
-            if pdu_type == ABORT:
-                if writer is not None:
-                    writer.discard()
-                raise PeerGone("the peer aborted the association")
             if pdu_type != P_DATA_TF:
+                if pdu_type in (RELEASE_RQ, RELEASE_RP):
+                    if writer is not None:
+                        writer.discard()
+                    if pdu_type == RELEASE_RQ:
+                        self.send_pdu(RELEASE_RP, b"\x00\x00\x00\x00")
+                    return
+                if writer is not None:
+                    writer.discard()
+                if pdu_type == ABORT:
+                    raise PeerGone("the peer aborted the association")
                 self.abort()
                 raise PeerGone(f"unexpected PDU type 0x{pdu_type:02X}")
-            offset = 0
+            offset, size = 0, len(body)
             view = memoryview(body)
-            while offset < len(body):
-                (length,) = struct.unpack_from(">I", body, offset)
-                context_id = body[offset + 4]
-                control = body[offset + 5]
+            while offset < size:
+                length, context_id, control = pdv_at(body, offset)
                 data = view[offset + 6 : offset + 4 + length]
                 offset += 4 + length
                 if control & 0x01:  # command fragment
-                    command += data
                     if not control & 0x02:
+                        command += data
                         continue
-                    fields = decode_command(bytes(command))
-                    command.clear()
+                    if command:
+                        command += data
+                        fields = decode(bytes(command))
+                        command.clear()
+                    else:
+                        fields = decode(bytes(data))
                     has_dataset = fields.get(0x0800) != NO_DATASET
                     if fields.get(0x0100) == C_STORE_RQ:
                         if store is None:  # we asked for no instances on this association

@@ -86,3 +86,29 @@ def test_a_silent_peer_times_out_and_a_changed_timeout_applies():
     assert 0.4 < time.monotonic() - started < 2
     conn.close()
     theirs.close()
+
+
+def test_a_command_laid_out_like_one_before_decodes_the_same():
+    from pulls.dicom.wire import CommandLayouts
+
+    def pending(remaining: int, completed: int) -> bytes:
+        return encode_command(
+            {0x0002: "1.2.840.10008.5.1.4.1.2.2.3", 0x0100: 0x8010, 0x0120: 3, 0x0800: NO_DATASET,
+             0x0900: 0xFF00, 0x1020: remaining, 0x1021: completed, 0x1022: 0, 0x1023: 0}
+        )  # fmt: skip
+
+    layouts = CommandLayouts()
+    commands = [pending(30 - n, n) for n in range(30)]
+    # As long as those, but other elements: the layout must not be taken for it.
+    impostor = encode_command(
+        {0x0002: "1.2.840.10008.5.1.4.1.2.2.3", 0x0100: 0x8010, 0x0120: 3, 0x0800: NO_DATASET,
+         0x0900: 0xFF00, 0x1020: 1, 0x1021: 2, 0x1022: 0, 0x1025: 0}
+    )  # fmt: skip
+    store = encode_command(
+        {0x0002: "1.2.840.10008.5.1.4.1.1.2", 0x0100: 0x0001, 0x0110: 9, 0x0700: 0,
+         0x0800: 0, 0x1000: "1.2.3.4", 0x1030: "ORTHANC", 0x1031: 7}
+    )  # fmt: skip
+    assert len(impostor) == len(commands[0])
+    for data in [*commands, impostor, store, store.replace(b"1.2.3.4", b"1.2.3.5"), impostor]:
+        assert layouts.decode(data) == decode_command(data)
+    assert 0x1025 in decode_command(impostor) and 0x1023 not in decode_command(impostor)
