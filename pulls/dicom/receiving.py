@@ -181,7 +181,7 @@ def _walk_keys(head: bytes | memoryview, *, implicit: bool) -> dict[str, str] | 
     found or past their group (the missing ones are then absent); None when
     unsure (an undefined length, or the data ends first)."""
     found: dict[str, str] = {}
-    offset, wanted, last_group, key_of = 0, len(KEY_TAGS), _LAST_KEY_GROUP, _KEYS_BY_WORD.get
+    offset, wanted, last_group, keys = 0, len(KEY_TAGS), _LAST_KEY_GROUP, _KEYS_BY_WORD
     try:
         if implicit:
             header_at = _IMPLICIT_WORD_HEADER.unpack_from
@@ -192,9 +192,10 @@ def _walk_keys(head: bytes | memoryview, *, implicit: bool) -> dict[str, str] | 
                 if length == _UNDEFINED:
                     return None
                 offset += 8 + length
-                name = key_of(word)
-                if name is not None:
-                    found[name] = bytes(head[offset - length : offset]).decode("utf-8", "replace")
+                if word in keys:
+                    found[keys[word]] = bytes(head[offset - length : offset]).decode(
+                        "utf-8", "replace"
+                    )
                     if len(found) == wanted:
                         break
         else:
@@ -211,9 +212,10 @@ def _walk_keys(head: bytes | memoryview, *, implicit: bool) -> dict[str, str] | 
                     offset += 12 + length
                 else:
                     offset += 8 + length
-                name = key_of(word)
-                if name is not None:
-                    found[name] = bytes(head[offset - length : offset]).decode("utf-8", "replace")
+                if word in keys:
+                    found[keys[word]] = bytes(head[offset - length : offset]).decode(
+                        "utf-8", "replace"
+                    )
                     if len(found) == wanted:
                         break
     except struct.error:  # the data ends first
