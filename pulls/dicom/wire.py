@@ -182,7 +182,10 @@ class _Layout:
         ):
             return None
         found = values[3::4]
-        fields = {self.elements[i]: found[i] for i in self.wanted}
+        if len(self.wanted) == len(self.elements):  # group 0000 only: as commands are
+            fields = dict(zip(self.elements, found, strict=True))
+        else:
+            fields = {self.elements[i]: found[i] for i in self.wanted}
         for i in self.text:
             fields[self.elements[i]] = found[i].rstrip(b"\x00 ").decode("ascii", "replace")
         return fields
