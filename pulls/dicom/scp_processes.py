@@ -13,6 +13,7 @@ and on ``stop`` ends them all and adds up what they received.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # Per process: received, failed, bytes (written by each process as it ends).
 _FIELDS = 3
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -36,15 +38,27 @@ class Totals:
     bytes: int
 
 
+def _end_with(parent: int) -> None:
+    """Have the kernel send SIGTERM to this process when its parent ends, even by
+    SIGKILL (Linux PR_SET_PDEATHSIG): no orphan may keep serving, and holding
+    the port, after the supervisor is gone."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it ended before that took effect
+        os._exit(0)
+
+
 def _child(
-    slot: int, totals, listener, *, ae_title: str, staging_dir: Path, network_timeout: float
-) -> None:
+    slot: int, totals, listener, *, ae_title: str, staging_dir: Path, network_timeout: float,
+    parent: int,
+) -> None:  # fmt: skip
     """A serving process: until SIGTERM or SIGINT; never returns."""
     code = 0
     try:
         stopped = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stopped.set())
+        _end_with(parent)
         scp = StorageSCP(
             ae_title=ae_title,
             port=listener.getsockname()[1],
@@ -85,13 +99,14 @@ def serve_processes(
     listener = listening_socket(bind, port)
     totals = multiprocessing.RawArray("q", _FIELDS * processes)
     children: dict[int, int] = {}  # pid -> slot
+    parent = os.getpid()
 
     def spawn(slot: int) -> None:
         pid = os.fork()
         if pid == 0:
             _child(
                 slot, totals, listener, ae_title=ae_title, staging_dir=staging_dir,
-                network_timeout=network_timeout,
+                network_timeout=network_timeout, parent=parent,
             )  # fmt: skip
         children[pid] = slot
 

@@ -1,5 +1,6 @@
 """The storage SCP in several processes: associations spread, a dead process is replaced."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,15 +50,16 @@ def scp_processes(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "storescp", "--processes", "2"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
     )  # fmt: skip
     try:
         wait_for(lambda: port_open(port), timeout=30, what="the storage SCP to listen")
         wait_for(lambda: len(_children(proc.pid)) == 2, timeout=10, what="two SCP processes")
         yield proc, port
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # by its process group: the parent's and children's
+        proc.wait()
 
 
 def test_two_associations_at_once_are_served_by_two_processes(scp_processes):
@@ -101,3 +103,23 @@ def test_a_process_that_dies_is_replaced_and_sigterm_ends_them_all(scp_processes
     assert "starting another" in out
     for pid in children:
         assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_a_killed_supervisor_leaves_no_process_holding_the_port(scp_processes):
+    proc, port = scp_processes
+    children = _children(proc.pid)
+
+    proc.kill()  # SIGKILL: it cannot stop them itself
+    proc.wait()
+
+    wait_for(
+        lambda: not any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in children),
+        timeout=10,
+        what="the SCP processes to end with their supervisor",
+    )
+    assert not port_open(port)
+
+
+def _alive(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rpartition(")")[2].split()[0] != "Z"
