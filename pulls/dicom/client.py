@@ -13,6 +13,7 @@ which host and port, which timeout was hit.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import socket
@@ -425,6 +426,13 @@ class Session:
         responses drained, so the next operation on this association does not
         read them as its own.
         """
+        with contextlib.closing(self.find_raw(identifier, model=model)) as matches:
+            for data, ts in matches:
+                yield read_dataset(io.BytesIO(data), ts.is_implicit_VR, ts.is_little_endian)
+
+    def find_raw(self, identifier: Dataset, *, model: str = "S") -> Iterator[tuple[bytes, UID]]:
+        """``find``, yielding each match as it came: its bytes and transfer syntax
+        (for callers that need a key or two, not a decoded data set)."""
         uid = str(FIND_MODELS[model])
         context_id, ts = self._context("C-FIND", uid)
         if self.before_query is not None:
@@ -439,9 +447,7 @@ class Session:
                 status = int(fields.get(0x0900, 0xC000))
                 if statuses.is_pending(status):
                     if dataset:
-                        yield read_dataset(
-                            io.BytesIO(dataset), ts.is_implicit_VR, ts.is_little_endian
-                        )
+                        yield dataset, ts
                     continue
                 finished = True
                 if status in (statuses.SUCCESS, statuses.CANCEL):
