@@ -40,16 +40,7 @@ from pynetdicom.sop_class import (
 )
 
 from pulls.dicom import statuses
-from pulls.dicom.errors import (
-    PacsAborted,
-    PacsRejected,
-    PacsStatusError,
-    PacsTimeout,
-    PacsUnavailable,
-)
-from pulls.dicom.receiving import InstanceWriter, StoreCounters
-from pulls.dicom.transfer_syntaxes import PREFERRED_TRANSFER_SYNTAXES
-from pulls.dicom.wire import (
+from pulls.dicom.commands import (
     C_CANCEL_RQ,
     C_ECHO_RQ,
     C_ECHO_RSP,
@@ -60,11 +51,22 @@ from pulls.dicom.wire import (
     C_MOVE_RQ,
     C_MOVE_RSP,
     NO_DATASET,
+    encode_command,
+)
+from pulls.dicom.errors import (
+    PacsAborted,
+    PacsRejected,
+    PacsStatusError,
+    PacsTimeout,
+    PacsUnavailable,
+)
+from pulls.dicom.receiving import InstanceWriter, StoreCounters
+from pulls.dicom.transfer_syntaxes import PREFERRED_TRANSFER_SYNTAXES
+from pulls.dicom.wire import (
     AssociationRequest,
     Connection,
     PeerGone,
     encode_association_request,
-    encode_command,
 )
 
 FIND_MODELS = {

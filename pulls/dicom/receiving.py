@@ -24,16 +24,15 @@ from pathlib import Path
 from pydicom import dcmread
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 
-from pulls.dicom.paths import layout_relpath
-from pulls.dicom.staging import TEMP_PREFIX, IndexWriter, instance_name, study_name
-from pulls.dicom.wire import (
-    IMPLEMENTATION_VERSION,
+from pulls.dicom.commands import (
     STATUS_OUT_OF_RESOURCES,
     STATUS_PROCESSING_FAILURE,
     STATUS_SUCCESS,
-    Connection,
     encode_store_response,
 )
+from pulls.dicom.paths import layout_relpath
+from pulls.dicom.staging import TEMP_PREFIX, IndexWriter, instance_name, study_name
+from pulls.dicom.wire import IMPLEMENTATION_VERSION, Connection
 
 log = logging.getLogger(__name__)
 

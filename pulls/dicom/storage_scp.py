@@ -22,18 +22,16 @@ from pathlib import Path
 from pynetdicom import StoragePresentationContexts
 from pynetdicom.presentation import PresentationContext
 
-from pulls.dicom.receiving import InstanceWriter, StoreCounters
-from pulls.dicom.transfer_syntaxes import PREFERRED_TRANSFER_SYNTAXES
-from pulls.dicom.wire import (
+from pulls.dicom.commands import (
     C_ECHO_RQ,
     C_ECHO_RSP,
     NO_DATASET,
     STATUS_SUCCESS,
-    Connection,
-    NegotiationCache,
-    PeerGone,
     encode_command,
 )
+from pulls.dicom.receiving import InstanceWriter, StoreCounters
+from pulls.dicom.transfer_syntaxes import PREFERRED_TRANSFER_SYNTAXES
+from pulls.dicom.wire import Connection, NegotiationCache, PeerGone
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The DIMSE connection's own read buffer, kernel timeouts and command coding."""
+"""The DIMSE connection's own read buffer and kernel timeouts, and command coding."""
 
 import socket
 import struct
@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from pulls.dicom.wire import (
+from pulls.dicom.commands import (
     C_STORE_RSP,
     NO_DATASET,
-    Connection,
-    PeerGone,
+    CommandLayouts,
     decode_command,
     encode_command,
     encode_store_response,
 )
+from pulls.dicom.wire import Connection, PeerGone
 
 
 @pytest.mark.parametrize("sop_instance", ["1.2.3.4", "1.2.3.45", "../evil"])
@@ -89,8 +89,6 @@ def test_a_silent_peer_times_out_and_a_changed_timeout_applies():
 
 
 def test_a_command_laid_out_like_one_before_decodes_the_same():
-    from pulls.dicom.wire import CommandLayouts
-
     def pending(remaining: int, completed: int) -> bytes:
         return encode_command(
             {0x0002: "1.2.840.10008.5.1.4.1.2.2.3", 0x0100: 0x8010, 0x0120: 3, 0x0800: NO_DATASET,
