@@ -5,6 +5,11 @@ freed in the last minute when it allocates one, so for about a minute after an
 ``rm -r`` of a few thousand files every file creation costs 0.3-0.7 ms of
 kernel time instead of 10-30 us. A benchmark that deletes its previous results
 right before (or right after, when run again at once) measures that.
+
+The wait covers the kernel's 60 s. While new files keep the freed inodes'
+table block dirty it counts them as recent for 360 s (RECENTCY_DIRTY); to
+compare the software rather than the disk, run the benchmark with --work on
+a tmpfs.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/retrieve.py [--studies 50] [--runs 3] [--memory-instances 20000]
 
-Own Orthanc, Redis, Celery worker (2 processes), storage SCP (its own process)
-and SQLite under bench/results/retrieve/. For each method, median of --runs:
+Own Orthanc, Redis, Celery worker (2 processes), storage SCP (its own
+processes) and SQLite under bench/results/retrieve/ (or --work). For each
+method, median of --runs:
 
 - pipeline: a retrieval job of every study (job -> worker -> PACS -> storage
   SCP or the C-GET association -> files placed in the project and counted),
@@ -36,7 +37,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WORK = REPO / "bench" / "results" / "retrieve"
+DEFAULT_WORK = REPO / "bench" / "results" / "retrieve"
+
+
+def _work_dir() -> Path:
+    """--work, read before Django's settings (which take their folders from it)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    return early.parse_known_args()[0].work.resolve()
+
+
+WORK = _work_dir()
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
@@ -181,6 +192,12 @@ def main() -> None:
     parser.add_argument("--memory-instances", type=int, default=0)
     parser.add_argument(
         "--workers", type=int, default=2, help="worker processes (the node allows 2 associations)"
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=DEFAULT_WORK,
+        help="folder for everything the run writes, both sides' files included (e.g. a tmpfs)",
     )
     args = parser.parse_args()
 
