@@ -57,18 +57,6 @@ def _row_event(
     )
 
 
-def audit_row(
-    job: Job,
-    item: JobItem,
-    action: AuditAction,
-    *,
-    success: bool,
-    counts: dict[str, object] | None = None,
-    message: str = "",
-) -> None:
-    _row_event(job, item, action, success=success, counts=counts, message=message).save()
-
-
 def record_failure(
     job: Job, item: JobItem, token: uuid.UUID, action: AuditAction, exc: PacsError
 ) -> None:
@@ -82,7 +70,7 @@ def record_failure(
             retryable=exc.retryable,
             **getattr(exc, "counts", {}),
         )
-        audit_row(job, item, action, success=False, message=str(exc))
+        _row_event(job, item, action, success=False, message=str(exc)).save()
 
 
 def pause_for_disk(job: Job, item: JobItem, token: uuid.UUID, exc: DiskFull) -> None:

@@ -11,7 +11,7 @@ from pynetdicom import AE
 
 from pulls.sandbox.procs import free_port, port_open
 from tests.conftest import REPO, wait_for
-from tests.pulls.test_storage_scp import _send
+from tests.pulls.test_storage_scp import _send, storescp_env
 
 
 def _children(pid: int) -> list[int]:
@@ -41,15 +41,10 @@ def _owner_of_connection_from(local_port: int, candidates: list[int]) -> int:
 @pytest.fixture
 def scp_processes(tmp_path):
     port = free_port()
-    env = dict(
-        os.environ,
-        PACSNPULL_INSTANCE_DIR=str(tmp_path),
-        PACSNPULL_SCP_PORT=str(port),
-        PACSNPULL_STAGING_DIR=str(tmp_path / "staging"),
-    )
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "storescp", "--processes", "2"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO, env=storescp_env(tmp_path, port), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
     try:

@@ -144,18 +144,22 @@ def test_a_full_disk_is_answered_with_0xa700_and_leaves_no_partial_file(tiny_dis
         assert scp.counters.failed == len(statuses) - stored
 
 
-def test_the_storescp_command_listens_and_stops_cleanly_on_sigterm(tmp_path, dicom_data):
-    port = free_port()
-    env = dict(
+def storescp_env(tmp_path: Path, port: int) -> dict[str, str]:
+    """The environment of a ``manage.py storescp`` of a test's own."""
+    return dict(
         os.environ,
         PACSNPULL_INSTANCE_DIR=str(tmp_path),
         PACSNPULL_SCP_PORT=str(port),
         PACSNPULL_STAGING_DIR=str(tmp_path / "staging"),
     )
+
+
+def test_the_storescp_command_listens_and_stops_cleanly_on_sigterm(tmp_path, dicom_data):
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "storescp"],
         cwd=REPO,
-        env=env,
+        env=storescp_env(tmp_path, port),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
