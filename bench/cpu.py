@@ -26,45 +26,43 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def process_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process and its live children."""
+def process_seconds(pid: int | None) -> tuple[float, float]:
+    """User and system CPU seconds of a process and its live children."""
     if pid is None:
-        return 0.0
-    total = 0
+        return 0.0, 0.0
+    user = system = 0
     for current in _tree(pid):
         try:
             with open(f"/proc/{current}/stat") as fh:
                 fields = fh.read().rpartition(")")[2].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICK
+        user += int(fields[11])  # utime
+        system += int(fields[12])  # stime
+    return user / _TICK, system / _TICK
 
 
-def finished_children_seconds() -> float:
-    """CPU seconds of this process's children that have ended (DCMTK tools)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def own_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def _usage(who: int) -> tuple[float, float]:
+    usage = resource.getrusage(who)
+    return usage.ru_utime, usage.ru_stime
 
 
 class CpuMeter:
     """CPU seconds by name between start() and stop(); names map to PIDs, and
-    'this process' and 'ended children' are always counted."""
+    'bench process' and 'ended children' (DCMTK's tools) are always counted.
+    ``stop`` returns the total (user + system) by name; ``system`` keeps the
+    kernel's share, which tells system calls from Python apart."""
 
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = pids
-        self.before: dict[str, float] = {}
+        self.before: dict[str, tuple[float, float]] = {}
         self.used: dict[str, float] = {}
+        self.system: dict[str, float] = {}
 
-    def _read(self) -> dict[str, float]:
+    def _read(self) -> dict[str, tuple[float, float]]:
         now = {name: process_seconds(pid) for name, pid in self.pids.items()}
-        now["bench process"] = own_seconds()
-        now["ended children"] = finished_children_seconds()
+        now["bench process"] = _usage(resource.RUSAGE_SELF)
+        now["ended children"] = _usage(resource.RUSAGE_CHILDREN)
         return now
 
     def start(self) -> CpuMeter:
@@ -73,5 +71,8 @@ class CpuMeter:
 
     def stop(self) -> dict[str, float]:
         after = self._read()
-        self.used = {name: after[name] - self.before[name] for name in after}
+        for name, (user, system) in after.items():
+            user_before, system_before = self.before[name]
+            self.system[name] = system - system_before
+            self.used[name] = user - user_before + self.system[name]
         return self.used

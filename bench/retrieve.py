@@ -172,6 +172,19 @@ def run_pipeline(kind, node, owner, project, uids, worker_pid=None, find_job=Non
     }
 
 
+def _per_instance(
+    seconds: dict[str, list[dict[str, float]]], instances: int
+) -> dict[str, dict[str, float]]:
+    """Median CPU milliseconds per instance, by measurement and process."""
+    return {
+        key: {
+            name: statistics.median(one[name] for one in used) * 1000 / instances
+            for name in used[0]
+        }
+        for key, used in seconds.items()
+    }
+
+
 def _pipeline_rate(*args, **kwargs) -> float:
     return run_pipeline(*args, **kwargs)["ips"]
 
@@ -288,6 +301,7 @@ def main() -> None:
         keys = ["move", "move_found", "dcmtk_move", "get", "get_found", "getscu"]
         runs: dict[str, list] = {key: [] for key in keys}
         cpu: dict[str, list[dict[str, float]]] = {key: [] for key in keys}
+        kernel: dict[str, list[dict[str, float]]] = {key: [] for key in keys}
         pids = {
             "PACS": orthanc.server.pid, "worker": worker.pid, "storage SCP": scp.pid,
             "redis": redis.pid,
@@ -297,6 +311,7 @@ def main() -> None:
             meter = CpuMeter(pids).start()
             runs[key].append(measure(*args, **kwargs))
             cpu[key].append(meter.stop())
+            kernel[key].append(dict(meter.system))
 
         for run in range(1, args.runs + 1):
             for kind, key in ((JobKind.MOVE, "move"), (JobKind.GET, "get")):
@@ -324,15 +339,8 @@ def main() -> None:
         results.update(
             instances=len(manifest.instances),
             medians=medians,
-            cpu_ms_per_instance={
-                key: {
-                    name: statistics.median(one[name] for one in used)
-                    * 1000
-                    / len(manifest.instances)
-                    for name in used[0]
-                }
-                for key, used in cpu.items()
-            },
+            cpu_ms_per_instance=_per_instance(cpu, len(manifest.instances)),
+            kernel_ms_per_instance=_per_instance(kernel, len(manifest.instances)),
             ratio_move=medians["move"] / medians["dcmtk_move"],
             ratio_move_found=medians["move_found"] / medians["dcmtk_move"],
             ratio_get=medians["get"] / medians["getscu"],
@@ -367,10 +375,15 @@ def main() -> None:
         f"getscu           {m['getscu']:6.0f} inst/s   ratios {results['ratio_get']:.2f}, "
         f"{results['ratio_get_found']:.2f}  (target >= 0.9)"
     )
-    print("  CPU per instance (ms, median), by process:")
+    print("  CPU per instance (ms, median), by process (of which in the kernel):")
     for key, used in results["cpu_ms_per_instance"].items():
-        parts = "  ".join(f"{name} {ms:.2f}" for name, ms in used.items() if ms >= 0.005)
-        print(f"    {key:11} total {sum(used.values()):.2f}:  {parts}")
+        in_kernel = results["kernel_ms_per_instance"][key]
+        parts = "  ".join(
+            f"{name} {ms:.2f} ({in_kernel[name]:.2f})" for name, ms in used.items() if ms >= 0.005
+        )
+        print(
+            f"    {key:11} total {sum(used.values()):.2f} ({sum(in_kernel.values()):.2f}):  {parts}"
+        )
     if "memory" in results:
         samples = results["memory"]["rss_samples"]
         tenth = max(1, len(samples) // 10)
