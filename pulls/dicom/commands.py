@@ -8,6 +8,7 @@ it has seen (``CommandLayouts``); the C-STORE response is built directly.
 from __future__ import annotations
 
 import functools
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,8 +74,9 @@ class CommandLayouts:
     pending C-GET/C-MOVE-RSP); walking their ten-odd elements one by one was a
     sixth of a C-GET's instructions per instance (CPython 3.11).
 
-    A layout is used only when every group, element and length in the command
-    equals its own, so the result is always decode_command's."""
+    A layout is used only when every element header in the command (group,
+    element, length) equals its own, byte for byte, so the result is always
+    decode_command's."""
 
     def __init__(self, size: int = 16) -> None:
         self.size = size
@@ -96,56 +98,49 @@ class CommandLayouts:
 
 @dataclass(frozen=True)
 class _Layout:
+    """A command's layout: its element headers as they must appear (one regular
+    expression, checked in C) and one unpack of the values between them."""
+
+    match: Callable[[bytes], object]
     unpack: Callable[[bytes], tuple]
-    groups: tuple[int, ...]
     elements: tuple[int, ...]
-    lengths: tuple[int, ...]
-    wanted: tuple[int, ...]  # indexes of the group 0000 elements, in order
-    text: tuple[int, ...]  # ... of those read as text
+    text: tuple[int, ...]  # elements read as text
 
     @staticmethod
     def of(data: bytes) -> _Layout | None:
-        formats, groups, elements, lengths, wanted, text = ["<"], [], [], [], [], []
+        pattern, formats, elements, text = [b"(?s)"], ["<"], [], []
         offset = 0
         while offset + 8 <= len(data):
             group, element, length = _COMMAND_ELEMENT.unpack_from(data, offset)
+            if group != 0:
+                return None  # not a command: leave it to decode_command
+            pattern.append(re.escape(data[offset : offset + 8]) + b".{%d}" % length)
             offset += 8 + length
-            kind = _READ_AS.get(element) if group == 0 else None
+            kind = _READ_AS.get(element)
             if kind == _AS_US and length == 2:
-                formats.append("HHIH")
+                formats.append("8xH")
             elif kind == _AS_UL and length == 4:
-                formats.append("HHII")
+                formats.append("8xI")
             else:
-                formats.append(f"HHI{length}s")
+                formats.append(f"8x{length}s")
                 if kind == _AS_TEXT:
-                    text.append(len(groups))
-            if group == 0:
-                wanted.append(len(groups))
-            groups.append(group)
+                    text.append(element)
             elements.append(element)
-            lengths.append(length)
-        if offset != len(data):
-            return None  # trailing bytes: leave such a command to decode_command
+        if offset != len(data) or len(set(elements)) != len(elements):
+            return None  # trailing bytes or a repeated element: decode_command's way
         return _Layout(
+            re.compile(b"".join(pattern)).fullmatch,
             struct.Struct("".join(formats)).unpack,
-            tuple(groups), tuple(elements), tuple(lengths), tuple(wanted), tuple(text),
-        )  # fmt: skip
+            tuple(elements),
+            tuple(text),
+        )
 
     def decode(self, data: bytes) -> dict[int, object] | None:
-        values = self.unpack(data)
-        if (
-            values[1::4] != self.elements
-            or values[2::4] != self.lengths
-            or values[0::4] != self.groups
-        ):
+        if self.match(data) is None:  # another layout
             return None
-        found = values[3::4]
-        if len(self.wanted) == len(self.elements):  # group 0000 only: as commands are
-            fields = dict(zip(self.elements, found, strict=True))
-        else:
-            fields = {self.elements[i]: found[i] for i in self.wanted}
-        for i in self.text:
-            fields[self.elements[i]] = found[i].rstrip(b"\x00 ").decode("ascii", "replace")
+        fields = dict(zip(self.elements, self.unpack(data)))  # noqa: B905  (same length)
+        for element in self.text:
+            fields[element] = fields[element].rstrip(b"\x00 ").decode("ascii", "replace")
         return fields
 
 

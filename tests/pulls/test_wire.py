@@ -106,7 +106,16 @@ def test_a_command_laid_out_like_one_before_decodes_the_same():
         {0x0002: "1.2.840.10008.5.1.4.1.1.2", 0x0100: 0x0001, 0x0110: 9, 0x0700: 0,
          0x0800: 0, 0x1000: "1.2.3.4", 0x1030: "ORTHANC", 0x1031: 7}
     )  # fmt: skip
-    assert len(impostor) == len(commands[0])
-    for data in [*commands, impostor, store, store.replace(b"1.2.3.4", b"1.2.3.5"), impostor]:
+    # The same elements and total length, the lengths shared out differently.
+    shifted = encode_command(
+        {0x0002: "1.2.840.10008.5.1.4.1.1.2", 0x0100: 0x0001, 0x0110: 9, 0x0700: 0,
+         0x0800: 0, 0x1000: "1.2.3.45678", 0x1030: "ORTH", 0x1031: 7}
+    )  # fmt: skip
+    assert len(impostor) == len(commands[0]) and len(shifted) == len(store)
+    for data in [
+        *commands, impostor, store, store.replace(b"1.2.3.4", b"1.2.3.5"), impostor, shifted,
+    ]:  # fmt: skip
         assert layouts.decode(data) == decode_command(data)
     assert 0x1025 in decode_command(impostor) and 0x1023 not in decode_command(impostor)
+    assert layouts.decode(shifted)[0x1000] == "1.2.3.45678"
+    assert layouts.decode(shifted)[0x1030] == "ORTH"
