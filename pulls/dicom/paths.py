@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -30,12 +31,22 @@ def safe_name(value: str) -> str:
     return f"x{digest}"
 
 
+@functools.lru_cache(maxsize=1024)
+def _series_folder(patient_id: str, study_uid: str, series_uid: str) -> str:
+    # The same for every instance of a series, which arrive together.
+    return (
+        f"{safe_name(patient_id or 'unknown-patient')}"
+        f"/{safe_component(study_uid or 'unknown-study')}"
+        f"/{safe_component(series_uid or 'unknown-series')}"
+    )
+
+
 def layout_relpath(keys: dict[str, str], *, fallback_sop: str = "") -> str:
     """``{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm``, sanitised
     (a string: it is built for every instance received)."""
-    return (
-        f"{safe_name(keys.get('PatientID') or 'unknown-patient')}"
-        f"/{safe_component(keys.get('StudyInstanceUID') or 'unknown-study')}"
-        f"/{safe_component(keys.get('SeriesInstanceUID') or 'unknown-series')}"
-        f"/{safe_component(keys.get('SOPInstanceUID') or fallback_sop)}.dcm"
+    folder = _series_folder(
+        keys.get("PatientID") or "",
+        keys.get("StudyInstanceUID") or "",
+        keys.get("SeriesInstanceUID") or "",
     )
+    return f"{folder}/{safe_component(keys.get('SOPInstanceUID') or fallback_sop)}.dcm"

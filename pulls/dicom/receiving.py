@@ -20,6 +20,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from pydicom import dcmread
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
@@ -277,8 +278,9 @@ class InstanceWriter:
         return _PendingStore(self, conn, context_id, command)
 
 
-@dataclass(frozen=True)
-class Placed:
+class Placed(NamedTuple):
+    """An instance in its place (a named tuple: one is made per instance received)."""
+
     path: str  # relative to the project folder, '/'-separated
     patient_id: str
     study_instance_uid: str
