@@ -73,10 +73,10 @@ def run_inline(job: Job, *, on_progress: Callable[[Job], None] = progress_bar) -
         )
         for start in range(0, len(ready), items.CHUNK_SIZE):
             message = runner.run_chunk(ready[start : start + items.CHUNK_SIZE])
-            on_progress(items.job_refresh_counters(job.pk))
+            on_progress(_refreshed(job))
             if message.startswith(runner.DEFERRED):
                 if "suspended" in message:
-                    return items.job_refresh_counters(job.pk)  # the caller says why
+                    return _refreshed(job)  # the caller says why
                 time.sleep(runner.RETRY_DEFERRED_SECONDS)
         waiting = JobItem.objects.filter(job=job, status=ItemStatus.PENDING)
         if not ready and not waiting.exists():
@@ -85,9 +85,15 @@ def run_inline(job: Job, *, on_progress: Callable[[Job], None] = progress_bar) -
             first = waiting.order_by("not_before").values_list("not_before", flat=True).first()
             if first is not None:
                 time.sleep(min(60.0, max(0.1, (first - timezone.now()).total_seconds())))
-    job = items.job_refresh_counters(job.pk)
+    job = _refreshed(job)
     on_progress(job)
     return job
+
+
+def _refreshed(job: Job) -> Job:
+    """The job with its counters recomputed."""
+    items.job_refresh_counters(job.pk)
+    return Job.objects.get(pk=job.pk)
 
 
 def output_folder(out: Path, job_title: str, kind: str) -> Path:

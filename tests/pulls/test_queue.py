@@ -194,6 +194,39 @@ def test_a_worker_rechecks_access_before_sending_anything(alice, project, orthan
     assert item.error_message == "the node ORTHANC is no longer granted to alice"
 
 
+def test_a_jobs_counters_add_up_its_rows(alice, project, nowhere_node):
+    rows = [{"QueryRetrieveLevel": "STUDY", "PatientID": str(n)} for n in range(6)]
+    job = _job(owner=alice, project=project, node=nowhere_node, rows=rows)
+    job.status = JobStatus.RUNNING
+    job.save()
+    outcomes = [
+        (ItemStatus.PENDING, 0, 0, 0, 0), (ItemStatus.RUNNING, 0, 0, 0, 0),
+        (ItemStatus.DONE, 3, 30, 30, 3000), (ItemStatus.DONE, 2, 20, 20, 2000),
+        (ItemStatus.FAILED, 0, 10, 4, 400), (ItemStatus.CANCELLED, 0, 5, 1, 100),
+    ]  # fmt: skip
+    for row, (status, matches, expected, received, size) in enumerate(outcomes):
+        job.items.filter(row=row + 1).update(
+            status=status, matches=matches, instances_expected=expected,
+            instances_received=received, bytes_received=size,
+        )  # fmt: skip
+    items.job_refresh_counters(job.pk)
+    job.refresh_from_db()
+    assert (
+        job.items_total, job.items_pending, job.items_running, job.items_done,
+        job.items_failed, job.items_cancelled,
+    ) == (6, 1, 1, 2, 1, 1)  # fmt: skip
+    assert (job.matches, job.instances_expected, job.instances_received, job.bytes_received) == (
+        5, 65, 55, 5500,
+    )  # fmt: skip
+    assert job.status == JobStatus.RUNNING  # rows still to do
+    job.items.filter(status__in=(ItemStatus.PENDING, ItemStatus.RUNNING)).update(
+        status=ItemStatus.DONE
+    )
+    items.job_refresh_counters(job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.items_done, job.items_failed) == (JobStatus.FAILED, 4, 1)
+
+
 def test_two_refreshes_of_one_job_cannot_land_in_the_wrong_order(
     flushable_db, alice, project, monkeypatch
 ):
@@ -214,15 +247,16 @@ def test_two_refreshes_of_one_job_cannot_land_in_the_wrong_order(
     job.status = JobStatus.RUNNING
     job.save()
     a_has_read, b_is_done = threading.Event(), threading.Event()
-    real_sum = items.Sum
+    real_counters = items._counters
 
-    def slow_sum(*args, **kwargs):  # A pauses between its reads and its write
+    def slow_counters(*args, **kwargs):  # A pauses between its read and its write
+        counters = real_counters(*args, **kwargs)
         if threading.current_thread().name == "A" and not a_has_read.is_set():
             a_has_read.set()
             b_is_done.wait(timeout=2)
-        return real_sum(*args, **kwargs)
+        return counters
 
-    monkeypatch.setattr(items, "Sum", slow_sum)
+    monkeypatch.setattr(items, "_counters", slow_counters)
 
     def worker_a():
         try:
