@@ -241,6 +241,9 @@ class InstanceWriter:
     negotiated transfer syntax, then the data set bytes untouched.
     """
 
+    # The staging index names each file's inode (see ``staging``).
+    notes_inodes = True
+
     def __init__(self, staging_dir: Path) -> None:
         self.staging_dir = staging_dir
         self.root = str(staging_dir)  # paths are built as strings: pathlib costs per instance
@@ -297,6 +300,8 @@ class ProjectWriter(InstanceWriter):
     association that receives them belongs to one job. Each placed instance is
     kept in ``self.placed_instances`` for the caller to record.
     """
+
+    notes_inodes = False  # recorded from placed_instances: no index, no fstat
 
     def __init__(self, project_dir: Path) -> None:
         super().__init__(project_dir)
@@ -457,7 +462,8 @@ class _PendingStore:
             try:
                 try:
                     _write_all(fd, [self.header, *chunks])
-                    inode = os.fstat(fd).st_ino
+                    if self.owner.notes_inodes:
+                        inode = os.fstat(fd).st_ino
                 finally:
                     os.close(fd)
                 os.replace(temp, final)
