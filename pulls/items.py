@@ -354,7 +354,7 @@ def _refresh_statements(vendor: str) -> tuple[str, str, str]:
     """The lock of a job's row (PostgreSQL; empty where the transaction's start
     takes the write lock), the read of its counters, their UPDATE. Raw SQL built
     once from the models' names: a worker refreshes its job's counters every
-    second, and the ORM's five queries cost more CPU than the refresh itself."""
+    second, and the ORM compiled five queries anew each time."""
     quote = connection.ops.quote_name
     item, job = quote(JobItem._meta.db_table), quote(Job._meta.db_table)
     summed = ("status", "matches", "instances_expected", "instances_received", "bytes_received")
