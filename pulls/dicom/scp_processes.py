@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,14 @@ log = logging.getLogger(__name__)
 # Per process: received, failed, bytes (written by each process as it ends).
 _FIELDS = 3
 _PR_SET_PDEATHSIG = 1
+# A process that ends this soon after it started, this many times in a row, will
+# not get better by being started again (a staging folder it cannot write, say).
+_QUICK_SECONDS = 5.0
+_QUICK_FAILURES = 3
+
+
+class ProcessesFailing(RuntimeError):
+    """The serving processes keep ending as soon as they start."""
 
 
 @dataclass(frozen=True)
@@ -93,13 +102,16 @@ def serve_processes(
     on_listening=None,
 ) -> Totals:
     """Serve with ``processes`` processes until ``stop`` is set; what they received.
+    A process that ends is replaced; ProcessesFailing when they keep ending as
+    soon as they start (instead of restarting them forever).
 
     Call it from a process that runs no other thread (it forks)."""
     staging_dir.mkdir(parents=True, exist_ok=True)
     listener = listening_socket(bind, port)
     totals = multiprocessing.RawArray("q", _FIELDS * processes)
-    children: dict[int, int] = {}  # pid -> slot
+    children: dict[int, tuple[int, float]] = {}  # pid -> slot, when it started
     parent = os.getpid()
+    quick_failures = 0
 
     def spawn(slot: int) -> None:
         pid = os.fork()
@@ -108,7 +120,7 @@ def serve_processes(
                 slot, totals, listener, ae_title=ae_title, staging_dir=staging_dir,
                 network_timeout=network_timeout, parent=parent,
             )  # fmt: skip
-        children[pid] = slot
+        children[pid] = (slot, time.monotonic())
 
     for slot in range(processes):
         spawn(slot)
@@ -120,7 +132,15 @@ def serve_processes(
                 pid, status = os.waitpid(-1, os.WNOHANG)
                 if not pid:
                     break
-                slot = children.pop(pid)
+                slot, started = children.pop(pid)
+                quick = time.monotonic() - started < _QUICK_SECONDS
+                quick_failures = quick_failures + 1 if quick else 0
+                if quick_failures >= _QUICK_FAILURES:
+                    raise ProcessesFailing(
+                        f"the storage SCP's processes ended {quick_failures} times in a row "
+                        f"within {_QUICK_SECONDS:g} s of starting; the log above says why "
+                        f"(staging folder {staging_dir})"
+                    )
                 log.error("storage SCP process %s ended (status %s): starting another", pid, status)
                 spawn(slot)
     finally:

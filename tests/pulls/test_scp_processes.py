@@ -118,3 +118,19 @@ def test_a_killed_supervisor_leaves_no_process_holding_the_port(scp_processes):
 def _alive(pid: int) -> bool:
     with open(f"/proc/{pid}/stat") as fh:
         return fh.read().rpartition(")")[2].split()[0] != "Z"
+
+
+def test_processes_that_cannot_start_end_the_scp_with_the_reason(tmp_path):
+    env = storescp_env(tmp_path, free_port())
+    staging = tmp_path / "staging-that-cannot-be"
+    staging.mkdir()
+    (staging / ".incoming").write_text("a file where the SCP needs a folder")
+    env["PACSNPULL_STAGING_DIR"] = str(staging)
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "storescp", "--processes", "2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "ended 3 times in a row within 5 s of starting" in proc.stderr
+    assert "storage SCP process failed" in proc.stderr  # the log says why
+    assert "FileExistsError" in proc.stderr

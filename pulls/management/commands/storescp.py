@@ -4,9 +4,9 @@ import signal
 import threading
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from pulls.dicom.scp_processes import serve_processes
+from pulls.dicom.scp_processes import ProcessesFailing, serve_processes
 
 
 class Command(BaseCommand):
@@ -34,15 +34,18 @@ class Command(BaseCommand):
             )
             self.stdout.flush()
 
-        totals = serve_processes(
-            processes=max(processes, 1),
-            ae_title=settings.PACSNPULL_AE_TITLE,
-            port=settings.PACSNPULL_SCP_PORT,
-            bind=settings.PACSNPULL_SCP_BIND,
-            staging_dir=settings.PACSNPULL_STAGING_DIR,
-            stop=stop,
-            on_listening=listening,
-        )
+        try:
+            totals = serve_processes(
+                processes=max(processes, 1),
+                ae_title=settings.PACSNPULL_AE_TITLE,
+                port=settings.PACSNPULL_SCP_PORT,
+                bind=settings.PACSNPULL_SCP_BIND,
+                staging_dir=settings.PACSNPULL_STAGING_DIR,
+                stop=stop,
+                on_listening=listening,
+            )
+        except ProcessesFailing as exc:
+            raise CommandError(str(exc)) from None
         self.stdout.write(
             f"storage SCP stopped ({totals.received} received, {totals.failed} failed)"
         )
