@@ -284,12 +284,25 @@ def items_succeed(
     return lost
 
 
-def item_release(item: JobItem, token: uuid.UUID, *, not_before=None) -> bool:
+def item_release(
+    item: JobItem, token: uuid.UUID, *, not_before=None, requeued: bool = False
+) -> bool:
     """Give an item back untouched (its job was paused, its node is held back):
-    the attempt is not counted; with ``not_before`` it waits until then."""
+    the attempt is not counted; with ``not_before`` it waits until then.
+
+    ``requeued``: a message carries it again (a retry in seconds, when the
+    node's association slots were all taken). It then counts as queued, so the
+    worker that holds a slot for its job goes on with it (items_claim_next)
+    instead of leaving it to the retry; otherwise it waits for the reconciler.
+    """
     extra = {} if not_before is None else {"not_before": not_before}
     return _finish(
-        item, token, status=ItemStatus.PENDING, attempts=F("attempts") - 1, queued_at=None, **extra
+        item,
+        token,
+        status=ItemStatus.PENDING,
+        attempts=F("attempts") - 1,
+        queued_at=timezone.now() if requeued else None,
+        **extra,
     )
 
 

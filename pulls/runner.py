@@ -305,9 +305,10 @@ def _defer(
     soon: bool = False,
     not_before: dt.datetime | None = None,
 ) -> str:
-    """Give the items back untouched (no attempt used) and say why the job waits."""
+    """Give the items back untouched (no attempt used) and say why the job waits.
+    ``soon``: the task sends them again in seconds (tasks.run_items)."""
     for item in claimed:
-        item_life.item_release(item, token, not_before=not_before)
+        item_life.item_release(item, token, not_before=not_before, requeued=soon)
     Job.objects.filter(pk=job.pk).update(waiting_reason=waiting[:300])
     item_life.job_refresh_counters(job.pk)
     return f"{DEFERRED_SOON if soon else DEFERRED} job {job.pk}: {waiting}"

@@ -356,6 +356,43 @@ def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
     _assert_project_holds_exactly(project, instances, storage, dicom_data)
 
 
+def test_rows_deferred_while_the_nodes_only_slot_is_taken_are_worked_by_its_holder(
+    storage, alice, project, dicom_data, monkeypatch
+):
+    """A node that allows one association: the chunks that find it taken go
+    back to the queue for a retry in seconds, and the worker that holds the
+    slot goes on with them on its association. (Before, it could not see them:
+    a job ran one chunk per retry, 25 times slower.)"""
+    from pulls import items, throttle
+    from pulls.runner import DEFERRED_SOON, run_chunk
+
+    monkeypatch.setitem(items.CHUNK_SIZES, "get", 1)
+    studies = sorted(dicom_data.studies)
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances], behaviour="honest", destinations={}
+    ) as pacs:
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title, max_associations=1)
+        node.granted_users.add(alice)
+        job = retrieval_job(alice, project, node, studies, kind="get", start=True)
+        chunks = _one_row_chunks_of(job)
+        holder = throttle.association_slot(node, ttl=30)  # another worker's chunk, say
+        for chunk in chunks[1:]:
+            assert run_chunk(chunk).startswith(f"{DEFERRED_SOON} job {job.pk}: waiting")
+        holder.release()
+        assert (
+            run_chunk(chunks[0])
+            == f"job {job.pk}: {len(studies)} done, 0 failed or retrying, 0 deferred"
+        )
+        for chunk in chunks[1:]:  # their retries
+            assert run_chunk(chunk) == "nothing to do"
+        assert pacs.associations == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE
+    assert set(job.items.values_list("attempts", flat=True)) == {1}
+    _assert_project_holds_exactly(project, instances, storage, dicom_data)
+
+
 def test_a_bulk_worker_does_not_go_on_while_interactive_work_waits_for_the_node(
     storage, alice, project, dicom_data, monkeypatch
 ):
