@@ -18,7 +18,7 @@ from django.conf import settings
 
 from pulls.audit import audit_record
 from pulls.dicom.paths import safe_component
-from pulls.dicom.staging import INDEX_NAME, TEMP_PREFIX
+from pulls.dicom.staging import INDEX_NAME, TEMP_PREFIX, remove_cut_writes
 from pulls.models import (
     ACTIVE_JOB_STATUSES,
     AuditAction,
@@ -53,12 +53,8 @@ def staging_sweep(*, now: float | None = None) -> dict[str, int]:
     now = time.time() if now is None else now
     cutoff = now - settings.PACSNPULL_QUARANTINE_AFTER_SECONDS
     wanted = _wanted_folders()
-    moved_studies = moved = removed = 0
-    for temp in (staging / ".incoming").glob(f"{TEMP_PREFIX}*"):
-        # Left by a receiver that died mid-instance: incomplete by definition.
-        if temp.stat().st_mtime < cutoff:
-            temp.unlink(missing_ok=True)
-            removed += 1
+    moved_studies = moved = 0
+    removed = remove_cut_writes(staging / ".incoming", older_than=cutoff)
     for folder in staging.iterdir():
         if not folder.is_dir() or folder.name.startswith(".") or folder.name in wanted:
             continue
@@ -71,8 +67,8 @@ def staging_sweep(*, now: float | None = None) -> dict[str, int]:
                 removed += 1
         files = [path for path in ages if path.name.endswith(".dcm") and path.name[0] != "."]
         if not files:
-            # Placed and done with: only its index (or nothing) is left. A write
-            # in progress has its temp file here, so rmdir refuses then.
+            # Placed and done with: only its index (or nothing) is left. An
+            # instance arriving meanwhile makes the folder again (receiving._name).
             (folder / INDEX_NAME).unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 folder.rmdir()

@@ -396,11 +396,12 @@ def _take_or_full(
         return _take(session, job, staging, study, series)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(
-                f"the disk of {job.project.storage_dir} is full: free some space, then "
-                "resume the job"
-            ) from None
+            raise DiskFull(_disk_full_message(job.project)) from None
         raise
+
+
+def _disk_full_message(project: Project) -> str:
+    return f"the disk of {project.storage_dir} is full: free some space, then resume the job"
 
 
 def _counts(
@@ -410,7 +411,7 @@ def _counts(
         "instances_expected": expected,
         # What was there (checked on disk before the transfer) and what has just been placed.
         "instances_received": len(present.union(p.sop_instance_uid for p in placed)),
-        "instances_failed": result.failed,
+        "instances_failed": result.failed + result.unwritten,
         "bytes_received": sum(p.size for p in placed),
     }
 
@@ -436,6 +437,8 @@ def _conclude(
             f"{total} of {expected} instances in the project",
             **counts,
         )
+    if result.no_space:  # C-GET: instances answered, then not written for want of space
+        raise DiskFull(_disk_full_message(job.project))
     if result.failed:
         # Our receivers answer 0xA700 on a full disk: then sub-operations fail.
         check_free_space(job.project)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.utils import timezone
 from pydicom.dataset import Dataset
 
@@ -24,6 +25,7 @@ from pulls.dicom.identifiers import (
     match_to_dict,
 )
 from pulls.dicom.receiving import ProjectWriter
+from pulls.dicom.staging import remove_cut_writes
 from pulls.models import (
     QUEUE_INTERACTIVE,
     AuditAction,
@@ -345,6 +347,9 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
         try:
             # C-GET instances arrive on our association: straight into the project.
             writer = ProjectWriter(job.project.storage_dir) if "get" in services else None
+            if writer is not None:  # writes a killed worker cut short (as the staging sweep)
+                cutoff = time.time() - settings.PACSNPULL_QUARANTINE_AFTER_SECONDS
+                remove_cut_writes(writer.incoming, older_than=cutoff)
             with Session(
                 node_peer(job.node),
                 services=services,

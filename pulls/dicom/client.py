@@ -136,6 +136,10 @@ class RetrieveResult:
     responses: int
     seconds: float
     cancelled: bool = False
+    # C-GET: instances that arrived and were answered, but could not be written
+    # here (see receiving.InstanceWriter.answers_first); whether for want of space.
+    unwritten: int = 0
+    no_space: bool = False
 
     @property
     def reported(self) -> int:
@@ -584,10 +588,15 @@ class Session:
         context_id, ts = self._context("C-GET", uid)
         msg_id = self._next_msg_id()
         command = {0x0002: uid, 0x0100: C_GET_RQ, 0x0110: msg_id, 0x0700: 0, 0x0800: 0}
+        counters = self.writer.counters
+        before = counters.unwritten, counters.unwritten_no_space
         self._send(context_id, ts, command, identifier)
-        return self._retrieve(
+        result = self._retrieve(
             "C-GET", C_GET_RSP, context_id=context_id, ts=ts, msg_id=msg_id, on_progress=on_progress
         )
+        result.unwritten = counters.unwritten - before[0]
+        result.no_space = counters.unwritten_no_space > before[1]
+        return result
 
 
 def echo(peer: Peer) -> EchoResult:

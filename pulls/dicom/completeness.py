@@ -20,6 +20,7 @@ class Verdict(enum.StrEnum):
     COMPLETE = "complete"
     FAILED_SUBOPERATIONS = "failed_suboperations"
     MISSING = "missing"  # the PACS said success, yet instances are missing
+    UNWRITTEN = "unwritten"  # arrived, but could not be written here
     CANCELLED = "cancelled"
 
 
@@ -88,6 +89,15 @@ def assess(
         return Completeness(
             verdict=Verdict.CANCELLED,
             message=f"cancelled after {received} of {_of(expected, target)} instances",
+            **base,
+        )
+    if result.unwritten:
+        return Completeness(
+            verdict=Verdict.UNWRITTEN,
+            message=(
+                f"{result.unwritten} instance(s) arrived but could not be written here "
+                f"(the worker's log says why); {received} of {_of(expected, target)} arrived"
+            ),
             **base,
         )
     if result.failed:

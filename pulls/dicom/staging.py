@@ -54,6 +54,25 @@ def staged_sop_files(staging: Path, study_uid: str) -> list[Path]:
     return [folder / name for name in staged_names(staging, study_uid)]
 
 
+def remove_cut_writes(incoming: Path, *, older_than: float) -> int:
+    """Remove the temp files in an ``.incoming`` folder (of the staging area or
+    of a project) last written before ``older_than`` (a time): writes cut short
+    by a crash, incomplete by definition. Returns how many were removed."""
+    removed = 0
+    try:
+        entries = list(os.scandir(incoming))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # finished meanwhile
+            if entry.stat().st_mtime < older_than:
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
 class IndexWriter:
     """Appends lines to the indexes of the study folders one association
     writes to, keeping each index open until ``close`` (one ``write`` per

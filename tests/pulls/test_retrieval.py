@@ -140,6 +140,70 @@ def test_success_with_instances_withheld_is_retried_then_failed_with_the_numbers
     assert (item.instances_expected, item.instances_received) == (n, n - 2)
 
 
+def test_c_get_instances_that_cannot_be_written_leave_the_row_failed_with_the_reason(
+    orthanc, storage, alice, project, dicom_data, settings
+):
+    """C-GET answers each instance before writing it (receiving.InstanceWriter.
+    answers_first), so the PACS reports them all sent: the ones not written are
+    counted here all the same, and the row says so instead of blaming the PACS."""
+    settings.PACSNPULL_MAX_ATTEMPTS = 2
+    node = make_node("ORTHANC", orthanc.dicom_port, "ORTHANC")
+    node.granted_users.add(alice)
+    (study_uid, instances), (other_uid, others) = sorted(dicom_data.studies.items())[:2]
+    series_uid = instances[0].series_instance_uid
+    # A file where the study's folder of one series should be: its instances cannot land.
+    blocked = storage / project.slug / instances[0].patient_id / study_uid / series_uid
+    blocked.parent.mkdir(parents=True)
+    blocked.write_bytes(b"not a folder")
+    rows = [
+        {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in (study_uid, other_uid)
+    ]
+    job = job_create(kind=JobKind.GET, owner=alice, project=project, node=node, rows=rows)
+    job = run_inline(job, **QUIET)
+    failed, done = job.items.order_by("row")
+    n, lost = len(instances), sum(i.series_instance_uid == series_uid for i in instances)
+    assert (failed.status, failed.attempts) == (ItemStatus.FAILED, 2)
+    assert f"{lost} instance(s) arrived but could not be written here" in failed.error_message
+    assert f"{n - lost} of {n} in the project" in failed.error_message
+    assert (failed.instances_received, failed.instances_failed) == (n - lost, lost)
+    assert done.status == ItemStatus.DONE  # the next row goes on
+    assert job.status == JobStatus.FAILED
+    kept = {p.stem for p in (storage / project.slug).rglob("*.dcm")}
+    assert kept == {
+        i.sop_instance_uid for i in instances + others if i.series_instance_uid != series_uid
+    }
+    assert not list((storage / project.slug).rglob("*.part"))
+
+
+def test_a_c_get_removes_the_writes_a_killed_worker_cut_short_in_the_project(
+    orthanc, storage, alice, project, dicom_data, settings
+):
+    """Each instance is written under a temp name in the project's .incoming,
+    then renamed: a worker killed mid-write leaves one there. The next C-GET
+    into the project removes those older than the staging sweep's limit, and
+    leaves a write that may still be going on."""
+    import os
+    import time
+
+    from pulls.dicom.staging import TEMP_PREFIX
+
+    node = make_node("ORTHANC", orthanc.dicom_port, "ORTHANC")
+    node.granted_users.add(alice)
+    incoming = project.storage_dir / ".incoming"
+    incoming.mkdir(parents=True)
+    cut, fresh = incoming / f"{TEMP_PREFIX}1-0.part", incoming / f"{TEMP_PREFIX}2-0.part"
+    cut.write_bytes(b"half an instance")
+    fresh.write_bytes(b"an instance being written")
+    old = time.time() - settings.PACSNPULL_QUARANTINE_AFTER_SECONDS - 60
+    os.utime(cut, (old, old))
+    study_uid = sorted(dicom_data.studies)[0]
+    job = retrieval_job(alice, project, node, [study_uid], kind="get", start=True)
+    job = run_inline(job, **QUIET)
+    assert job.status == JobStatus.DONE
+    assert sorted(incoming.iterdir()) == [fresh]
+    _assert_project_holds_exactly(project, dicom_data.studies[study_uid], storage, dicom_data)
+
+
 def test_an_unknown_move_destination_is_explained_and_not_retried(
     dcmqrscp, storage, alice, project, dicom_data
 ):
@@ -237,13 +301,29 @@ def test_pause_holds_the_work_and_resume_releases_it(
     }
 
 
+@pytest.mark.parametrize("kind", [JobKind.MOVE, JobKind.GET])
 def test_a_full_disk_pauses_the_job_and_resume_finishes_it(
-    orthanc, staging, settings, tmp_path, alice, project, dicom_data
+    kind, orthanc, staging, settings, tmp_path, alice, project, dicom_data
 ):
     """In the test's transaction: rows are finished inline (see RowFinisher)."""
     _a_full_disk_pauses_the_job_and_resume_finishes_it(
-        orthanc, staging, settings, tmp_path, alice, project, dicom_data, reason="paused: only "
-    )
+        orthanc, staging, settings, tmp_path, alice, project, dicom_data, reason="paused: only ",
+        kind=kind,
+    )  # fmt: skip
+
+
+def test_a_disk_that_fills_during_a_c_get_pauses_the_job_and_loses_nothing(
+    orthanc, staging, settings, tmp_path, alice, project, dicom_data
+):
+    """C-GET answers each instance before writing it (receiving.InstanceWriter.
+    answers_first). With no free-space margin, the disk fills in the middle of
+    a study: the instances then not written are counted, the row is not done
+    (nor failed), the job pauses saying the disk is full, and resume fetches
+    exactly what is missing."""
+    _a_full_disk_pauses_the_job_and_resume_finishes_it(
+        orthanc, staging, settings, tmp_path, alice, project, dicom_data,
+        reason="paused: the disk of ", kind=JobKind.GET, min_free=1, disk_size="88k",
+    )  # fmt: skip
 
 
 def test_a_full_disk_found_while_finishing_rows_on_their_thread_pauses_the_job(
@@ -259,8 +339,9 @@ def test_a_full_disk_found_while_finishing_rows_on_their_thread_pauses_the_job(
 
 
 def _a_full_disk_pauses_the_job_and_resume_finishes_it(
-    orthanc, staging, settings, tmp_path, alice, project, dicom_data, *, reason: str
-):
+    orthanc, staging, settings, tmp_path, alice, project, dicom_data, *, reason: str,
+    kind: JobKind = JobKind.MOVE, min_free: int = 24 << 10, disk_size: str = "96k",
+):  # fmt: skip
     import subprocess
 
     from pulls.services import job_resume
@@ -269,14 +350,15 @@ def _a_full_disk_pauses_the_job_and_resume_finishes_it(
     settings.PACSNPULL_STAGING_DIR = staging
     settings.PACSNPULL_SCP_PORT = SCP_PORT
     settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
-    settings.PACSNPULL_MIN_FREE_BYTES = 24 << 10
+    settings.PACSNPULL_MIN_FREE_BYTES = min_free
     node = make_node("ORTHANC", orthanc.dicom_port, "ORTHANC")
     node.granted_users.add(alice)
     studies = sorted(dicom_data.studies)
-    with small_tmpfs(tmp_path / "disk", "96k") as disk:
+    # A file takes a page (4 KiB) of a tmpfs: 96k hold whole studies of 6, 88k do not.
+    with small_tmpfs(tmp_path / "disk", disk_size) as disk:
         settings.PACSNPULL_STORAGE_ROOT = disk
         rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies]
-        job = job_create(kind=JobKind.MOVE, owner=alice, project=project, node=node, rows=rows)
+        job = job_create(kind=kind, owner=alice, project=project, node=node, rows=rows)
         job = run_inline(job, **QUIET)
         assert job.status == JobStatus.PAUSED
         assert job.waiting_reason.startswith(reason)
@@ -284,6 +366,8 @@ def _a_full_disk_pauses_the_job_and_resume_finishes_it(
         done = job.items.filter(status=ItemStatus.DONE).count()
         assert 0 < done < len(studies)
         assert not job.items.filter(status=ItemStatus.FAILED).exists()  # nothing lost
+        # A full disk is not the rows' fault: none is marked with an error or a retry.
+        assert not job.items.exclude(error_message="").exists()
         assert not list(disk.rglob("*.part"))
         subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
         job = job_resume(job=job, user=alice)
@@ -291,6 +375,7 @@ def _a_full_disk_pauses_the_job_and_resume_finishes_it(
         assert job.status == JobStatus.DONE
         placed = sorted(p.stem for p in disk.rglob("*.dcm"))
         assert placed == sorted(i.sop_instance_uid for i in dicom_data.instances)
+        assert not list(disk.rglob("*.part"))
 
 
 def test_a_retrieval_from_a_find_reuses_its_instance_counts(
