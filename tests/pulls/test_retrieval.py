@@ -1,5 +1,6 @@
 """Retrieval jobs: the PACS's instances in the project's storage, exactly, and checked."""
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -406,14 +407,11 @@ def _one_row_chunks_of(job) -> list[list[int]]:
     return [[pk] for pk in job.items.order_by("row").values_list("pk", flat=True)]
 
 
-def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
-    storage, alice, project, dicom_data, monkeypatch
-):
-    """Chunks of one row: the first chunk's worker works the job's other queued
-    rows too, on the one association it opened; their own messages then find
-    nothing to do. Every instance is in the project exactly once."""
+@contextlib.contextmanager
+def _get_job_of_one_row_chunks(alice, project, dicom_data, monkeypatch, **node_limits):
+    """A started C-GET job of every study from a scripted PACS, a chunk per row:
+    (the PACS, the job, its instances, its chunks)."""
     from pulls import items
-    from pulls.runner import run_chunk
 
     monkeypatch.setitem(items.CHUNK_SIZES, "get", 1)
     studies = sorted(dicom_data.studies)
@@ -421,14 +419,27 @@ def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
     with ScriptedPacs(
         [dicom_data.root / i.path for i in instances], behaviour="honest", destinations={}
     ) as pacs:
-        node = make_node("SCRIPTED", pacs.port, pacs.ae_title)
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title, **node_limits)
         node.granted_users.add(alice)
         job = retrieval_job(alice, project, node, studies, kind="get", start=True)
-        chunks = _one_row_chunks_of(job)
-        assert len(chunks) == len(studies) > 1
+        yield pacs, job, instances, _one_row_chunks_of(job)
+
+
+def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
+    storage, alice, project, dicom_data, monkeypatch
+):
+    """Chunks of one row: the first chunk's worker works the job's other queued
+    rows too, on the one association it opened; their own messages then find
+    nothing to do. Every instance is in the project exactly once."""
+    from pulls.runner import run_chunk
+
+    with _get_job_of_one_row_chunks(alice, project, dicom_data, monkeypatch) as (
+        pacs, job, instances, chunks,
+    ):  # fmt: skip
+        assert len(chunks) == len(dicom_data.studies) > 1
         assert (
             run_chunk(chunks[0])
-            == f"job {job.pk}: {len(studies)} done, 0 failed or retrying, 0 deferred"
+            == f"job {job.pk}: {len(chunks)} done, 0 failed or retrying, 0 deferred"
         )
         assert pacs.associations == 1
         for chunk in chunks[1:]:
@@ -448,26 +459,19 @@ def test_rows_deferred_while_the_nodes_only_slot_is_taken_are_worked_by_its_hold
     back to the queue for a retry in seconds, and the worker that holds the
     slot goes on with them on its association. (Before, it could not see them:
     a job ran one chunk per retry, 25 times slower.)"""
-    from pulls import items, throttle
+    from pulls import throttle
     from pulls.runner import DEFERRED_SOON, run_chunk
 
-    monkeypatch.setitem(items.CHUNK_SIZES, "get", 1)
-    studies = sorted(dicom_data.studies)
-    instances = [i for uid in studies for i in dicom_data.studies[uid]]
-    with ScriptedPacs(
-        [dicom_data.root / i.path for i in instances], behaviour="honest", destinations={}
-    ) as pacs:
-        node = make_node("SCRIPTED", pacs.port, pacs.ae_title, max_associations=1)
-        node.granted_users.add(alice)
-        job = retrieval_job(alice, project, node, studies, kind="get", start=True)
-        chunks = _one_row_chunks_of(job)
-        holder = throttle.association_slot(node, ttl=30)  # another worker's chunk, say
+    with _get_job_of_one_row_chunks(
+        alice, project, dicom_data, monkeypatch, max_associations=1
+    ) as (pacs, job, instances, chunks):
+        holder = throttle.association_slot(job.node, ttl=30)  # another worker's chunk, say
         for chunk in chunks[1:]:
             assert run_chunk(chunk).startswith(f"{DEFERRED_SOON} job {job.pk}: waiting")
         holder.release()
         assert (
             run_chunk(chunks[0])
-            == f"job {job.pk}: {len(studies)} done, 0 failed or retrying, 0 deferred"
+            == f"job {job.pk}: {len(chunks)} done, 0 failed or retrying, 0 deferred"
         )
         for chunk in chunks[1:]:  # their retries
             assert run_chunk(chunk) == "nothing to do"
