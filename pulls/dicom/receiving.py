@@ -1,9 +1,11 @@
 """Receiving instances into the staging area: the write side of the C-STORE path.
 
 Each data set is written as it came (preamble, file meta naming the negotiated
-transfer syntax, the data set's bytes untouched), atomically (temp file +
-rename) to ``staging/<StudyInstanceUID>/<SOPInstanceUID>.dcm``. A full disk is
-answered with 0xA700; the file is never left half-written.
+transfer syntax, the data set's bytes untouched), atomically (a temp file in
+``.incoming``, then a rename) to ``staging/<StudyInstanceUID>/<SOPInstanceUID>.dcm``
+(C-GET: to its place in the project, ``ProjectWriter``). A full disk is
+answered with 0xA700 (C-GET, which answers first: counted as not written); the
+file is never left half-written.
 """
 
 from __future__ import annotations
