@@ -37,7 +37,12 @@ from quiet_disk import discard, set_aside, wait_for_quiet_disk  # noqa: E402
 
 from pulls.dicom import Peer, Session  # noqa: E402
 from pulls.sandbox.orthanc import Orthanc  # noqa: E402
-from pulls.sandbox.procs import Server, free_port, require_program  # noqa: E402
+from pulls.sandbox.procs import (  # noqa: E402
+    Server,
+    exit_on_sigterm,
+    free_port,
+    require_program,
+)
 from pulls.sandbox.synthetic import Manifest, generate  # noqa: E402
 
 OUR_AE = "PACSNPULL"
@@ -251,6 +256,7 @@ def _median(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def main() -> None:
+    exit_on_sigterm()  # a terminated run stops its servers too
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=200)
     parser.add_argument("--series", type=int, default=3)

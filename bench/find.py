@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 # The portal's settings read the environment once: point them at the bench's own
 # instance folder and Redis before Django starts.
-from pulls.sandbox.procs import free_port  # noqa: E402
+from pulls.sandbox.procs import exit_on_sigterm, free_port  # noqa: E402
 
 REDIS_PORT = free_port()
 os.environ.update(
@@ -229,6 +229,7 @@ def bench_job_page(node, owner, project, manifest, count: int) -> dict[str, floa
 
 
 def main() -> None:
+    exit_on_sigterm()  # a terminated run stops its servers too
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--page-rows", type=int, default=100_000)

@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from cpu import CpuMeter  # noqa: E402
 from quiet_disk import discard, set_aside, wait_for_quiet_disk  # noqa: E402
 
-from pulls.sandbox.procs import free_port  # noqa: E402
+from pulls.sandbox.procs import exit_on_sigterm, free_port  # noqa: E402
 
 REDIS_PORT = free_port()
 SCP_PORT = free_port()
@@ -197,6 +197,7 @@ def _dcmtk_rate(tool, *args) -> float:
 
 
 def main() -> None:
+    exit_on_sigterm()  # a terminated run stops its servers too
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=50)
     parser.add_argument("--series", type=int, default=3)
