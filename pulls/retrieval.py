@@ -429,7 +429,7 @@ def _conclude(
     counts = _counts(result, expected, present, placed)
     total = counts["instances_received"]
     verdict = assess(result, expected=expected, count_received=lambda: total, idle_timeout=0)
-    if tripped or total < expected:
+    if tripped or total < expected or result.no_space:
         _record(job.project, placed)  # the item does not end here: record them now
     if tripped:
         raise IncompleteRetrieval(
