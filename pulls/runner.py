@@ -17,13 +17,13 @@ from pulls import items as item_life
 from pulls import throttle
 from pulls import windows as windows_lib
 from pulls.dicom import PacsError, Peer, Session
-from pulls.dicom.client import association_request_prepare
 from pulls.dicom.identifiers import (
     IdentifierError,
     find_row,
     identifier_from_row,
     match_to_dict,
 )
+from pulls.dicom.proposals import association_request_prepare
 from pulls.dicom.receiving import ProjectWriter
 from pulls.dicom.staging import remove_cut_writes
 from pulls.models import (

@@ -14,7 +14,6 @@ which host and port, which timeout was hit.
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import socket
 import time
@@ -26,18 +25,8 @@ from types import TracebackType
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
-from pynetdicom import StoragePresentationContexts, build_role
 from pynetdicom.dsutils import encode
-from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
+from pynetdicom.sop_class import Verification
 
 from pulls.dicom import statuses
 from pulls.dicom.commands import (
@@ -60,34 +49,9 @@ from pulls.dicom.errors import (
     PacsTimeout,
     PacsUnavailable,
 )
+from pulls.dicom.proposals import FIND_MODELS, GET_MODELS, MOVE_MODELS, association_request
 from pulls.dicom.receiving import InstanceWriter, StoreCounters
-from pulls.dicom.transfer_syntaxes import PREFERRED_TRANSFER_SYNTAXES
-from pulls.dicom.wire import (
-    AssociationRequest,
-    Connection,
-    PeerGone,
-    encode_association_request,
-)
-
-FIND_MODELS = {
-    "S": StudyRootQueryRetrieveInformationModelFind,
-    "P": PatientRootQueryRetrieveInformationModelFind,
-}
-MOVE_MODELS = {
-    "S": StudyRootQueryRetrieveInformationModelMove,
-    "P": PatientRootQueryRetrieveInformationModelMove,
-}
-GET_MODELS = {
-    "S": StudyRootQueryRetrieveInformationModelGet,
-    "P": PatientRootQueryRetrieveInformationModelGet,
-}
-# A C-GET SCU must propose every storage SOP class it will receive, in the SCP
-# role (PS3.4 C.4.3.1); an association carries at most 128 contexts, and the
-# 120 storage classes pynetdicom knows fit beside the Q/R models.
-GET_STORAGE_CLASSES = [str(cx.abstract_syntax) for cx in StoragePresentationContexts]
-# Identifiers are small: explicit VR first, implicit VR as every PACS supports it.
-_QUERY_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
-_SERVICE_MODELS = {"find": FIND_MODELS, "move": MOVE_MODELS, "get": GET_MODELS}
+from pulls.dicom.wire import Connection, PeerGone
 
 
 @dataclass(frozen=True)
@@ -169,48 +133,6 @@ def rejection_error(peer: Peer, rsp: object) -> PacsRejected:
     )
 
 
-def _contexts(services: Sequence[str]) -> tuple[list[PresentationContext], list]:
-    contexts: list[PresentationContext] = []
-
-    def add(uid: str, syntaxes: list[str]) -> None:
-        cx = PresentationContext()
-        cx.abstract_syntax = uid
-        cx.transfer_syntax = list(syntaxes)
-        contexts.append(cx)
-
-    if "echo" in services:
-        add(Verification, ["1.2.840.10008.1.2"])
-    for service, models in _SERVICE_MODELS.items():
-        if service in services:
-            for uid in models.values():
-                add(uid, _QUERY_SYNTAXES)
-    roles = []
-    if "get" in services:
-        for uid in GET_STORAGE_CLASSES:
-            add(uid, PREFERRED_TRANSFER_SYNTAXES)
-            roles.append(build_role(uid, scp_role=True))
-    return contexts, roles
-
-
-@functools.lru_cache(maxsize=64)
-def _association_request(
-    calling_ae: str, called_ae: str, services: tuple[str, ...]
-) -> AssociationRequest:
-    contexts, roles = _contexts(services)
-    return encode_association_request(
-        calling_ae=calling_ae,
-        called_ae=called_ae,
-        contexts=contexts,
-        extra_user_information=roles,
-    )
-
-
-def association_request_prepare(peer: Peer, services: Sequence[str]) -> None:
-    """Build (and keep) the association request for ``peer`` and ``services`` ahead
-    of time: proposing C-GET's 120 storage classes costs about 0.1 s to encode."""
-    _association_request(peer.calling_ae, peer.called_ae, tuple(services))
-
-
 def _uid_list(ds: Dataset, keyword: str) -> list[str]:
     if keyword not in ds:
         return []
@@ -273,7 +195,7 @@ class Session:
             answer = conn.request_association(
                 calling_ae=peer.calling_ae,
                 called_ae=peer.called_ae,
-                request=_association_request(peer.calling_ae, peer.called_ae, self.services),
+                request=association_request(peer.calling_ae, peer.called_ae, self.services),
             )
         except TimeoutError:
             conn.close()
