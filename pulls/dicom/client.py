@@ -25,7 +25,6 @@ from types import TracebackType
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
-from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import Verification
 
 from pulls.dicom import statuses
@@ -42,6 +41,7 @@ from pulls.dicom.commands import (
     NO_DATASET,
     encode_command,
 )
+from pulls.dicom.encoding import encode_identifier
 from pulls.dicom.errors import (
     PacsAborted,
     PacsRejected,
@@ -282,9 +282,7 @@ class Session:
     def _send(
         self, context_id: int, ts: UID, command: dict[int, object], identifier: Dataset | None
     ) -> None:
-        data = None
-        if identifier is not None:
-            data = encode(identifier, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+        data = None if identifier is None else encode_identifier(identifier, ts)
         self._require().send_message(context_id, encode_command(command), data)
 
     def _response(
