@@ -1,6 +1,7 @@
 """Benchmark of retrieval jobs through the whole pipeline, beside DCMTK.
 
-    .venv/bin/python bench/retrieve.py [--studies 50] [--runs 3] [--memory-instances 20000]
+    .venv/bin/python bench/retrieve.py [--studies 50] [--runs 3] [--size 64]
+        [--memory-instances 20000]
 
 Own Orthanc, Redis, Celery worker (2 processes), storage SCP (its own
 processes) and SQLite under bench/results/retrieve/ (or --work). For each
@@ -20,6 +21,10 @@ output folders), nothing is deleted until the timing is over, and a run
 started within a minute of the last deletion waits (bench/quiet_disk.py: on
 this machine's disk, file creation is 10-30x slower for a minute after an
 ``rm -r`` of a few thousand files).
+
+--size is the rows and columns of the 16-bit images: 64 (~10 KB an instance,
+the default) shows every cost per message; 256 (~130 KB, an MR slice) and 512
+(~520 KB, a CT slice) are what a hospital's studies hold.
 
 Target: pipeline >= 0.9x DCMTK's instances/s for each method. With
 --memory-instances N, a C-GET job of N instances also samples the resident
@@ -203,6 +208,11 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=3)
     parser.add_argument("--instances", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--size", type=int, default=64,
+        help="rows and columns of each 16-bit image: 64 (~10 KB, every cost per message shows), "
+        "512 (~520 KB, a CT slice)",
+    )  # fmt: skip
     parser.add_argument("--memory-instances", type=int, default=0)
     parser.add_argument(
         "--workers", type=int, default=2, help="worker processes (the node allows 2 associations)"
@@ -236,7 +246,7 @@ def main() -> None:
 
     manifest = generate(
         WORK / "data", patients=args.studies, studies=1, series=args.series,
-        instances=args.instances, seed=31, size=64,
+        instances=args.instances, seed=31, size=args.size,
     )  # fmt: skip
     uids = sorted(manifest.studies)
     orthanc = Orthanc(
@@ -367,7 +377,8 @@ def main() -> None:
     (WORK / "retrieve.json").write_text(json.dumps(results, indent=2))
     m = results["medians"]
     print(
-        f"\nmedian of {args.runs} runs, {results['instances']} instances ({args.studies} studies),"
+        f"\nmedian of {args.runs} runs, {results['instances']} instances ({args.studies} studies,"
+        f" {args.size}x{args.size} pixels),"
         f" Orthanc on loopback, {args.workers} worker processes:\n"
         f"  C-MOVE pipeline {m['move']:6.0f} inst/s, from a find {m['move_found']:6.0f}   "
         f"movescu+storescp {m['dcmtk_move']:6.0f} inst/s   ratios {results['ratio_move']:.2f}, "
