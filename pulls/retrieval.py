@@ -42,7 +42,15 @@ from pulls.dicom.staging import (
     study_dir,
 )
 from pulls.items import Outcome, Pending
-from pulls.models import Job, JobItem, JobKind, JobStatus, Project, RetrievedInstance
+from pulls.models import (
+    ItemStatus,
+    Job,
+    JobItem,
+    JobKind,
+    JobStatus,
+    Project,
+    RetrievedInstance,
+)
 
 
 class IncompleteRetrieval(PacsError):
@@ -296,18 +304,50 @@ def _transfer(session: Session, job: Job, identifier, model: str, guard: StallGu
         raise
 
 
-def _counted_by_find(item: JobItem) -> bool:
-    # The find this retrieval came from counted the study: used on the first
-    # attempt (no C-FIND, no query token). A retry asks the PACS, in case the
-    # study changed.
+def _counted_before(item: JobItem) -> bool:
+    # The find this retrieval came from counted the study, or the count of an
+    # earlier chunk did (counted ahead): used on the first attempt (no C-FIND,
+    # no query token). A retry asks the PACS, in case the study changed.
     return item.attempts <= 1 and item.instances_expected > 0
+
+
+# The C-FIND that counts a chunk's studies names the job's next uncounted
+# studies too, up to this many in all: one query (and one of the node's query
+# tokens) per ~50 studies instead of one per chunk of 5. A count is then at
+# most ten chunks old when its row is worked.
+COUNT_AHEAD = 50
+
+
+def _waiting_uncounted(job: Job, limit: int) -> dict[str, list[int]]:
+    """Study UID -> ids of the job's next waiting rows (first attempt, study
+    level) that no count covers yet, in row order."""
+    waiting = (
+        JobItem.objects.filter(job=job, status=ItemStatus.PENDING, attempts=0, instances_expected=0)
+        .order_by("row")
+        .values_list("pk", "identifier")[:limit]
+    )
+    found: dict[str, list[int]] = {}
+    for pk, keys in waiting:
+        uid = keys.get("StudyInstanceUID")
+        if uid and not keys.get("SeriesInstanceUID"):
+            found.setdefault(uid, []).append(pk)
+    return found
+
+
+# Only rows still waiting for their first attempt take a count ahead: a row
+# claimed meanwhile counts its study itself (or already has its count).
+_NOTE_COUNT = (
+    f"UPDATE {JobItem._meta.db_table} SET instances_expected = %s "  # noqa: S608
+    "WHERE id = %s AND status = %s AND attempts = 0 AND instances_expected = 0"
+)
 
 
 def prepare_rows(session: Session, job: Job, items: list[JobItem]) -> None:
     """For the rows about to be worked: what the project holds of their studies
     (one query for all) and what the PACS expects, with one C-FIND for all of
-    their studies where it can (counting.count_studies). Kept on each row
-    (``present_now``, ``expected_now``) for retrieve_item."""
+    their studies where it can (counting.count_studies), which also counts the
+    studies of the job's next waiting rows (COUNT_AHEAD), kept in those rows.
+    Kept on each row (``present_now``, ``expected_now``) for retrieve_item."""
     present = _present_by_study(
         job.project, {item.identifier.get("StudyInstanceUID") for item in items}
     )
@@ -317,13 +357,30 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem]) -> None:
             present, keys.get("StudyInstanceUID"), keys.get("SeriesInstanceUID")
         )
     studies = {
-        item.identifier.get("StudyInstanceUID"): item
+        uid: item
         for item in items
-        if not _counted_by_find(item) and not item.identifier.get("SeriesInstanceUID")
+        if (uid := item.identifier.get("StudyInstanceUID"))
+        and not _counted_before(item)
+        and not item.identifier.get("SeriesInstanceUID")
     }
-    counts = count_studies(session, [uid for uid in studies if uid], model=job.node.query_model)
+    if not studies:
+        return
+    ahead = {}
+    if job.node.query_model == "S":  # patient root counts one by one (count_studies)
+        ahead = _waiting_uncounted(job, COUNT_AHEAD - len(studies))
+    counts = count_studies(session, [*studies, *ahead], model=job.node.query_model)
     for uid, count in counts.items():
-        studies[uid].expected_now = count
+        if uid in studies:
+            studies[uid].expected_now = count
+    noted = [
+        (counts[uid], pk, ItemStatus.PENDING)
+        for uid, pks in ahead.items()
+        if uid in counts
+        for pk in pks
+    ]
+    if noted:
+        with transaction.atomic(), connection.cursor() as cursor:  # one commit
+            cursor.executemany(_NOTE_COUNT, noted)
 
 
 def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pending:
@@ -335,7 +392,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
     study = keys["StudyInstanceUID"]
     series = keys.get("SeriesInstanceUID") or None
     model = node.query_model
-    if _counted_by_find(item):
+    if _counted_before(item):
         expected = item.instances_expected
     elif getattr(item, "expected_now", None) is not None:
         expected = item.expected_now  # counted with the rows around it (prepare_rows)

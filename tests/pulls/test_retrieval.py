@@ -544,6 +544,41 @@ def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allow
     _assert_project_holds_exactly(project, dicom_data.instances, storage, dicom_data)
 
 
+@pytest.mark.parametrize(("count_ahead", "finds"), [(50, 1), (3, 3)])
+def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
+    count_ahead, finds, storage, alice, project, dicom_data, monkeypatch
+):
+    """Chunks of one row, 8 studies: the C-FIND that counts a chunk's study
+    names the studies of the job's next waiting rows too (up to COUNT_AHEAD in
+    all) and keeps their counts in those rows. The job sends one C-FIND per
+    COUNT_AHEAD studies, not one per chunk (8), and so spends fewer of the
+    node's query tokens; every instance arrives, counted."""
+    from pulls import items, retrieval
+    from pulls.runner import run_chunk
+
+    monkeypatch.setitem(items.CHUNK_SIZES, "get", 1)
+    monkeypatch.setattr(retrieval, "COUNT_AHEAD", count_ahead)
+    studies = sorted(dicom_data.studies)
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in dicom_data.instances],
+        behaviour="honest",
+        destinations={},
+        uid_lists=True,
+    ) as pacs:
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title, queries_per_minute=0)
+        node.granted_users.add(alice)
+        job = retrieval_job(alice, project, node, studies, kind="get", start=True)
+        for chunk in _one_row_chunks_of(job):
+            run_chunk(chunk)
+        assert pacs.finds == finds
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE
+    assert dict(job.items.values_list("identifier__StudyInstanceUID", "instances_expected")) == {
+        uid: len(dicom_data.studies[uid]) for uid in studies
+    }
+    _assert_project_holds_exactly(project, dicom_data.instances, storage, dicom_data)
+
+
 def test_rows_naming_studies_are_counted_and_retrieved_exactly(
     pacs_node, storage, alice, project, dicom_data
 ):
