@@ -366,8 +366,9 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem]) -> None:
     if not studies:
         return
     ahead = {}
-    if job.node.query_model == "S":  # patient root counts one by one (count_studies)
-        ahead = _waiting_uncounted(job, COUNT_AHEAD - len(studies))
+    room = COUNT_AHEAD - len(studies)
+    if room > 0 and job.node.query_model == "S":  # patient root: one by one (count_studies)
+        ahead = _waiting_uncounted(job, room)
     counts = count_studies(session, [*studies, *ahead], model=job.node.query_model)
     for uid, count in counts.items():
         if uid in studies:

@@ -544,19 +544,20 @@ def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allow
     _assert_project_holds_exactly(project, dicom_data.instances, storage, dicom_data)
 
 
-@pytest.mark.parametrize(("count_ahead", "finds"), [(50, 1), (3, 3)])
+@pytest.mark.parametrize(("count_ahead", "chunk", "finds"), [(50, 1, 1), (3, 1, 3), (2, 8, 1)])
 def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
-    count_ahead, finds, storage, alice, project, dicom_data, monkeypatch
+    count_ahead, chunk, finds, storage, alice, project, dicom_data, monkeypatch
 ):
-    """Chunks of one row, 8 studies: the C-FIND that counts a chunk's study
+    """8 studies in chunks of one row: the C-FIND that counts a chunk's study
     names the studies of the job's next waiting rows too (up to COUNT_AHEAD in
     all) and keeps their counts in those rows. The job sends one C-FIND per
     COUNT_AHEAD studies, not one per chunk (8), and so spends fewer of the
-    node's query tokens; every instance arrives, counted."""
+    node's query tokens. A chunk of more studies than COUNT_AHEAD is counted
+    whole, with nothing ahead. Every instance arrives, counted."""
     from pulls import items, retrieval
     from pulls.runner import run_chunk
 
-    monkeypatch.setitem(items.CHUNK_SIZES, "get", 1)
+    monkeypatch.setitem(items.CHUNK_SIZES, "get", chunk)
     monkeypatch.setattr(retrieval, "COUNT_AHEAD", count_ahead)
     studies = sorted(dicom_data.studies)
     with ScriptedPacs(
@@ -568,8 +569,9 @@ def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
         node = make_node("SCRIPTED", pacs.port, pacs.ae_title, queries_per_minute=0)
         node.granted_users.add(alice)
         job = retrieval_job(alice, project, node, studies, kind="get", start=True)
-        for chunk in _one_row_chunks_of(job):
-            run_chunk(chunk)
+        rows = list(job.items.order_by("row").values_list("pk", flat=True))
+        for start in range(0, len(rows), chunk):
+            run_chunk(rows[start : start + chunk])
         assert pacs.finds == finds
     job.refresh_from_db()
     assert job.status == JobStatus.DONE
