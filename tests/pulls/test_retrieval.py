@@ -404,25 +404,36 @@ def test_a_retrieval_from_a_find_reuses_its_instance_counts(
 
 
 def _one_row_chunks_of(job) -> list[list[int]]:
-    return [[pk] for pk in job.items.order_by("row").values_list("pk", flat=True)]
+    return _chunks_of(job, 1)
+
+
+def _chunks_of(job, size: int) -> list[list[int]]:
+    rows = list(job.items.order_by("row").values_list("pk", flat=True))
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
 
 
 @contextlib.contextmanager
-def _get_job_of_one_row_chunks(alice, project, dicom_data, monkeypatch, **node_limits):
-    """A started C-GET job of every study from a scripted PACS, a chunk per row:
-    (the PACS, the job, its instances, its chunks)."""
+def _get_job_in_chunks(
+    alice, project, dicom_data, monkeypatch, *, chunk=1, uid_lists=False, **node_limits
+):
+    """A started C-GET job of every study from a scripted PACS (answering UID
+    lists or not), ``chunk`` rows per chunk: (the PACS, the job, its
+    instances, its chunks)."""
     from pulls import items
 
-    monkeypatch.setitem(items.CHUNK_SIZES, "get", 1)
+    monkeypatch.setitem(items.CHUNK_SIZES, "get", chunk)
     studies = sorted(dicom_data.studies)
     instances = [i for uid in studies for i in dicom_data.studies[uid]]
     with ScriptedPacs(
-        [dicom_data.root / i.path for i in instances], behaviour="honest", destinations={}
+        [dicom_data.root / i.path for i in instances],
+        behaviour="honest",
+        destinations={},
+        uid_lists=uid_lists,
     ) as pacs:
         node = make_node("SCRIPTED", pacs.port, pacs.ae_title, **node_limits)
         node.granted_users.add(alice)
         job = retrieval_job(alice, project, node, studies, kind="get", start=True)
-        yield pacs, job, instances, _one_row_chunks_of(job)
+        yield pacs, job, instances, _chunks_of(job, chunk)
 
 
 def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
@@ -433,7 +444,7 @@ def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
     nothing to do. Every instance is in the project exactly once."""
     from pulls.runner import run_chunk
 
-    with _get_job_of_one_row_chunks(alice, project, dicom_data, monkeypatch) as (
+    with _get_job_in_chunks(alice, project, dicom_data, monkeypatch) as (
         pacs, job, instances, chunks,
     ):  # fmt: skip
         assert len(chunks) == len(dicom_data.studies) > 1
@@ -462,9 +473,12 @@ def test_rows_deferred_while_the_nodes_only_slot_is_taken_are_worked_by_its_hold
     from pulls import throttle
     from pulls.runner import DEFERRED_SOON, run_chunk
 
-    with _get_job_of_one_row_chunks(
-        alice, project, dicom_data, monkeypatch, max_associations=1
-    ) as (pacs, job, instances, chunks):
+    with _get_job_in_chunks(alice, project, dicom_data, monkeypatch, max_associations=1) as (
+        pacs,
+        job,
+        instances,
+        chunks,
+    ):
         holder = throttle.association_slot(job.node, ttl=30)  # another worker's chunk, say
         for chunk in chunks[1:]:
             assert run_chunk(chunk).startswith(f"{DEFERRED_SOON} job {job.pk}: waiting")
@@ -517,7 +531,7 @@ def test_a_bulk_worker_does_not_go_on_while_interactive_work_waits_for_the_node(
 
 @pytest.mark.parametrize("uid_lists", [True, False], ids=["uid-lists", "one-by-one"])
 def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allows(
-    uid_lists, storage, alice, project, dicom_data
+    uid_lists, storage, alice, project, dicom_data, monkeypatch
 ):
     """Rows naming studies (not from a find) need the PACS's counts: one C-FIND
     naming all of the chunk's studies in a UID list; a PACS that does not answer
@@ -525,16 +539,11 @@ def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allow
     from pulls.runner import run_chunk
 
     studies = sorted(dicom_data.studies)
-    with ScriptedPacs(
-        [dicom_data.root / i.path for i in dicom_data.instances],
-        behaviour="honest",
-        destinations={},
-        uid_lists=uid_lists,
-    ) as pacs:
-        node = make_node("SCRIPTED", pacs.port, pacs.ae_title, queries_per_minute=0)
-        node.granted_users.add(alice)
-        job = retrieval_job(alice, project, node, studies, kind="get", start=True)
-        run_chunk(list(job.items.values_list("pk", flat=True)))
+    with _get_job_in_chunks(
+        alice, project, dicom_data, monkeypatch, chunk=len(studies), uid_lists=uid_lists,
+        queries_per_minute=0,
+    ) as (pacs, job, instances, chunks):  # fmt: skip
+        run_chunk(chunks[0])
         assert pacs.finds == (1 if uid_lists else 1 + len(studies))
     job.refresh_from_db()
     assert job.status == JobStatus.DONE
@@ -554,31 +563,22 @@ def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
     COUNT_AHEAD studies, not one per chunk (8), and so spends fewer of the
     node's query tokens. A chunk of more studies than COUNT_AHEAD is counted
     whole, with nothing ahead. Every instance arrives, counted."""
-    from pulls import items, retrieval
+    from pulls import retrieval
     from pulls.runner import run_chunk
 
-    monkeypatch.setitem(items.CHUNK_SIZES, "get", chunk)
     monkeypatch.setattr(retrieval, "COUNT_AHEAD", count_ahead)
-    studies = sorted(dicom_data.studies)
-    with ScriptedPacs(
-        [dicom_data.root / i.path for i in dicom_data.instances],
-        behaviour="honest",
-        destinations={},
-        uid_lists=True,
-    ) as pacs:
-        node = make_node("SCRIPTED", pacs.port, pacs.ae_title, queries_per_minute=0)
-        node.granted_users.add(alice)
-        job = retrieval_job(alice, project, node, studies, kind="get", start=True)
-        rows = list(job.items.order_by("row").values_list("pk", flat=True))
-        for start in range(0, len(rows), chunk):
-            run_chunk(rows[start : start + chunk])
+    with _get_job_in_chunks(
+        alice, project, dicom_data, monkeypatch, chunk=chunk, uid_lists=True, queries_per_minute=0
+    ) as (pacs, job, instances, chunks):
+        for rows in chunks:
+            run_chunk(rows)
         assert pacs.finds == finds
     job.refresh_from_db()
     assert job.status == JobStatus.DONE
     assert dict(job.items.values_list("identifier__StudyInstanceUID", "instances_expected")) == {
-        uid: len(dicom_data.studies[uid]) for uid in studies
+        uid: len(its) for uid, its in dicom_data.studies.items()
     }
-    _assert_project_holds_exactly(project, dicom_data.instances, storage, dicom_data)
+    _assert_project_holds_exactly(project, instances, storage, dicom_data)
 
 
 def test_rows_naming_studies_are_counted_and_retrieved_exactly(
