@@ -9,13 +9,24 @@ from celery.signals import worker_process_init
 from django.db import connections
 
 from pulls import items, quarantine, runner
-from pulls.models import QUEUE_BULK
+from pulls.models import QUEUE_BULK, QUEUE_INTERACTIVE
 
 log = logging.getLogger(__name__)
 
 
 def enqueue_items(item_ids: list[int], queue: str = QUEUE_BULK) -> None:
     run_items.apply_async((item_ids,), queue=queue)
+
+
+def enqueue_rest(job_id: int, after_row: int) -> None:
+    """The rest of a big job's chunks: sent by a worker, not the web request."""
+    queue_rest.apply_async((job_id, after_row), queue=QUEUE_INTERACTIVE)
+
+
+@shared_task(acks_late=True)
+def queue_rest(job_id: int, after_row: int) -> str:
+    sent = items.items_enqueue_after(job_id, after_row, enqueue=enqueue_items)
+    return f"job {job_id}: {sent} more rows queued"
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)

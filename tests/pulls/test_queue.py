@@ -281,3 +281,75 @@ def test_two_refreshes_of_one_job_cannot_land_in_the_wrong_order(
     job.refresh_from_db()
     assert job.status == JobStatus.DONE
     assert (job.items_done, job.items_running, job.matches) == (2, 0, 7)
+
+
+def _messages(broker, queue: str) -> list[tuple[str, list]]:
+    """(task name, arguments) of each message waiting on ``queue``, oldest first."""
+    import base64
+    import json
+
+    found = []
+    for raw in reversed(broker.lrange(queue, 0, -1)):  # pushed on the left, taken on the right
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        found.append((message["headers"]["task"], args))
+    return found
+
+
+def test_a_big_job_is_started_with_its_first_chunks_and_a_worker_sends_the_rest(
+    redis_url, alice, project, nowhere_node, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Starting a job sends its first ENQUEUE_AT_ONCE chunks from the request,
+    and one message for a worker to send the others (a 100,000-row job took
+    the request 15 s of messages). Once that worker has run, every row is in
+    exactly one chunk message, in row order."""
+    import redis as redis_lib
+
+    from pulls import tasks
+    from pulls.services import job_start
+
+    monkeypatch.setitem(items.CHUNK_SIZES, "find", 2)
+    monkeypatch.setattr(items, "ENQUEUE_AT_ONCE", 3)
+    nowhere_node.granted_users.add(alice)
+    rows = [{"QueryRetrieveLevel": "PATIENT", "PatientID": str(n)} for n in range(11)]
+    job = job_create(kind=JobKind.FIND, owner=alice, project=project, node=nowhere_node, rows=rows)
+    broker = redis_lib.Redis.from_url(redis_url)
+    broker.delete(job.queue)  # what earlier tests left there
+    with django_capture_on_commit_callbacks(execute=True):
+        job_start(job=job, user=alice)
+    sent = _messages(broker, job.queue)
+    ids = list(job.items.order_by("row").values_list("pk", flat=True))
+    assert sent == [
+        ("pulls.tasks.run_items", [ids[0:2]]),
+        ("pulls.tasks.run_items", [ids[2:4]]),
+        ("pulls.tasks.run_items", [ids[4:6]]),
+        ("pulls.tasks.queue_rest", [job.pk, 6]),
+    ]
+    with django_capture_on_commit_callbacks(execute=True):  # a worker: no transaction
+        assert tasks.queue_rest(job.pk, 6) == f"job {job.pk}: 5 more rows queued"
+    chunks = [args[0] for task, args in _messages(broker, job.queue) if task.endswith("run_items")]
+    assert chunks == [ids[0:2], ids[2:4], ids[4:6], ids[6:8], ids[8:10], ids[10:]]
+    assert set(job.items.values_list("status", flat=True)) == {ItemStatus.PENDING}
+
+
+def test_a_saved_job_holds_each_row_once_with_its_number_keys_and_count(
+    alice, project, nowhere_node
+):
+    """job_create writes its rows with one INSERT built from the model: each row
+    of the file, with its number there, its keys and the count a find gave it;
+    every other column as a new item has it."""
+    nowhere_node.granted_users.add(alice)
+    rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": f"1.2.3.{n}"} for n in range(3)]
+    job = job_create(
+        kind=JobKind.GET, owner=alice, project=project, node=nowhere_node, rows=rows,
+        row_numbers=[2, 5, 9], expected=[0, 7, 30],
+    )  # fmt: skip
+    saved = list(job.items.order_by("row"))
+    assert [(i.row, i.identifier, i.instances_expected) for i in saved] == [
+        (2, rows[0], 0), (5, rows[1], 7), (9, rows[2], 30),
+    ]  # fmt: skip
+    fresh = JobItem(job=job)
+    for field in JobItem._meta.concrete_fields:
+        if field.name not in ("id", "row", "identifier", "instances_expected"):
+            assert {getattr(i, field.attname) for i in saved} == {getattr(fresh, field.attname)}
+    assert (job.items_total, job.status) == (3, JobStatus.DRAFT)
