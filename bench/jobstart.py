@@ -22,18 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_WORK = REPO / "bench" / "results" / "jobstart"
+from workdir import REPO, default_work, work_dir  # bench/ is sys.path[0]
 
-
-def _work_dir() -> Path:
-    """--work, read before Django's settings (which take their folders from it)."""
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--work", type=Path, default=DEFAULT_WORK)
-    return early.parse_known_args()[0].work.resolve()
-
-
-WORK = _work_dir()
+DEFAULT_WORK = default_work("jobstart")
+WORK = work_dir("jobstart")
 sys.path.insert(0, str(REPO))
 
 from pulls.sandbox.procs import exit_on_sigterm, free_port  # noqa: E402
