@@ -135,14 +135,20 @@ def items_enqueue(
     if not rows:
         return 0
     qs.update(queued_at=now)
-    _send_chunks(job, [pk for pk, _ in rows], enqueue=enqueue, enqueue_rest=enqueue_rest)
+    _send_chunks(job, rows, enqueue=enqueue, enqueue_rest=enqueue_rest)
     return len(rows)
 
 
 def _send_chunks(
-    job: Job, ids: list[int], *, enqueue: Enqueue, enqueue_rest: EnqueueRest | None = None
+    job: Job,
+    rows: list[tuple[int, int]],
+    *,
+    enqueue: Enqueue,
+    enqueue_rest: EnqueueRest | None = None,
 ) -> None:
+    """Chunk messages of ``rows`` (id, row number), in row order, after commit."""
     size = chunk_size(job)
+    ids = [pk for pk, _ in rows]
     chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
     queue = job.queue
     rest = enqueue_rest is not None and len(chunks) > ENQUEUE_AT_ONCE
@@ -151,7 +157,7 @@ def _send_chunks(
     for chunk in chunks:
         transaction.on_commit(lambda chunk=chunk: enqueue(chunk, queue))
     if rest:
-        last = JobItem.objects.filter(pk=chunks[-1][-1]).values_list("row", flat=True).get()
+        last = rows[ENQUEUE_AT_ONCE * size - 1][1]  # the row of the last id sent
         transaction.on_commit(lambda: enqueue_rest(job.pk, last))
 
 
@@ -161,15 +167,15 @@ def items_enqueue_after(job_id: int, after_row: int, *, enqueue: Enqueue) -> int
     job = Job.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES).first()
     if job is None:
         return 0  # cancelled or paused meanwhile: resuming queues its rows again
-    ids = list(
+    rows = list(
         JobItem.objects.filter(
             job=job, status=ItemStatus.PENDING, queued_at__isnull=False, row__gt=after_row
         )
         .order_by("row")
-        .values_list("pk", flat=True)
+        .values_list("pk", "row")
     )
-    _send_chunks(job, ids, enqueue=enqueue)
-    return len(ids)
+    _send_chunks(job, rows, enqueue=enqueue)
+    return len(rows)
 
 
 def items_claim(
