@@ -313,8 +313,8 @@ def _counted_before(item: JobItem) -> bool:
 
 # The C-FIND that counts a chunk's studies names the job's next uncounted
 # studies too, up to this many in all: one query (and one of the node's query
-# tokens) per ~50 studies instead of one per chunk of 5. A count is then at
-# most ten chunks old when its row is worked.
+# tokens) per ~50 studies instead of one per chunk of 5. A count is taken at
+# most ten chunks before its row is worked (longer ago only if the job waited).
 COUNT_AHEAD = 50
 
 
