@@ -53,10 +53,6 @@ RETRY_DEFERRED_SECONDS = 2
 _COUNTERS_EVERY = 1.0
 # A retrieval token due within this many seconds is waited for in the chunk.
 _SHORT_WAIT = 5.0
-# A chunk that has worked its rows goes on with the job's next queued rows on
-# the same association (one association set-up instead of one per chunk) for
-# this long; then it lets its slot go, so that other jobs get their turn.
-_CONTINUE_SECONDS = 30.0
 # Between rows, the job's state and its node's (an operator may suspend the node
 # or change its window while a chunk runs) are read again at most this often;
 # during a transfer the StallGuard watches them.
@@ -318,9 +314,10 @@ def _defer(
 
 def _more_rows(job: Job, token, rows: list[JobItem], *, since: float) -> bool:
     """Add the job's next queued rows to ``rows`` (a chunk that has worked its
-    own), unless the chunk has held its slot long enough or interactive work
-    waits for the node; whether there are any."""
-    if time.monotonic() - since > _CONTINUE_SECONDS:
+    own: one association set-up instead of one per chunk), unless the chunk has
+    had its turn (PACSNPULL_TURN_SECONDS; then it lets its slot go, so that other
+    jobs get theirs) or interactive work waits for the node; whether there are any."""
+    if time.monotonic() - since > settings.PACSNPULL_TURN_SECONDS:
         return False
     if job.queue != QUEUE_INTERACTIVE and throttle.interactive_waiting(job.node):
         return False

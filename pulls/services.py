@@ -131,11 +131,11 @@ def job_create(
 
 
 def _start(job: Job) -> None:
-    from pulls.tasks import enqueue_items, enqueue_rest
+    from pulls.tasks import enqueue_chunks, enqueue_rest
 
     Job.objects.filter(pk=job.pk, status=JobStatus.DRAFT).update(status=JobStatus.QUEUED)
     job.status = JobStatus.QUEUED
-    items.items_enqueue(job, enqueue=enqueue_items, enqueue_rest=enqueue_rest)
+    items.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
 
 
 def job_start(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
@@ -191,7 +191,7 @@ def job_pause(*, job: Job, user: User, request: HttpRequest | None = None) -> Jo
 
 
 def job_resume(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
-    from pulls.tasks import enqueue_items, enqueue_rest
+    from pulls.tasks import enqueue_chunks, enqueue_rest
 
     _require_writer(user=user, project=job.project)
     _require_node(user=user, node=job.node)
@@ -203,7 +203,7 @@ def job_resume(*, job: Job, user: User, request: HttpRequest | None = None) -> J
         if not updated:
             raise ValidationError("Only a paused job can be resumed.")
         job.status = JobStatus.QUEUED
-        items.items_enqueue(job, enqueue=enqueue_items, enqueue_rest=enqueue_rest)
+        items.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
         items.job_refresh_counters(job.pk)  # closes it if nothing was left to do
         _audit_job(AuditAction.JOB_RESUMED, job=job, user=user, request=request)
     job.refresh_from_db()
@@ -212,7 +212,7 @@ def job_resume(*, job: Job, user: User, request: HttpRequest | None = None) -> J
 
 def job_retry_failed(*, job: Job, user: User, request: HttpRequest | None = None) -> int:
     """Send the failed rows again, with fresh attempts. Returns how many."""
-    from pulls.tasks import enqueue_items, enqueue_rest
+    from pulls.tasks import enqueue_chunks, enqueue_rest
 
     _require_writer(user=user, project=job.project)
     _require_node(user=user, node=job.node)
@@ -231,7 +231,7 @@ def job_retry_failed(*, job: Job, user: User, request: HttpRequest | None = None
         if retried:
             Job.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, finished_at=None)
             job.status = JobStatus.QUEUED
-            items.items_enqueue(job, enqueue=enqueue_items, enqueue_rest=enqueue_rest)
+            items.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
             items.job_refresh_counters(job.pk)
         _audit_job(
             AuditAction.JOB_RETRIED, job=job, user=user, request=request, details={"rows": retried}
@@ -242,7 +242,7 @@ def job_retry_failed(*, job: Job, user: User, request: HttpRequest | None = None
 def job_mark_urgent(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
     """Operators only: the job's waiting rows go to the interactive queue, and its
     chunks go ahead of bulk work for the node's association slots."""
-    from pulls.tasks import enqueue_items, enqueue_rest
+    from pulls.tasks import enqueue_chunks, enqueue_rest
 
     if not user.is_operator:
         raise PermissionDenied("Only operators can mark a job urgent.")
@@ -254,7 +254,7 @@ def job_mark_urgent(*, job: Job, user: User, request: HttpRequest | None = None)
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             # Messages already on the bulk queue find these rows claimed, or
             # claim them first: a row is worked on once either way.
-            items.items_enqueue(job, enqueue=enqueue_items, enqueue_rest=enqueue_rest)
+            items.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
         _audit_job(AuditAction.JOB_URGENT, job=job, user=user, request=request)
     job.refresh_from_db()
     return job

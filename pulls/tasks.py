@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from celery import shared_task
 from celery.signals import worker_process_init
@@ -14,8 +15,14 @@ from pulls.models import QUEUE_BULK, QUEUE_INTERACTIVE
 log = logging.getLogger(__name__)
 
 
-def enqueue_items(item_ids: list[int], queue: str = QUEUE_BULK) -> None:
-    run_items.apply_async((item_ids,), queue=queue)
+def enqueue_chunks(chunks: Sequence[items.Chunk]) -> None:
+    """A message per chunk, all in one Redis round trip (kombu's publish batch):
+    half the time of a message each (kombu built a Redis client per message)."""
+    with run_items.app.producer_or_acquire() as producer, producer.batch():
+        for chunk in chunks:
+            run_items.apply_async(
+                (chunk.ids,), queue=chunk.queue, priority=chunk.priority, producer=producer
+            )
 
 
 def enqueue_rest(job_id: int, after_row: int) -> None:
@@ -25,7 +32,7 @@ def enqueue_rest(job_id: int, after_row: int) -> None:
 
 @shared_task(acks_late=True)
 def queue_rest(job_id: int, after_row: int) -> str:
-    sent = items.items_enqueue_after(job_id, after_row, enqueue=enqueue_items)
+    sent = items.items_enqueue_after(job_id, after_row, enqueue=enqueue_chunks)
     return f"job {job_id}: {sent} more rows queued"
 
 
@@ -36,14 +43,19 @@ def run_items(self, item_ids: list[int]) -> str:
         # An association slot frees up soon: try again shortly, on the same
         # queue. Longer waits (suspended, window, hourly limit) are the
         # reconciler's: the items carry their not_before.
-        queue = (self.request.delivery_info or {}).get("routing_key") or QUEUE_BULK
-        run_items.apply_async((item_ids,), countdown=runner.RETRY_DEFERRED_SECONDS, queue=queue)
+        delivery = self.request.delivery_info or {}
+        run_items.apply_async(
+            (item_ids,),
+            countdown=runner.RETRY_DEFERRED_SECONDS,
+            queue=delivery.get("routing_key") or QUEUE_BULK,
+            priority=delivery.get("priority"),
+        )
     return message
 
 
 @shared_task(acks_late=True)
 def reconcile() -> str:
-    counts = items.items_reconcile(enqueue=enqueue_items)
+    counts = items.items_reconcile(enqueue=enqueue_chunks)
     swept = quarantine.staging_sweep()
     return ", ".join(f"{k} {v}" for k, v in {**counts, **swept}.items())
 

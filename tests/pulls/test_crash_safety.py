@@ -6,7 +6,7 @@ from django.db import connection
 
 from pulls import items
 from pulls.models import ItemStatus, Job, JobStatus, RetrievedInstance
-from pulls.tasks import enqueue_items
+from pulls.tasks import enqueue_chunks
 from tests.conftest import SCP_PORT, Worker, make_node, retrieval_job, wait_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
@@ -61,7 +61,7 @@ def test_a_killed_worker_loses_no_instance_and_places_none_twice(
             left = job.items.exclude(status=ItemStatus.DONE).count()
             assert left > 0, "the worker finished before it could be killed"
             time.sleep(LEASE + 1)
-            counts = items.items_reconcile(enqueue=enqueue_items)
+            counts = items.items_reconcile(enqueue=enqueue_chunks)
             assert counts["released"] == left
             second = worker()
             wait_for(

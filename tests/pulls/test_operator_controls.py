@@ -150,6 +150,44 @@ def test_a_small_find_is_not_stuck_behind_a_big_retrieval(
     assert took < 15, f"the small find waited {took:.1f} s behind the retrieval"
 
 
+def test_a_job_started_behind_a_long_one_gets_its_turn(
+    flushable_db, sandbox, settings, monkeypatch, orthanc, alice, project
+):
+    """One real worker, a find of 150 rows that takes 7.5 s (its node allows
+    1,200 queries a minute) and, started just after it, a find of one row. Once
+    the long job has had its turn (PACSNPULL_TURN_SECONDS, 1 s here; the worker
+    goes on by 50 rows at a time), the worker takes the short job's row: its
+    first rows go ahead of the long job's later ones. First come, first served,
+    it waited for the whole long job."""
+    # The messages are sent from here (job_start), so their chunks and
+    # priorities are set here; the turn is the worker's.
+    monkeypatch.setitem(items.CHUNK_SIZES, "find", 2)
+    monkeypatch.setattr(items, "PRIORITY_UP_TO_ROW", ((2, 0),))
+    node = make_node("TURNS", orthanc.dicom_port, orthanc.aet, queries_per_minute=1200)
+    node.granted_users.add(alice)
+    worker = Worker(
+        redis_url=settings.REDIS_URL,
+        db_name=connection.settings_dict["NAME"],
+        log_path=sandbox / "turns.log",
+        env={"PACSNPULL_TURN_SECONDS": "1"},
+        concurrency=1,
+    ).start()
+    try:
+        rows = [{"QueryRetrieveLevel": "STUDY", "PatientID": f"NOBODY{n}"} for n in range(150)]
+        long = find_job(alice, project, node, rows, start=True)
+        short = find_job(alice, project, node, start=True)
+        wait_for(
+            lambda: Job.objects.get(pk=short.pk).status == JobStatus.DONE,
+            timeout=60,
+            what=f"the short find; log:\n{worker.log_tail()}",
+        )
+        long.refresh_from_db()
+    finally:
+        worker.stop()
+    # Its first chunk and one turn's worth (2 + 50 rows), a few more meanwhile.
+    assert long.items_done <= 80, (long.status, long.items_done)
+
+
 def test_echo_never_waits_for_the_limits_but_a_suspended_node_is_left_alone(orthanc, operator):
     node = make_node("ECHO", orthanc.dicom_port, orthanc.aet, max_associations=1)
     held = throttle.association_slot(node, ttl=30)  # every slot taken by a job
@@ -238,13 +276,15 @@ def test_a_chunk_goes_to_its_queue_only(redis_url):
     delivered to the bulk workers (nor the other way round)."""
     import redis as redis_lib
 
-    from pulls.tasks import enqueue_items
+    from pulls.items import Chunk
+    from pulls.tasks import enqueue_chunks
 
     broker = redis_lib.Redis.from_url(redis_url)
     before = {q: broker.llen(q) for q in (QUEUE_INTERACTIVE, QUEUE_BULK)}
-    enqueue_items([-1], QUEUE_INTERACTIVE)  # no such item: a worker would do nothing
-    enqueue_items([-2], QUEUE_BULK)
-    enqueue_items([-3], QUEUE_BULK)
+    # No such items: a worker would do nothing.
+    enqueue_chunks(
+        [Chunk([-1], QUEUE_INTERACTIVE, 0), Chunk([-2], QUEUE_BULK, 0), Chunk([-3], QUEUE_BULK, 0)]
+    )
     after = {q: broker.llen(q) for q in (QUEUE_INTERACTIVE, QUEUE_BULK)}
     assert after[QUEUE_INTERACTIVE] - before[QUEUE_INTERACTIVE] == 1
     assert after[QUEUE_BULK] - before[QUEUE_BULK] == 2

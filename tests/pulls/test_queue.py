@@ -9,7 +9,7 @@ from django.utils import timezone
 from pulls import items
 from pulls.models import FindResult, ItemStatus, Job, JobItem, JobKind, JobStatus
 from pulls.services import job_create
-from pulls.tasks import enqueue_items
+from pulls.tasks import enqueue_chunks
 from tests.conftest import make_node, wait_for
 
 
@@ -112,7 +112,7 @@ def test_a_poison_item_ends_as_failed_after_the_set_attempts(
         assert [i.pk for i in claimed] == [item.pk]
         _expire_leases(job)
         with django_capture_on_commit_callbacks(execute=True):
-            items.items_reconcile(enqueue=lambda ids, queue: queued.append(ids))
+            items.items_reconcile(enqueue=lambda chunks: queued.extend(c.ids for c in chunks))
         item.refresh_from_db()
         if attempt < 3:
             assert item.status == ItemStatus.PENDING
@@ -134,7 +134,7 @@ def test_the_reconciler_leaves_live_leases_alone(
     items.items_claim([job.items.get().pk], worker="alive")
     queued: list[list[int]] = []
     with django_capture_on_commit_callbacks(execute=True):
-        counts = items.items_reconcile(enqueue=lambda ids, queue: queued.append(ids))
+        counts = items.items_reconcile(enqueue=lambda chunks: queued.extend(c.ids for c in chunks))
     assert counts == {"failed": 0, "released": 0, "requeued": 0}
     assert queued == []
     assert job.items.get().status == ItemStatus.RUNNING
@@ -171,7 +171,7 @@ def test_the_reconciler_requeues_an_expired_lease_and_a_worker_finishes_it(
     item = job.items.get()
     items.items_claim([item.pk], worker="died-mid-item")
     _expire_leases(job)
-    items.items_reconcile(enqueue=enqueue_items)
+    items.items_reconcile(enqueue=enqueue_chunks)
     wait_for(
         lambda: JobItem.objects.get(pk=item.pk).status == ItemStatus.DONE,
         timeout=60,
@@ -353,3 +353,58 @@ def test_a_saved_job_holds_each_row_once_with_its_number_keys_and_count(
         if field.name not in ("id", "row", "identifier", "instances_expected"):
             assert {getattr(i, field.attname) for i in saved} == {getattr(fresh, field.attname)}
     assert (job.items_total, job.status) == (3, JobStatus.DRAFT)
+
+
+def _handed_out(queue: str) -> list[tuple[str, list]]:
+    """(task name, arguments) of every message on ``queue``, in the order Redis
+    hands them to a worker (kombu reads a queue's priority lists 0, 3, 6, 9)."""
+    from portal.celery import app
+
+    taken = []
+    with app.connection_for_read() as conn, conn.SimpleQueue(queue, no_ack=True) as simple:
+        while True:
+            try:
+                message = simple.get(block=False)
+            except simple.Empty:
+                return taken
+            taken.append((message.headers["task"], message.decode()[0]))
+
+
+def test_a_job_started_behind_a_big_one_goes_ahead_of_its_later_rows(
+    redis_url, alice, project, nowhere_node, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A chunk's priority comes from its first row: a worker gets a small job's
+    rows before the later rows of a big job started earlier (first come, first
+    served, it waited for the whole big job), and each job's rows in order."""
+    from pulls.services import job_start
+
+    monkeypatch.setitem(items.CHUNK_SIZES, "find", 2)
+    monkeypatch.setattr(items, "PRIORITY_UP_TO_ROW", ((4, 0), (8, 3)))
+    nowhere_node.granted_users.add(alice)
+    jobs = {}
+    for name, count in (("big", 12), ("small", 3)):
+        rows = [{"QueryRetrieveLevel": "PATIENT", "PatientID": f"{name}{n}"} for n in range(count)]
+        jobs[name] = job_create(
+            kind=JobKind.FIND, owner=alice, project=project, node=nowhere_node, rows=rows
+        )
+    queue = jobs["big"].queue
+    _handed_out(queue)  # takes what earlier tests left there
+    for job in jobs.values():
+        with django_capture_on_commit_callbacks(execute=True):
+            job_start(job=job, user=alice)
+    rows_of = {
+        pk: (name, row)
+        for name, job in jobs.items()
+        for pk, row in job.items.values_list("pk", "row")
+    }
+    order = [[rows_of[pk] for pk in args[0]] for _, args in _handed_out(queue)]
+    assert order == [
+        [("big", 1), ("big", 2)],
+        [("big", 3), ("big", 4)],
+        [("small", 1), ("small", 2)],
+        [("small", 3)],
+        [("big", 5), ("big", 6)],
+        [("big", 7), ("big", 8)],
+        [("big", 9), ("big", 10)],
+        [("big", 11), ("big", 12)],
+    ]

@@ -12,7 +12,7 @@ from pulls import items
 from pulls.cli import run_inline
 from pulls.models import Job, JobStatus, RetrievedInstance
 from pulls.sandbox.procs import Server, free_port
-from pulls.tasks import enqueue_items
+from pulls.tasks import enqueue_chunks
 from tests.conftest import REPO, SCP_PORT, Worker, make_node, retrieval_job, wait_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
@@ -122,7 +122,7 @@ def test_a_restart_of_redis_loses_no_queued_work(
         try:
             time.sleep(lease + 1)
             assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED  # nothing ran
-            assert items.items_reconcile(enqueue=enqueue_items)["requeued"] == len(studies)
+            assert items.items_reconcile(enqueue=enqueue_chunks)["requeued"] == len(studies)
             wait_for(
                 lambda: Job.objects.get(pk=job.pk).status == JobStatus.DONE,
                 timeout=60,

@@ -96,7 +96,7 @@ def test_outside_the_window_nothing_is_sent_and_the_job_says_until_when(
         job = find_job(alice, project, node, start=True)
         message = run_chunk(list(job.items.values_list("pk", flat=True)))
         # The reconciler does not send it again before the window opens either.
-        assert items.items_reconcile(enqueue=lambda ids, queue: None)["requeued"] == 0
+        assert items.items_reconcile(enqueue=lambda chunks: None)["requeued"] == 0
         assert pacs.associations == 0
     job.refresh_from_db()
     assert job.waiting_reason == f"waiting for the window at {tomorrow} 00:00"
@@ -115,8 +115,18 @@ def test_rows_held_for_a_window_go_again_when_the_operator_changes_it(alice, pro
     run_chunk(list(job.items.values_list("pk", flat=True)))
     assert job.items.get().not_before > timezone.now()
     queued = []
-    assert items.items_reconcile(enqueue=lambda ids, q: queued.append(ids))["requeued"] == 0
+    assert (
+        items.items_reconcile(enqueue=lambda chunks: queued.extend(c.ids for c in chunks))[
+            "requeued"
+        ]
+        == 0
+    )
     node.allowed_windows = ""  # the operator opens the node now
     node.save()
     assert job.items.get().not_before is None
-    assert items.items_reconcile(enqueue=lambda ids, q: queued.append(ids))["requeued"] == 1
+    assert (
+        items.items_reconcile(enqueue=lambda chunks: queued.extend(c.ids for c in chunks))[
+            "requeued"
+        ]
+        == 1
+    )
