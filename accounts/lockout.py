@@ -7,6 +7,11 @@ from django.http import HttpRequest
 from pulls.audit import client_ip as audit_client_ip
 
 
-def client_ip(request: HttpRequest) -> str:
-    """The same address the audit log records (REMOTE_ADDR, never a forged header)."""
-    return audit_client_ip(request) or "unknown"
+def client_ip(request: HttpRequest) -> str | None:
+    """The same address the audit log records (REMOTE_ADDR, never a forged header).
+
+    None when the server gave none (a login in a test client, a proxy on a Unix
+    socket): axes then keys on the username alone. Not a placeholder word: on
+    PostgreSQL the address column is ``inet`` and refuses it.
+    """
+    return audit_client_ip(request)
