@@ -23,7 +23,7 @@ run: install
 	@echo "Portal: http://127.0.0.1:$(PORT)/  (Ctrl-C stops everything)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho --procfile Procfile start --port $(PORT)
 
-# Installs orthanc, dcmtk, redis-server and chromium from Debian when run as
+# Installs orthanc, dcmtk, redis-server, postgresql and chromium from Debian when run as
 # root and one is missing; in CI a piece still missing afterwards is an error.
 system-packages:
 	bash scripts/system-packages.sh
@@ -33,6 +33,9 @@ test: install system-packages
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	PACSNPULL_INSTANCE_DIR="$(CURDIR)/.test-instance" $(BIN)/pytest
+	@echo "The same suite on PostgreSQL (a cluster of its own, removed afterwards):"
+	PACSNPULL_INSTANCE_DIR="$(CURDIR)/.test-instance-pg" $(BIN)/python -m pulls.sandbox.postgres -- \
+		$(BIN)/pytest --reuse-db
 
 lint:
 	$(BIN)/ruff check .
@@ -43,4 +46,4 @@ format:
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .test-instance .pytest_cache
+	rm -rf $(VENV) .test-instance .test-instance-pg .pytest_cache

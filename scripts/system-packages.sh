@@ -16,6 +16,8 @@ missing=()
 for program in "${!need[@]}"; do
   command -v "$program" >/dev/null 2>&1 || missing+=("${need[$program]}")
 done
+# PostgreSQL keeps its programs out of PATH, per version.
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 if [ -d /usr/share/orthanc/plugins ] && [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then
   missing+=(orthanc-dicomweb)
 fi
@@ -27,7 +29,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   # policy-rc.d 101: do not start the packages' own system services (Orthanc
-  # on 4242, redis on 6379); the tests start their own instances.
+  # on 4242, redis on 6379, PostgreSQL on 5432); the tests start their own.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT

@@ -172,6 +172,18 @@ def redis_url(redis_service) -> str:
     return url
 
 
+def child_database_url() -> str:
+    """The test database (SQLite's file, or PostgreSQL's test_ database) as a
+    DATABASE_URL, for the processes a test starts."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
 class Worker:
     """A real `celery worker` process on the test database and the test Redis."""
 
@@ -179,7 +191,6 @@ class Worker:
         self,
         *,
         redis_url: str,
-        db_name: str,
         log_path: Path,
         env: dict[str, str] | None = None,
         concurrency: int = 2,
@@ -188,7 +199,6 @@ class Worker:
         self.concurrency = concurrency
         self.queues = queues
         self.redis_url = redis_url
-        self.db_name = db_name
         self.log_path = log_path
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen | None = None
@@ -197,7 +207,7 @@ class Worker:
         env = dict(os.environ)
         env.update(
             REDIS_URL=self.redis_url,
-            DATABASE_URL=f"sqlite:///{self.db_name}",
+            DATABASE_URL=child_database_url(),
             PACSNPULL_INSTANCE_DIR=str(settings.INSTANCE_DIR),
             PACSNPULL_SCP_PORT=str(SCP_PORT),
             PACSNPULL_MIN_FREE_BYTES=str(MIN_FREE),
@@ -291,11 +301,9 @@ def flushable_db(transactional_db):
 
 @pytest.fixture
 def celery_worker(redis_url, flushable_db, sandbox) -> Worker:
-    from django.db import connection
 
     worker = Worker(
         redis_url=redis_url,
-        db_name=connection.settings_dict["NAME"],
         log_path=sandbox / "celery-worker.log",
     ).start()
     try:

@@ -58,6 +58,8 @@ class Server:
         log_path: Path,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        user: str | None = None,
+        stop_signal: int = signal.SIGTERM,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -65,6 +67,8 @@ class Server:
         self.log_path = log_path
         self.env = env
         self.cwd = cwd
+        self.user = user  # run as this user (root starting PostgreSQL)
+        self.stop_signal = stop_signal
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -83,6 +87,7 @@ class Server:
             stdin=subprocess.DEVNULL,
             env=environ,
             cwd=self.cwd,
+            **({"user": self.user, "group": self.user, "extra_groups": []} if self.user else {}),
             # Own process group: Ctrl-C in the terminal reaches our parent, which
             # stops us in order, and stop() can end the whole group by PID.
             start_new_session=True,
@@ -112,7 +117,7 @@ class Server:
         if proc is None or proc.poll() is not None:
             return
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, self.stop_signal)
         except ProcessLookupError:
             return
         try:

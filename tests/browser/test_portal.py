@@ -12,7 +12,6 @@ import csv
 import re
 
 import pytest
-from django.db import connection
 from playwright.sync_api import expect
 
 from pulls.models import Job, JobKind, PacsNode
@@ -33,7 +32,6 @@ def portal(
     settings.PACSNPULL_STAGING_DIR = staging
     worker = Worker(
         redis_url=redis_url,
-        db_name=connection.settings_dict["NAME"],
         log_path=sandbox / "browser-worker.log",
         env={
             "PACSNPULL_STAGING_DIR": str(staging),

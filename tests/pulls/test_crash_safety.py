@@ -2,8 +2,6 @@
 
 import time
 
-from django.db import connection
-
 from pulls import items
 from pulls.models import ItemStatus, Job, JobStatus, RetrievedInstance
 from pulls.tasks import enqueue_chunks
@@ -43,7 +41,6 @@ def test_a_killed_worker_loses_no_instance_and_places_none_twice(
             workers.append(
                 Worker(
                     redis_url=redis_url,
-                    db_name=connection.settings_dict["NAME"],
                     log_path=sandbox / f"crash-worker-{len(workers)}.log",
                     env=env,
                 ).start()

@@ -4,7 +4,6 @@ import time
 
 import pytest
 from django.core.exceptions import PermissionDenied
-from django.db import connection
 
 from pulls import items, throttle
 from pulls.models import (
@@ -101,7 +100,6 @@ def test_a_small_find_is_not_stuck_behind_a_big_retrieval(
     workers = [
         Worker(
             redis_url=settings.REDIS_URL,
-            db_name=connection.settings_dict["NAME"],
             log_path=sandbox / f"priority-{queues}.log",
             env=env,
             concurrency=1,
@@ -167,7 +165,6 @@ def test_a_job_started_behind_a_long_one_gets_its_turn(
     node.granted_users.add(alice)
     worker = Worker(
         redis_url=settings.REDIS_URL,
-        db_name=connection.settings_dict["NAME"],
         log_path=sandbox / "turns.log",
         env={"PACSNPULL_TURN_SECONDS": "1"},
         concurrency=1,

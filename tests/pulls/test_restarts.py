@@ -115,7 +115,6 @@ def test_a_restart_of_redis_loses_no_queued_work(
         redis_service.kill_and_restart()  # ... and gone
         worker = Worker(
             redis_url=redis_url,
-            db_name=connection.settings_dict["NAME"],
             log_path=sandbox / "redis-restart-worker.log",
             env=env,
         ).start()

@@ -3,7 +3,6 @@
 import time
 
 import pytest
-from django.db import connection
 
 from pulls import items, throttle
 from pulls.models import ItemStatus, Job, JobKind, JobStatus, RetrievedInstance
@@ -36,7 +35,6 @@ def test_four_workers_never_open_more_associations_than_the_node_allows(
         node.granted_users.add(alice)
         worker = Worker(
             redis_url=shared_redis,
-            db_name=connection.settings_dict["NAME"],
             log_path=sandbox / "throttle-worker.log",
             env={
                 "PACSNPULL_STAGING_DIR": str(staging),
@@ -105,7 +103,6 @@ def test_sixty_queries_a_minute_for_two_minutes_is_120_queries(
         node.granted_users.add(alice)
         worker = Worker(
             redis_url=redis_url,
-            db_name=connection.settings_dict["NAME"],
             log_path=sandbox / "rate-worker.log",
         ).start()
         try:
@@ -145,7 +142,6 @@ def test_a_worker_killed_while_holding_a_slot_frees_it_within_the_slot_expiry(
         node.granted_users.add(alice)
         worker = Worker(
             redis_url=shared_redis,
-            db_name=connection.settings_dict["NAME"],
             log_path=sandbox / "killed-slot-worker.log",
             env={
                 "PACSNPULL_STAGING_DIR": str(staging),
