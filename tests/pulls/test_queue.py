@@ -335,11 +335,13 @@ def test_a_big_job_is_started_with_its_first_chunks_and_a_worker_sends_the_rest(
 def test_a_saved_job_holds_each_row_once_with_its_number_keys_and_count(
     alice, project, nowhere_node
 ):
-    """job_create writes its rows with one INSERT built from the model: each row
-    of the file, with its number there, its keys and the count a find gave it;
-    every other column as a new item has it."""
+    """job_create writes its rows with one INSERT built from the model (a COPY
+    on PostgreSQL): each row of the file, with its number there, its keys and
+    the count a find gave it; every other column as a new item has it."""
     nowhere_node.granted_users.add(alice)
     rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": f"1.2.3.{n}"} for n in range(3)]
+    # What a text COPY (PostgreSQL) must escape, and quotes for SQL and JSON.
+    rows[1]["PatientName"] = "tab\there, back\\slash, new\nline, 'single' \"double\" ü"
     job = job_create(
         kind=JobKind.GET, owner=alice, project=project, node=nowhere_node, rows=rows,
         row_numbers=[2, 5, 9], expected=[0, 7, 30],
