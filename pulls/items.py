@@ -65,6 +65,13 @@ LAST_PRIORITY = 9
 # message, the 20,000 chunks of a 100,000-row job held it 12 s (bench/jobstart.py).
 EnqueueRest = Callable[[int, int], None]
 ENQUEUE_AT_ONCE = 40
+QUEUE_UNREACHABLE = (
+    "waiting for the task queue (Redis), which cannot be reached; the rows are sent when it is back"
+)
+
+
+class QueueUnreachable(Exception):
+    """The broker did not take the messages (Redis down or unreachable)."""
 
 
 @dataclass
@@ -189,10 +196,28 @@ def _send_chunks(
     chunks = [
         Chunk([pk for pk, _ in part], job.queue, chunk_priority(part[0][1])) for part in parts
     ]
-    transaction.on_commit(lambda: enqueue(chunks))
-    if rest:
-        last = parts[-1][-1][1]  # the row of the last id sent
-        transaction.on_commit(lambda: enqueue_rest(job.pk, last))
+    last = parts[-1][-1][1]  # the row of the last id sent
+
+    def send() -> None:
+        try:
+            enqueue(chunks)
+            if rest:
+                enqueue_rest(job.pk, last)
+        except QueueUnreachable as exc:
+            _unqueue(job, exc)
+
+    transaction.on_commit(send)
+
+
+def _unqueue(job: Job, exc: QueueUnreachable) -> None:
+    """Messages that did not go out: the job's waiting rows are marked as never
+    queued, so that the reconciler sends them at its first run once Redis is
+    back (instead of after a lease), and the job says why it waits. The job and
+    its rows are saved either way; whatever message did go out finds its rows
+    taken or takes them, once."""
+    JobItem.objects.filter(job=job, status=ItemStatus.PENDING).update(queued_at=None)
+    Job.objects.filter(pk=job.pk).update(waiting_reason=QUEUE_UNREACHABLE)
+    log.warning("job %s: its rows were not queued (%s); the reconciler sends them", job.pk, exc)
 
 
 def items_enqueue_after(job_id: int, after_row: int, *, enqueue: Enqueue) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from celery import shared_task
 from celery.signals import worker_process_init
 from django.db import connections
+from kombu.exceptions import KombuError
 
 from pulls import items, quarantine, runner
 from pulls.models import QUEUE_BULK, QUEUE_INTERACTIVE
@@ -18,16 +19,22 @@ log = logging.getLogger(__name__)
 def enqueue_chunks(chunks: Sequence[items.Chunk]) -> None:
     """A message per chunk, all in one Redis round trip (kombu's publish batch):
     half the time of a message each (kombu built a Redis client per message)."""
-    with run_items.app.producer_or_acquire() as producer, producer.batch():
-        for chunk in chunks:
-            run_items.apply_async(
-                (chunk.ids,), queue=chunk.queue, priority=chunk.priority, producer=producer
-            )
+    try:
+        with run_items.app.producer_or_acquire() as producer, producer.batch():
+            for chunk in chunks:
+                run_items.apply_async(
+                    (chunk.ids,), queue=chunk.queue, priority=chunk.priority, producer=producer
+                )
+    except KombuError as exc:  # kombu's retries are over (0.6 s)
+        raise items.QueueUnreachable(str(exc)) from exc
 
 
 def enqueue_rest(job_id: int, after_row: int) -> None:
     """The rest of a big job's chunks: sent by a worker, not the web request."""
-    queue_rest.apply_async((job_id, after_row), queue=QUEUE_INTERACTIVE)
+    try:
+        queue_rest.apply_async((job_id, after_row), queue=QUEUE_INTERACTIVE)
+    except KombuError as exc:
+        raise items.QueueUnreachable(str(exc)) from exc
 
 
 @shared_task(acks_late=True)

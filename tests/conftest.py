@@ -144,6 +144,15 @@ class RestartableRedis:
         self.server.kill()
         self.server = redis_server(self.workdir, port=self.port).start()
 
+    @contextlib.contextmanager
+    def down(self):
+        """Redis stopped for the block (losing what it held), then started again."""
+        self.server.stop()
+        try:
+            yield
+        finally:
+            self.server = redis_server(self.workdir, port=self.port).start()
+
     def stop(self) -> None:
         self.server.stop()
 

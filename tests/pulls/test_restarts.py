@@ -13,7 +13,7 @@ from pulls.cli import run_inline
 from pulls.models import Job, JobStatus, RetrievedInstance
 from pulls.sandbox.procs import Server, free_port
 from pulls.tasks import enqueue_chunks
-from tests.conftest import REPO, SCP_PORT, Worker, make_node, retrieval_job, wait_for
+from tests.conftest import REPO, SCP_PORT, Worker, find_job, make_node, retrieval_job, wait_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
 
@@ -130,6 +130,35 @@ def test_a_restart_of_redis_loses_no_queued_work(
         finally:
             worker.stop()
     _assert_exactly_once(storage, project, instances)
+
+
+def test_a_job_started_while_redis_is_down_is_saved_and_sent_once_it_is_back(
+    redis_service, redis_url, flushable_db, alice, project
+):
+    """Starting a job does not fail when the queue cannot be reached (it used to
+    answer 500 with the job saved): the job says why it waits, and its rows go
+    out at the reconciler's first run once Redis is back, not a lease later."""
+    import base64
+    import json
+
+    import redis as redis_lib
+
+    from pulls.services import job_start
+
+    node = make_node("NOWHERE", 9, "NOWHERE")
+    node.granted_users.add(alice)
+    rows = [{"QueryRetrieveLevel": "PATIENT", "PatientID": str(n)} for n in range(3)]
+    job = find_job(alice, project, node, rows)
+    with redis_service.down():
+        job_start(job=job, user=alice)
+    job.refresh_from_db()
+    assert (job.status, job.waiting_reason) == (JobStatus.QUEUED, items.QUEUE_UNREACHABLE)
+    assert set(job.items.values_list("queued_at", flat=True)) == {None}
+
+    assert items.items_reconcile(enqueue=enqueue_chunks)["requeued"] == 3
+    messages = redis_lib.Redis.from_url(redis_url).lrange(job.queue, 0, -1)
+    sent = [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0] for raw in messages]
+    assert sent == [sorted(job.items.values_list("pk", flat=True))]
 
 
 def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
