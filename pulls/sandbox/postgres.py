@@ -65,6 +65,14 @@ class Postgres:
         self.server: Server | None = None
 
     def start(self) -> Postgres:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # nothing left behind: no server, no folder
+            raise
+        return self
+
+    def _start(self) -> None:
         owner = _owner()
         if owner:
             shutil.chown(self.folder, "postgres", "postgres")
@@ -78,27 +86,19 @@ class Postgres:
         )
         if initdb.returncode:
             raise ServerFailed(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
+        options = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.folder),
+            "max_connections": "200",
+            "fsync": "off",
+            "full_page_writes": "off",
+            "synchronous_commit": "off",
+        }
+        argv = [str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port)]
+        argv += [arg for name, value in options.items() for arg in ("-c", f"{name}={value}")]
         self.server = Server(
             "postgres",
-            [
-                str(self.bin / "postgres"),
-                "-D",
-                str(data),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-p",
-                str(self.port),
-                "-c",
-                f"unix_socket_directories={self.folder}",
-                "-c",
-                "fsync=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "max_connections=200",
-            ],  # fmt: skip
+            argv,
             ports=[self.port],
             log_path=self.folder / "postgres.log",
             user=owner.get("user"),
@@ -111,9 +111,7 @@ class Postgres:
             check=False,
         )
         if created.returncode:
-            self.stop()
             raise ServerFailed(f"createdb failed:\n{created.stderr}")
-        return self
 
     def stop(self) -> None:
         if self.server is not None:
