@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pulls.dicom.stopping import StopSignal
 from pulls.dicom.storage_scp import StorageSCP, listening_socket
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,13 @@ def _end_with(parent: int) -> None:
         os._exit(0)
 
 
+# How often a serving process also looks whether its supervisor is gone: the
+# parent-death signal can be lost when the supervisor dies while the process is
+# setting it up (seen once in a dozen runs on two busy cores: the orphan kept
+# the port).
+_PARENT_CHECK_SECONDS = 1.0
+
+
 def _child(
     slot: int, totals, listener, *, ae_title: str, staging_dir: Path, network_timeout: float,
     parent: int,
@@ -64,9 +72,7 @@ def _child(
     """A serving process: until SIGTERM or SIGINT; never returns."""
     code = 0
     try:
-        stopped = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stopped.set())
+        stopped = StopSignal()
         _end_with(parent)
         scp = StorageSCP(
             ae_title=ae_title,
@@ -76,7 +82,8 @@ def _child(
             listener=listener,
             has_siblings=True,
         ).start()
-        stopped.wait()
+        while not stopped.wait(_PARENT_CHECK_SECONDS) and os.getppid() == parent:
+            pass
         scp.stop()
         counters = scp.counters
         start = slot * _FIELDS
@@ -97,7 +104,7 @@ def serve_processes(
     port: int,
     bind: str,
     staging_dir: Path,
-    stop: threading.Event,
+    stop: StopSignal | threading.Event,
     network_timeout: float = 120,
     on_listening=None,
 ) -> Totals:

@@ -203,7 +203,6 @@ class StorageSCP:
 def main(argv: list[str] | None = None) -> None:
     """Run the SCP alone (benchmarks, debugging): python -m pulls.dicom.storage_scp."""
     import argparse
-    import signal
 
     parser = argparse.ArgumentParser(description="pacsnpull storage SCP")
     parser.add_argument("--aet", default="PACSNPULL")
@@ -212,10 +211,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--staging", type=Path, required=True)
     parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args(argv)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     from pulls.dicom.scp_processes import serve_processes
+    from pulls.dicom.stopping import StopSignal
+
+    stop = StopSignal()
 
     serve_processes(
         processes=args.processes, ae_title=args.aet, port=args.port, bind=args.bind,

