@@ -242,7 +242,7 @@ CELERY_TASK_ROUTES = {"pulls.tasks.reconcile": {"queue": "interactive"}}
 PACSNPULL_INTERACTIVE_ROWS = env.int("PACSNPULL_INTERACTIVE_ROWS", 200, minimum=0, maximum=100_000)
 # How long a worker goes on with one job's rows on its association before it
 # takes the next message from the queue, where other jobs' first rows come first
-# (pulls.items.chunk_priority): a job's turn.
+# (pulls.queueing.chunk_priority): a job's turn.
 PACSNPULL_TURN_SECONDS = env.int("PACSNPULL_TURN_SECONDS", 30, minimum=1, maximum=3600)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-leases": {

@@ -16,7 +16,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.text import slugify
 
-from pulls import exports, items, runner
+from pulls import exports, items, queueing, runner
 from pulls.models import ItemStatus, Job, JobItem, JobStatus
 from pulls.queryfiles import ParsedQueries, parse_query_file
 from pulls.seedconfig import ConfigError, SeedConfig, load_seed_config
@@ -71,8 +71,8 @@ def run_inline(job: Job, *, on_progress: Callable[[Job], None] = progress_bar) -
             .order_by("row")
             .values_list("pk", flat=True)
         )
-        for start in range(0, len(ready), items.CHUNK_SIZE):
-            message = runner.run_chunk(ready[start : start + items.CHUNK_SIZE])
+        for start in range(0, len(ready), queueing.CHUNK_SIZE):
+            message = runner.run_chunk(ready[start : start + queueing.CHUNK_SIZE])
             on_progress(_refreshed(job))
             if message.startswith(runner.DEFERRED):
                 if "suspended" in message:

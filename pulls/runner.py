@@ -14,7 +14,7 @@ from django.utils import timezone
 from pydicom.dataset import Dataset
 
 from pulls import items as item_life
-from pulls import throttle
+from pulls import queueing, throttle
 from pulls import windows as windows_lib
 from pulls.dicom import PacsError, Peer, Session
 from pulls.dicom.identifiers import (
@@ -324,7 +324,7 @@ def _more_rows(job: Job, token, rows: list[JobItem], *, since: float) -> bool:
     # A chunk's worth at a time: a bulk chunk lets interactive work have the node
     # between two of them (rows taken are worked before the slot goes).
     rows += item_life.items_claim_next(
-        job.pk, token=token, worker=socket.gethostname(), limit=item_life.chunk_size(job)
+        job.pk, token=token, worker=socket.gethostname(), limit=queueing.chunk_size(job)
     )
     return bool(rows)
 

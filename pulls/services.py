@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import User
-from pulls import items, selectors
+from pulls import items, queueing, selectors
 from pulls.audit import audit_record
 from pulls.dicom import PacsError, echo
 from pulls.models import (
@@ -135,7 +135,7 @@ def _start(job: Job) -> None:
 
     Job.objects.filter(pk=job.pk, status=JobStatus.DRAFT).update(status=JobStatus.QUEUED)
     job.status = JobStatus.QUEUED
-    items.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
+    queueing.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
 
 
 def job_start(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
@@ -203,7 +203,7 @@ def job_resume(*, job: Job, user: User, request: HttpRequest | None = None) -> J
         if not updated:
             raise ValidationError("Only a paused job can be resumed.")
         job.status = JobStatus.QUEUED
-        items.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
+        queueing.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
         items.job_refresh_counters(job.pk)  # closes it if nothing was left to do
         _audit_job(AuditAction.JOB_RESUMED, job=job, user=user, request=request)
     job.refresh_from_db()
@@ -231,7 +231,7 @@ def job_retry_failed(*, job: Job, user: User, request: HttpRequest | None = None
         if retried:
             Job.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, finished_at=None)
             job.status = JobStatus.QUEUED
-            items.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
+            queueing.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
             items.job_refresh_counters(job.pk)
         _audit_job(
             AuditAction.JOB_RETRIED, job=job, user=user, request=request, details={"rows": retried}
@@ -254,7 +254,7 @@ def job_mark_urgent(*, job: Job, user: User, request: HttpRequest | None = None)
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             # Messages already on the bulk queue find these rows claimed, or
             # claim them first: a row is worked on once either way.
-            items.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
+            queueing.items_enqueue(job, enqueue=enqueue_chunks, enqueue_rest=enqueue_rest)
         _audit_job(AuditAction.JOB_URGENT, job=job, user=user, request=request)
     job.refresh_from_db()
     return job

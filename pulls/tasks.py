@@ -10,13 +10,13 @@ from celery.signals import worker_process_init
 from django.db import connections
 from kombu.exceptions import KombuError
 
-from pulls import items, quarantine, runner
+from pulls import items, quarantine, queueing, runner
 from pulls.models import QUEUE_BULK, QUEUE_INTERACTIVE
 
 log = logging.getLogger(__name__)
 
 
-def enqueue_chunks(chunks: Sequence[items.Chunk]) -> None:
+def enqueue_chunks(chunks: Sequence[queueing.Chunk]) -> None:
     """A message per chunk, all in one Redis round trip (kombu's publish batch):
     half the time of a message each (kombu built a Redis client per message)."""
     try:
@@ -26,7 +26,7 @@ def enqueue_chunks(chunks: Sequence[items.Chunk]) -> None:
                     (chunk.ids,), queue=chunk.queue, priority=chunk.priority, producer=producer
                 )
     except KombuError as exc:  # kombu's retries are over (0.6 s)
-        raise items.QueueUnreachable(str(exc)) from exc
+        raise queueing.QueueUnreachable(str(exc)) from exc
 
 
 def enqueue_rest(job_id: int, after_row: int) -> None:
@@ -34,12 +34,12 @@ def enqueue_rest(job_id: int, after_row: int) -> None:
     try:
         queue_rest.apply_async((job_id, after_row), queue=QUEUE_INTERACTIVE)
     except KombuError as exc:
-        raise items.QueueUnreachable(str(exc)) from exc
+        raise queueing.QueueUnreachable(str(exc)) from exc
 
 
 @shared_task(acks_late=True)
 def queue_rest(job_id: int, after_row: int) -> str:
-    sent = items.items_enqueue_after(job_id, after_row, enqueue=enqueue_chunks)
+    sent = queueing.items_enqueue_after(job_id, after_row, enqueue=enqueue_chunks)
     return f"job {job_id}: {sent} more rows queued"
 
 

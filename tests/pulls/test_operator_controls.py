@@ -5,7 +5,7 @@ import time
 import pytest
 from django.core.exceptions import PermissionDenied
 
-from pulls import items, throttle
+from pulls import queueing, throttle
 from pulls.models import (
     QUEUE_BULK,
     QUEUE_INTERACTIVE,
@@ -89,7 +89,7 @@ def test_a_small_find_is_not_stuck_behind_a_big_retrieval(
 ):
     """Two real workers as `make run` starts them (one serves the interactive queue
     only); the node allows one association, a slow retrieval job holds it."""
-    monkeypatch.setitem(items.CHUNK_SIZES, "move", 1)
+    monkeypatch.setitem(queueing.CHUNK_SIZES, "move", 1)
     studies = sorted(dicom_data.studies)
     files = [dicom_data.root / i.path for uid in studies for i in dicom_data.studies[uid]]
     env = {
@@ -159,8 +159,8 @@ def test_a_job_started_behind_a_long_one_gets_its_turn(
     it waited for the whole long job."""
     # The messages are sent from here (job_start), so their chunks and
     # priorities are set here; the turn is the worker's.
-    monkeypatch.setitem(items.CHUNK_SIZES, "find", 2)
-    monkeypatch.setattr(items, "PRIORITY_UP_TO_ROW", ((2, 0),))
+    monkeypatch.setitem(queueing.CHUNK_SIZES, "find", 2)
+    monkeypatch.setattr(queueing, "PRIORITY_UP_TO_ROW", ((2, 0),))
     node = make_node("TURNS", orthanc.dicom_port, orthanc.aet, queries_per_minute=1200)
     node.granted_users.add(alice)
     worker = Worker(
@@ -273,7 +273,7 @@ def test_a_chunk_goes_to_its_queue_only(redis_url):
     delivered to the bulk workers (nor the other way round)."""
     import redis as redis_lib
 
-    from pulls.items import Chunk
+    from pulls.queueing import Chunk
     from pulls.tasks import enqueue_chunks
 
     broker = redis_lib.Redis.from_url(redis_url)

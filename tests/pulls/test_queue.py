@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from pulls import items
+from pulls import items, queueing
 from pulls.models import FindResult, ItemStatus, Job, JobItem, JobKind, JobStatus
 from pulls.services import job_create
 from pulls.tasks import enqueue_chunks
@@ -308,8 +308,8 @@ def test_a_big_job_is_started_with_its_first_chunks_and_a_worker_sends_the_rest(
     from pulls import tasks
     from pulls.services import job_start
 
-    monkeypatch.setitem(items.CHUNK_SIZES, "find", 2)
-    monkeypatch.setattr(items, "ENQUEUE_AT_ONCE", 3)
+    monkeypatch.setitem(queueing.CHUNK_SIZES, "find", 2)
+    monkeypatch.setattr(queueing, "ENQUEUE_AT_ONCE", 3)
     nowhere_node.granted_users.add(alice)
     rows = [{"QueryRetrieveLevel": "PATIENT", "PatientID": str(n)} for n in range(11)]
     job = job_create(kind=JobKind.FIND, owner=alice, project=project, node=nowhere_node, rows=rows)
@@ -380,8 +380,8 @@ def test_a_job_started_behind_a_big_one_goes_ahead_of_its_later_rows(
     served, it waited for the whole big job), and each job's rows in order."""
     from pulls.services import job_start
 
-    monkeypatch.setitem(items.CHUNK_SIZES, "find", 2)
-    monkeypatch.setattr(items, "PRIORITY_UP_TO_ROW", ((4, 0), (8, 3)))
+    monkeypatch.setitem(queueing.CHUNK_SIZES, "find", 2)
+    monkeypatch.setattr(queueing, "PRIORITY_UP_TO_ROW", ((4, 0), (8, 3)))
     nowhere_node.granted_users.add(alice)
     jobs = {}
     for name, count in (("big", 12), ("small", 3)):

@@ -8,7 +8,7 @@ import time
 
 from django.db import connection
 
-from pulls import items
+from pulls import items, queueing
 from pulls.cli import run_inline
 from pulls.models import Job, JobStatus, RetrievedInstance
 from pulls.sandbox.procs import Server, free_port
@@ -152,7 +152,7 @@ def test_a_job_started_while_redis_is_down_is_saved_and_sent_once_it_is_back(
     with redis_service.down():
         job_start(job=job, user=alice)
     job.refresh_from_db()
-    assert (job.status, job.waiting_reason) == (JobStatus.QUEUED, items.QUEUE_UNREACHABLE)
+    assert (job.status, job.waiting_reason) == (JobStatus.QUEUED, queueing.QUEUE_UNREACHABLE)
     assert set(job.items.values_list("queued_at", flat=True)) == {None}
 
     assert items.items_reconcile(enqueue=enqueue_chunks)["requeued"] == 3

@@ -419,9 +419,9 @@ def _get_job_in_chunks(
     """A started C-GET job of every study from a scripted PACS (answering UID
     lists or not), ``chunk`` rows per chunk: (the PACS, the job, its
     instances, its chunks)."""
-    from pulls import items
+    from pulls import queueing
 
-    monkeypatch.setitem(items.CHUNK_SIZES, "get", chunk)
+    monkeypatch.setitem(queueing.CHUNK_SIZES, "get", chunk)
     studies = sorted(dicom_data.studies)
     instances = [i for uid in studies for i in dicom_data.studies[uid]]
     with ScriptedPacs(
@@ -501,10 +501,10 @@ def test_a_bulk_worker_does_not_go_on_while_interactive_work_waits_for_the_node(
 ):
     """Interactive work that found every slot of the node taken marks the node:
     the bulk worker finishes its own chunk, then lets its slot go."""
-    from pulls import items, throttle
+    from pulls import queueing, throttle
     from pulls.runner import run_chunk
 
-    monkeypatch.setitem(items.CHUNK_SIZES, "get", 1)
+    monkeypatch.setitem(queueing.CHUNK_SIZES, "get", 1)
     studies = sorted(dicom_data.studies)
     with ScriptedPacs(
         [dicom_data.root / i.path for i in dicom_data.instances],

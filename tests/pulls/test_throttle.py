@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from pulls import items, throttle
+from pulls import queueing, throttle
 from pulls.models import ItemStatus, Job, JobKind, JobStatus, RetrievedInstance
 from pulls.runner import run_chunk
 from pulls.services import job_create
@@ -21,7 +21,7 @@ def test_four_workers_never_open_more_associations_than_the_node_allows(
     shared_redis, flushable_db, sandbox, staging, settings, tmp_path, monkeypatch, alice, project,
     dicom_data,
 ):  # fmt: skip
-    monkeypatch.setitem(items.CHUNK_SIZES, "move", 1)  # one study per task: 8 tasks at once
+    monkeypatch.setitem(queueing.CHUNK_SIZES, "move", 1)  # one study per task: 8 tasks at once
     storage = tmp_path / "storage"
     studies = sorted(dicom_data.studies)
     instances = [i for uid in studies for i in dicom_data.studies[uid]]
