@@ -59,9 +59,11 @@ def items_insert(
     *,
     numbers: Sequence[int],
     expected: Sequence[int],
+    sop_classes: Sequence[str] | None = None,
 ) -> None:
     """Save a job's items, one per row (its number in the file, its keys, the
-    instances a find counted), every other column at the model's default.
+    instances a find counted and of which SOP classes), every other column at
+    the model's default.
 
     The columns come from the model, the values are prepared once per row:
     Django's bulk_create prepared each of the 21 fields of each object in
@@ -78,11 +80,13 @@ def items_insert(
     place = {field.name: n for n, field in enumerate(fields)}
     keys = JobItem._meta.get_field("identifier")
     values = []
-    for number, row, count in zip(numbers, rows, expected, strict=True):
+    classes = sop_classes or [""] * len(rows)
+    for number, row, count, uids in zip(numbers, rows, expected, classes, strict=True):
         one = list(base)
         one[place["row"]] = number
         one[place["identifier"]] = keys.get_db_prep_save(dict(row), connection)
         one[place["instances_expected"]] = count
+        one[place["sop_classes"]] = uids
         values.append(one)
     quote = connection.ops.quote_name
     table = quote(JobItem._meta.db_table)

@@ -300,6 +300,13 @@ class JobItem(models.Model):
         default=False, help_text="As many matches as the node's result cap: some may be missing."
     )
     instances_expected = models.PositiveIntegerField(default=0)
+    sop_classes = models.TextField(
+        blank=True,
+        help_text=(
+            "SOP Class UIDs of the study, '\\'-separated, as the PACS counted them "
+            "(SOPClassesInStudy): what a C-GET proposes. Empty: not known."
+        ),
+    )
     instances_received = models.PositiveIntegerField(default=0)
     instances_failed = models.PositiveIntegerField(default=0)
     bytes_received = models.PositiveBigIntegerField(default=0)

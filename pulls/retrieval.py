@@ -267,13 +267,13 @@ def _place_staged(project: Project, staging: Path, study: str, series: str | Non
 def _collect(session: Session, study: str, series: str | None) -> list[Placed]:
     """What a C-GET wrote straight into the project (see ProjectWriter)."""
     writer = session.writer
-    mine = [
-        p
+    mine = {  # by SOP instance: a C-GET done again (see _get) places some twice
+        p.sop_instance_uid: p
         for p in writer.placed_instances
         if p.study_instance_uid == study and (not series or p.series_instance_uid == series)
-    ]
+    }
     writer.placed_instances.clear()
-    return mine
+    return list(mine.values())
 
 
 def _take(
@@ -285,10 +285,59 @@ def _take(
     return _place_staged(job.project, staging, study, series)
 
 
-def _transfer(session: Session, job: Job, identifier, model: str, guard: StallGuard):
+def storage_classes_of(item: JobItem) -> list[str] | None:
+    """The SOP classes the PACS said the row's study holds (its count, or the
+    find's), which its C-GET proposes; None when not known, and on a retry (in
+    case the list was wrong): then every standard class is proposed."""
+    if item.attempts > 1:
+        return None
+    named = getattr(item, "classes_now", None) or item.sop_classes
+    return named.split("\\") if named else None
+
+
+def storage_classes_known(items: list[JobItem]) -> set[str]:
+    """The SOP classes the PACS named for these rows' studies (see storage_classes_of)."""
+    return {uid for item in items for uid in storage_classes_of(item) or ()}
+
+
+def _get(
+    session: Session, item: JobItem, identifier, model: str, guard: StallGuard, expected: int
+) -> RetrieveResult:
+    """C-GET of the row, on an association that proposes its study's SOP classes.
+
+    When those came from the PACS's list and anything failed or is missing, the
+    C-GET is done again at once on an association proposing every class: a
+    list that left a class out makes the PACS fail the instances it cannot send
+    (Orthanc fails the whole C-GET). What arrived the first time is written
+    again to the same paths.
+    """
+    classes = storage_classes_of(item)
+    session.propose_storage(classes)
+    named = session.storage_classes is not None
+    try:
+        result = session.get(identifier, model=model, on_progress=guard)
+    except PacsStatusError:
+        if not named or guard.stopped_as:
+            raise
+    else:
+        arrived = {
+            p.sop_instance_uid
+            for p in session.writer.placed_instances
+            if p.study_instance_uid == item.identifier.get("StudyInstanceUID")
+        }
+        if not named or guard.stopped_as or not (result.failed or len(arrived) < expected):
+            return result
+    session.propose_storage(None)
+    return session.get(identifier, model=model, on_progress=guard)
+
+
+def _transfer(
+    session: Session, job: Job, item: JobItem, identifier, model: str, guard: StallGuard,
+    expected: int,
+):  # fmt: skip
     node = job.node
     if job.kind == JobKind.GET:
-        return session.get(identifier, model=model, on_progress=guard)
+        return _get(session, item, identifier, model, guard, expected)
     try:
         return session.move(
             identifier,
@@ -337,7 +386,7 @@ def _waiting_uncounted(job: Job, limit: int) -> dict[str, list[int]]:
 # Only rows still waiting for their first attempt take a count ahead: a row
 # claimed meanwhile counts its study itself (or already has its count).
 _NOTE_COUNT = (
-    f"UPDATE {JobItem._meta.db_table} SET instances_expected = %s "  # noqa: S608
+    f"UPDATE {JobItem._meta.db_table} SET instances_expected = %s, sop_classes = %s "  # noqa: S608
     "WHERE id = %s AND status = %s AND attempts = 0 AND instances_expected = 0"
 )
 
@@ -347,7 +396,9 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem]) -> None:
     (one query for all) and what the PACS expects, with one C-FIND for all of
     their studies where it can (counting.count_studies), which also counts the
     studies of the job's next waiting rows (COUNT_AHEAD), kept in those rows.
-    Kept on each row (``present_now``, ``expected_now``) for retrieve_item."""
+    Kept on each row (``present_now``, ``expected_now``, ``classes_now``) for
+    retrieve_item. A C-GET's association then proposes the SOP classes of all
+    these studies that the PACS named (one association for ~50 studies)."""
     present = _present_by_study(
         job.project, {item.identifier.get("StudyInstanceUID") for item in items}
     )
@@ -364,6 +415,7 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem]) -> None:
         and not item.identifier.get("SeriesInstanceUID")
     }
     if not studies:
+        _propose_for(session, job, items, {})
         return
     ahead = {}
     room = COUNT_AHEAD - len(studies)
@@ -372,9 +424,10 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem]) -> None:
     counts = count_studies(session, [*studies, *ahead], model=job.node.query_model)
     for uid, count in counts.items():
         if uid in studies:
-            studies[uid].expected_now = count
+            studies[uid].expected_now = count.instances
+            studies[uid].classes_now = "\\".join(count.sop_classes or ())
     noted = [
-        (counts[uid], pk, ItemStatus.PENDING)
+        (counts[uid].instances, "\\".join(counts[uid].sop_classes or ()), pk, ItemStatus.PENDING)
         for uid, pks in ahead.items()
         if uid in counts
         for pk in pks
@@ -382,6 +435,19 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem]) -> None:
     if noted:
         with transaction.atomic(), connection.cursor() as cursor:  # one commit
             cursor.executemany(_NOTE_COUNT, noted)
+    _propose_for(session, job, items, counts)
+
+
+def _propose_for(session: Session, job: Job, items: list[JobItem], counts: dict) -> None:
+    """A C-GET's association proposes the SOP classes of the rows about to be
+    worked and of the studies just counted ahead, where the PACS named them
+    (one re-association for many rows, not one per new class)."""
+    if job.kind != JobKind.GET:
+        return
+    named = storage_classes_known(items)
+    named.update(uid for count in counts.values() for uid in count.sop_classes or ())
+    if named:
+        session.propose_storage(named)
 
 
 def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pending:
@@ -412,7 +478,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
     identifier = identifier_from_row(keys)
     guard = StallGuard(node.stall_limit, job_id=job.pk)
     try:
-        result = _transfer(session, job, identifier, model, guard)
+        result = _transfer(session, job, item, identifier, model, guard, expected)
     except PacsAborted:
         if not guard.stopped_as:
             raise

@@ -37,7 +37,14 @@ from pulls.models import (
     PacsNode,
 )
 from pulls.outcomes import RowFinisher, pause_for_disk, record_failure
-from pulls.retrieval import SUSPENDED, DiskFull, JobStopped, prepare_rows, retrieve_item
+from pulls.retrieval import (
+    SUSPENDED,
+    DiskFull,
+    JobStopped,
+    prepare_rows,
+    retrieve_item,
+    storage_classes_known,
+)
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +359,9 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
                 services=services,
                 writer=writer,
                 before_query=lambda: _query_token(job),
+                # C-GET: what the PACS named of these rows' studies, to begin with
+                # (retrieval.prepare_rows and retrieve_item propose more as needed).
+                storage_classes=storage_classes_known(claimed) if writer else None,
             ) as session:
                 state_read = -_STATE_EVERY
                 prepared: set[int] = set()

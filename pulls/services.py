@@ -95,12 +95,14 @@ def job_create(
     rows: Sequence[Mapping[str, str]],
     row_numbers: Sequence[int] | None = None,
     expected: Sequence[int] | None = None,
+    sop_classes: Sequence[str] | None = None,
     title: str = "",
     source_name: str = "",
     start: bool = False,
     request: HttpRequest | None = None,
 ) -> Job:
-    """Save a job with one item per row, as a draft to preview or started at once."""
+    """Save a job with one item per row, as a draft to preview or started at once.
+    ``expected`` and ``sop_classes``: what a find said of each row's study."""
     _require_writer(user=owner, project=project)
     _require_node(user=owner, node=node)
     with transaction.atomic():
@@ -115,7 +117,7 @@ def job_create(
         )
         numbers = row_numbers or range(1, len(rows) + 1)
         counts = expected or [0] * len(rows)
-        items.items_insert(job, rows, numbers=numbers, expected=counts)
+        items.items_insert(job, rows, numbers=numbers, expected=counts, sop_classes=sop_classes)
         items.job_refresh_counters(job.pk)
         _audit_job(
             AuditAction.JOB_CREATED,
@@ -318,20 +320,25 @@ def cli_setup(*, config: SeedConfig, username: str | None) -> tuple[User, Projec
     return user, project, node
 
 
-def _counts_from_find(matches, level: str) -> dict[str, int]:
+def _counts_from_find(matches, level: str) -> tuple[dict[str, int], dict[str, str]]:
     """Instances per study (series) as the find's matches reported them, where
-    they did: the retrieval's first attempt need not ask the PACS again."""
+    they did: the retrieval's first attempt need not ask the PACS again; and the
+    SOP classes per study (SOPClassesInStudy), which its C-GET proposes."""
     uid, key = (
         ("series_instance_uid", "NumberOfSeriesRelatedInstances")
         if level == "SERIES"
         else ("study_instance_uid", "NumberOfStudyRelatedInstances")
     )
     counts: dict[str, int] = {}
-    for unique, attributes in matches.values_list(uid, "attributes").iterator(chunk_size=2000):
+    classes: dict[str, str] = {}
+    rows = matches.values_list(uid, "study_instance_uid", "attributes")
+    for unique, study, attributes in rows.iterator(chunk_size=2000):
         value = str(attributes.get(key, "")).strip()
         if value.isdigit() and int(value) > 0:
             counts[unique] = max(counts.get(unique, 0), int(value))
-    return counts
+        if named := str(attributes.get("SOPClassesInStudy", "")).strip():
+            classes[study] = named
+    return counts, classes
 
 
 def retrieval_create_from_find(
@@ -378,8 +385,8 @@ def retrieval_create_from_find(
             .distinct()
         )
     rows = []
-    counts = _counts_from_find(matches, level)
-    expected = []
+    counts, classes = _counts_from_find(matches, level)
+    expected, sop_classes = [], []
     for key in sorted(set(keys)):
         row = {"QueryRetrieveLevel": level, "StudyInstanceUID": key[1]}
         if level == "SERIES":
@@ -388,6 +395,7 @@ def retrieval_create_from_find(
             row["PatientID"] = key[0]
         rows.append(row)
         expected.append(counts.get(key[-1], 0))
+        sop_classes.append(classes.get(key[1], ""))
     if not rows:
         if matches.exists():
             raise ValidationError(
@@ -403,6 +411,7 @@ def retrieval_create_from_find(
         node=find_job.node,
         rows=rows,
         expected=expected,
+        sop_classes=sop_classes,
         title=f"Retrieve: {find_job.title or find_job.code}",
         source_name=f"find job {find_job.code}",
         request=request,

@@ -17,7 +17,7 @@ import contextlib
 import io
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -49,7 +49,13 @@ from pulls.dicom.errors import (
     PacsTimeout,
     PacsUnavailable,
 )
-from pulls.dicom.proposals import FIND_MODELS, GET_MODELS, MOVE_MODELS, association_request
+from pulls.dicom.proposals import (
+    FIND_MODELS,
+    GET_MODELS,
+    MOVE_MODELS,
+    association_request,
+    storage_classes_named,
+)
 from pulls.dicom.receiving import InstanceWriter, StoreCounters
 from pulls.dicom.wire import Connection, PeerGone
 
@@ -161,6 +167,7 @@ class Session:
         staging_dir: Path | None = None,
         writer: InstanceWriter | None = None,
         before_query: Callable[[], None] | None = None,
+        storage_classes: Iterable[str] | None = None,
     ) -> None:
         if writer is None and staging_dir is not None:
             writer = InstanceWriter(staging_dir)
@@ -171,6 +178,9 @@ class Session:
         self.writer = writer
         # Called before every C-FIND request: the caller's rate limit waits here.
         self.before_query = before_query
+        # C-GET: the storage classes proposed (None: every standard one; see
+        # proposals.storage_classes_named and propose_storage).
+        self.storage_classes = storage_classes_named(storage_classes)
         self.conn: Connection | None = None
         self._messages: Iterator | None = None
         self._msg_id = 0
@@ -183,6 +193,10 @@ class Session:
     # --- association ----------------------------------------------------------
 
     def __enter__(self) -> Session:
+        self._open()
+        return self
+
+    def _open(self) -> None:
         peer = self.peer
         started = time.monotonic()
         try:
@@ -195,7 +209,9 @@ class Session:
             answer = conn.request_association(
                 calling_ae=peer.calling_ae,
                 called_ae=peer.called_ae,
-                request=association_request(peer.calling_ae, peer.called_ae, self.services),
+                request=association_request(
+                    peer.calling_ae, peer.called_ae, self.services, self.storage_classes
+                ),
             )
         except TimeoutError:
             conn.close()
@@ -226,7 +242,20 @@ class Session:
         conn.set_timeout(peer.dimse_timeout)
         self.conn = conn
         self._messages = conn.messages(self.writer)
-        return self
+
+    def propose_storage(self, classes: Iterable[str] | None) -> None:
+        """Make sure a C-GET on this session can receive instances of ``classes``
+        (None: of every standard storage class): if the association does not
+        propose them, it is released and a new one proposes them too."""
+        wanted = storage_classes_named(classes)
+        current = self.storage_classes
+        if current is None or (wanted is not None and set(wanted) <= set(current)):
+            return
+        if wanted is not None:
+            wanted = storage_classes_named([*current, *wanted])
+        self._close(graceful=True)
+        self.storage_classes = wanted
+        self._open()
 
     def _connect_error(self, *, timed_out: bool) -> PacsUnavailable:
         peer = self.peer
@@ -246,11 +275,14 @@ class Session:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._close(graceful=exc_type is None)
+
+    def _close(self, *, graceful: bool) -> None:
         conn, self.conn = self.conn, None
         if conn is None:
             return
         try:
-            if exc_type is None:
+            if graceful:
                 conn.set_timeout(self.peer.acse_timeout)
                 conn.release()
                 for _ in self._messages:  # until the A-RELEASE-RP

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
@@ -86,40 +87,71 @@ def count_instances(
     )
 
 
-_STUDY_UID, _STUDY_COUNT = 0x0020000D, 0x00201208
+_STUDY_UID, _STUDY_COUNT, _STUDY_CLASSES = 0x0020000D, 0x00201208, 0x00080062
 
 
-def _study_and_count(data: bytes, ts) -> tuple[str, int | None]:
-    """StudyInstanceUID and NumberOfStudyRelatedInstances of a C-FIND match,
-    read from its bytes (a match per study of every chunk a worker takes:
-    pydicom's full decode cost more than the rest of counting)."""
+class StudyCount(NamedTuple):
+    """What the PACS says a study holds: instances, and of which SOP classes
+    (SOPClassesInStudy; None when it does not say)."""
+
+    instances: int
+    sop_classes: tuple[str, ...] | None
+
+
+def _classes(value: str) -> tuple[str, ...] | None:
+    classes = tuple(uid for part in value.split("\\") if (uid := part.strip("\x00 ")))
+    return classes or None
+
+
+def _study_count(data: bytes, ts) -> tuple[str, int | None, tuple[str, ...] | None]:
+    """StudyInstanceUID, NumberOfStudyRelatedInstances and SOPClassesInStudy of a
+    C-FIND match, read from its bytes (a match per study of every chunk a worker
+    takes: pydicom's full decode cost more than the rest of counting)."""
     if ts.is_little_endian and not ts.is_deflated:
-        found = scan_tags(data, {_STUDY_UID, _STUDY_COUNT}, implicit=ts.is_implicit_VR)
+        found = scan_tags(
+            data, {_STUDY_UID, _STUDY_COUNT, _STUDY_CLASSES}, implicit=ts.is_implicit_VR
+        )
         if found is not None:
-            uid = found.get(_STUDY_UID, b"").decode("ascii", "replace").strip("\x00 ")
-            return uid, _count(found.get(_STUDY_COUNT, b"").decode("ascii", "replace"))
+            text = {tag: value.decode("ascii", "replace") for tag, value in found.items()}
+            return (
+                text.get(_STUDY_UID, "").strip("\x00 "),
+                _count(text.get(_STUDY_COUNT, "")),
+                _classes(text.get(_STUDY_CLASSES, "")),
+            )
     match = read_dataset(io.BytesIO(data), ts.is_implicit_VR, ts.is_little_endian)
-    uid = str(match.get("StudyInstanceUID", "") or "")
-    return uid, _count(match.get("NumberOfStudyRelatedInstances", ""))
+    classes = match.get("SOPClassesInStudy", None)
+    if classes is not None and not isinstance(classes, str):
+        classes = "\\".join(str(uid) for uid in classes)
+    return (
+        str(match.get("StudyInstanceUID", "") or ""),
+        _count(match.get("NumberOfStudyRelatedInstances", "")),
+        _classes(str(classes or "")),
+    )
 
 
 def count_studies(
     session: Session, study_uids: Sequence[str], *, model: str = "S"
-) -> dict[str, int]:
+) -> dict[str, StudyCount]:
     """NumberOfStudyRelatedInstances of several studies with one C-FIND, naming them
     in a UID list (PS3.4 C.2.2.2.2), for the studies whose count the PACS gives
     that way; the others are for ``count_instances``, one by one. One query
-    instead of one per study: the node's queries per minute go further."""
+    instead of one per study: the node's queries per minute go further. The same
+    query asks for SOPClassesInStudy: what a C-GET of the study needs to propose."""
     wanted = set(study_uids)
     if model != "S" or len(wanted) < 2:
         return {}  # patient root names the patient at STUDY level: one by one
-    query = _query("STUDY", StudyInstanceUID=sorted(wanted), NumberOfStudyRelatedInstances="")
-    counts: dict[str, int] = {}
+    query = _query(
+        "STUDY",
+        StudyInstanceUID=sorted(wanted),
+        NumberOfStudyRelatedInstances="",
+        SOPClassesInStudy="",
+    )
+    counts: dict[str, StudyCount] = {}
     try:
         for data, ts in session.find_raw(query, model=model):
-            uid, count = _study_and_count(data, ts)
+            uid, count, classes = _study_count(data, ts)
             if uid in wanted and count is not None:
-                counts[uid] = count
+                counts[uid] = StudyCount(count, classes)
     except PacsStatusError:
         return {}  # the PACS refuses UID lists
     return counts

@@ -183,10 +183,16 @@ def identifier_from_row(row: Mapping[str, object]) -> Dataset:
 # Asked back from every C-FIND at each level (empty = "return it"): what a
 # retrieval, the storage layout and the exports need, whatever the file asked.
 # The instance counts let a retrieval made from the find skip one C-FIND per
-# study (and one of the node's query tokens); a PACS without them leaves them out.
+# study (and one of the node's query tokens), the SOP classes let its C-GET
+# propose only those (proposals); a PACS without them leaves them out.
 RETURN_KEYS = {
     "PATIENT": ("PatientID",),
-    "STUDY": ("PatientID", "StudyInstanceUID", "NumberOfStudyRelatedInstances"),
+    "STUDY": (
+        "PatientID",
+        "StudyInstanceUID",
+        "NumberOfStudyRelatedInstances",
+        "SOPClassesInStudy",
+    ),
     "SERIES": (
         "PatientID",
         "StudyInstanceUID",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydicom import dcmread
@@ -30,6 +31,8 @@ class ScriptedPacs:
 
     It may hold several studies: queries and retrievals name one by its UID;
     with ``uid_lists`` a C-FIND may name several (a UID list), as Orthanc allows.
+    A study C-FIND that asks for SOPClassesInStudy gets it, as from Orthanc;
+    ``name_classes`` may change the list it names (a PACS that is wrong about it).
     """
 
     def __init__(
@@ -42,8 +45,13 @@ class ScriptedPacs:
         delay: float = 0.05,
         honour_cancel: bool = True,
         uid_lists: bool = False,
+        name_classes: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         self.uid_lists = uid_lists
+        self.name_classes = name_classes
+        self.gets = 0
+        # For each C-GET: how many presentation contexts its association proposed.
+        self.proposed_at_get: list[int] = []
         self.datasets = [dcmread(p) for p in files]
         self.behaviour = behaviour
         self.destinations = destinations
@@ -97,6 +105,11 @@ class ScriptedPacs:
             match.QueryRetrieveLevel = "STUDY"
             match.StudyInstanceUID = datasets[0].StudyInstanceUID
             match.NumberOfStudyRelatedInstances = str(len(datasets))
+            if "SOPClassesInStudy" in event.identifier:
+                classes = sorted({str(ds.SOPClassUID) for ds in datasets})
+                match.SOPClassesInStudy = (
+                    self.name_classes(classes) if self.name_classes else classes
+                )
             yield 0xFF00, match
 
     def _move(self, event: evt.Event):
@@ -126,6 +139,9 @@ class ScriptedPacs:
                 yield 0xFF00, ds
 
     def _get(self, event: evt.Event):
+        with self._count_lock:
+            self.gets += 1
+            self.proposed_at_get.append(len(event.assoc.requestor.requested_contexts))
         if self.behaviour == "stall":
             time.sleep(30)
         to_send = self._study(event.identifier)

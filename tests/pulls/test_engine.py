@@ -11,6 +11,7 @@ from pulls.dicom import Session
 from pulls.dicom.completeness import Verdict, assess
 from pulls.dicom.counting import count_instances, count_studies
 from pulls.dicom.staging import staged_sop_files
+from tests.conftest import peer_for
 
 
 def _q(level: str, **keys) -> Dataset:
@@ -89,9 +90,16 @@ def test_counts_of_several_studies_with_one_query_are_the_pacs_counts(any_pacs, 
         counts = count_studies(s, studies)
     # A PACS that leaves the count empty (dcmqrscp) or ignores UID lists gives
     # fewer: those studies are counted one by one. What it gives is right.
-    assert counts == {uid: len(dicom_data.studies[uid]) for uid in counts}
+    assert {uid: c.instances for uid, c in counts.items()} == {
+        uid: len(dicom_data.studies[uid]) for uid in counts
+    }
+    # The SOP classes too, where it names them (a C-GET proposes those).
+    for uid, count in counts.items():
+        if count.sop_classes is not None:
+            assert set(count.sop_classes) == {i.sop_class_uid for i in dicom_data.studies[uid]}
     if any_pacs.called_ae == "ORTHANC":
         assert set(counts) == set(studies)
+        assert all(count.sop_classes for count in counts.values())
 
 
 def _assert_received_exactly(staging: Path, dicom_data, expected_instances) -> None:
@@ -141,6 +149,54 @@ def test_move_of_a_series_brings_only_that_series(any_pacs, dicom_data, staging)
         )
     assert result.completed == len(instances)
     _assert_received_exactly(staging, dicom_data, instances)
+
+
+def test_a_get_proposing_only_named_classes_gets_those_and_proposes_more_when_asked(
+    orthanc, dicom_data, tmp_path
+):
+    """The association proposes only the storage classes named (what the PACS
+    said a study holds): Orthanc then sends those, and fails a C-GET of a study
+    of another class (why a wrong list is retried proposing every class).
+    ``propose_storage`` opens a new association proposing the classes asked."""
+    from pulls.dicom import PacsStatusError
+
+    peer = peer_for(orthanc.dicom_port, orthanc.aet)
+    by_class = {}
+    for uid, instances in sorted(dicom_data.studies.items()):
+        by_class.setdefault(instances[0].sop_class_uid, (uid, instances))
+    (ct, (ct_study, ct_instances)), (mr, (mr_study, mr_instances)) = [
+        (c, by_class[c]) for c in ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4")
+    ]
+    with Session(peer, services=("find", "get"), staging_dir=tmp_path, storage_classes=[ct]) as g:
+        first = g.conn
+        assert {sop for sop, _ in g.conn.accepted.contexts.values()} >= {ct}
+        assert len(g.conn.accepted.contexts) <= 5  # C-FIND and C-GET (2 models each), CT
+        assert g.get(_q("STUDY", StudyInstanceUID=ct_study)).completed == len(ct_instances)
+        with pytest.raises(PacsStatusError) as info:
+            g.get(_q("STUDY", StudyInstanceUID=mr_study))
+        assert info.value.status == 0xC000
+        g.propose_storage([ct])  # proposed already: the same association
+        assert g.conn is first
+        g.propose_storage([mr])
+        assert g.conn is not first
+        assert g.storage_classes == tuple(sorted([ct, mr]))
+        assert g.get(_q("STUDY", StudyInstanceUID=mr_study)).completed == len(mr_instances)
+        g.propose_storage(None)  # every standard class
+        assert g.storage_classes is None
+        assert len(g.conn.accepted.contexts) > 100
+    _assert_received_exactly(tmp_path, dicom_data, ct_instances)
+    _assert_received_exactly(tmp_path, dicom_data, mr_instances)
+
+
+def test_a_named_class_list_that_is_not_uids_is_not_proposed():
+    from pulls.dicom.proposals import storage_classes_named
+
+    assert storage_classes_named(["1.2.840.10008.5.1.4.1.1.2", ""]) == (
+        "1.2.840.10008.5.1.4.1.1.2",
+    )
+    assert storage_classes_named(["1.2.3", "CT Image Storage"]) is None  # every class instead
+    assert storage_classes_named([f"1.2.{n}" for n in range(101)]) is None  # too many
+    assert storage_classes_named(None) is None
 
 
 def test_get_of_a_study_receives_every_instance_on_the_association(any_pacs, dicom_data, tmp_path):

@@ -397,10 +397,101 @@ def test_a_retrieval_from_a_find_reuses_its_instance_counts(
         finds_before = pacs.finds
         job = retrieval_create_from_find(find_job=find, user=alice, method="move")
         assert set(job.items.values_list("instances_expected", flat=True)) == {len(instances)}
+        # And the SOP classes it named, which a C-GET of it would propose.
+        assert set(job.items.values_list("sop_classes", flat=True)) == {
+            "\\".join(sorted({i.sop_class_uid for i in instances}))
+        }
         job = run_inline(job, **QUIET)
         assert pacs.finds == finds_before
     assert job.status == JobStatus.DONE
     assert job.instances_received == len(instances)
+
+
+_CR = "1.2.840.10008.5.1.4.1.1.1"
+
+
+@pytest.mark.parametrize("misnamed", [False, True], ids=["named", "named-wrong"])
+def test_a_c_get_proposes_the_classes_the_pacs_named_and_all_if_they_were_wrong(
+    storage, alice, project, dicom_data, misnamed
+):
+    """The count names the studies' SOP classes: their C-GETs run on an
+    association proposing only those. A PACS that named them wrong (here: CR
+    for CT and MR studies) refuses to send what it has no context for; the
+    row's C-GET is then done again at once, proposing every class: the row is
+    done on its first attempt, every instance in the project once."""
+    studies = [
+        uid
+        for uid, instances in sorted(dicom_data.studies.items())
+        if instances[0].modality in ("CT", "MR")
+    ][:3]
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="honest",
+        destinations={},
+        uid_lists=True,
+        name_classes=(lambda classes: [_CR]) if misnamed else None,
+    ) as pacs:
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = run_inline(retrieval_job(alice, project, node, studies, kind="get"), **QUIET)
+    assert job.status == JobStatus.DONE
+    assert set(job.items.values_list("attempts", flat=True)) == {1}
+    _assert_project_holds_exactly(project, instances, storage, dicom_data)
+    classes = {i.sop_class_uid for i in instances}
+    if not misnamed:
+        assert pacs.gets == len(studies)
+        # C-FIND and C-GET (two models each) and the named classes, not ~120.
+        assert max(pacs.proposed_at_get) == 4 + len(classes)
+    else:
+        # The first study's C-GET, again proposing all; the others on that association.
+        assert pacs.gets == len(studies) + 1
+        assert pacs.proposed_at_get[0] == 4 + 1  # CR only
+        assert min(pacs.proposed_at_get[1:]) > 100
+
+
+def test_a_c_get_of_a_study_with_a_class_the_pacs_left_out_is_done_again_at_once(
+    storage, alice, project, dicom_data
+):
+    """A study of CT and MR instances, of which the PACS names only CT: the MR
+    sub-operations fail (status 0xB000, the CT instances arrive); the C-GET is
+    done again proposing every class, and the row is done on its first attempt."""
+    from pydicom import dcmread
+
+    studies = [dicom_data.studies[uid] for uid in sorted(dicom_data.studies)]
+    ct = next(s for s in studies if s[0].modality == "CT")
+    mr = next(s for s in studies if s[0].modality == "MR")
+    study_uid = ct[0].study_instance_uid
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in ct + mr],
+        behaviour="honest",
+        destinations={},
+        uid_lists=True,
+        name_classes=lambda classes: [c for c in classes if c == ct[0].sop_class_uid],
+    ) as pacs:
+        for ds in pacs.datasets:  # one study of both
+            ds.StudyInstanceUID = study_uid
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        # Two rows (a count names the classes of two studies or more): the other
+        # study, then the mixed one.
+        other = next(
+            uid
+            for uid, s in sorted(dicom_data.studies.items())
+            if s[0].modality == "CT" and uid != study_uid
+        )
+        pacs.datasets += [dcmread(dicom_data.root / i.path) for i in dicom_data.studies[other]]
+        job = run_inline(
+            retrieval_job(alice, project, node, [other, study_uid], kind="get"), **QUIET
+        )
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
+    item = job.items.get(row=2)
+    assert (item.attempts, item.instances_expected, item.instances_received) == (
+        1, len(ct + mr), len(ct + mr),
+    )  # fmt: skip
+    placed = {p.stem for p in (storage / project.slug).rglob("*.dcm")}
+    assert placed == {i.sop_instance_uid for i in ct + mr + dicom_data.studies[other]}
+    assert pacs.gets == 3  # the mixed study's C-GET twice
 
 
 def _one_row_chunks_of(job) -> list[list[int]]:
@@ -440,8 +531,10 @@ def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
     storage, alice, project, dicom_data, monkeypatch
 ):
     """Chunks of one row: the first chunk's worker works the job's other queued
-    rows too, on the one association it opened; their own messages then find
-    nothing to do. Every instance is in the project exactly once."""
+    rows too, on its association; their own messages then find nothing to do.
+    Every instance is in the project exactly once. (Two associations: the first,
+    which counts the first row's study, proposes no storage class yet; the
+    second proposes the classes the count named.)"""
     from pulls.runner import run_chunk
 
     with _get_job_in_chunks(alice, project, dicom_data, monkeypatch) as (
@@ -452,10 +545,10 @@ def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
             run_chunk(chunks[0])
             == f"job {job.pk}: {len(chunks)} done, 0 failed or retrying, 0 deferred"
         )
-        assert pacs.associations == 1
+        assert pacs.associations == 2
         for chunk in chunks[1:]:
             assert run_chunk(chunk) == "nothing to do"
-        assert pacs.associations == 1
+        assert pacs.associations == 2
     job.refresh_from_db()
     assert job.status == JobStatus.DONE
     assert job.instances_received == len(instances)
@@ -489,7 +582,9 @@ def test_rows_deferred_while_the_nodes_only_slot_is_taken_are_worked_by_its_hold
         )
         for chunk in chunks[1:]:  # their retries
             assert run_chunk(chunk) == "nothing to do"
-        assert pacs.associations == 1
+        # One to count, one proposing every storage class (this PACS counts one
+        # study at a time, without naming its classes); not one per chunk.
+        assert pacs.associations == 2
     job.refresh_from_db()
     assert job.status == JobStatus.DONE
     assert set(job.items.values_list("attempts", flat=True)) == {1}
