@@ -391,11 +391,14 @@ _NOTE_COUNT = (
 )
 
 
-def prepare_rows(session: Session, job: Job, items: list[JobItem]) -> None:
+def prepare_rows(session: Session, job: Job, items: list[JobItem], *, first: bool = False) -> None:
     """For the rows about to be worked: what the project holds of their studies
     (one query for all) and what the PACS expects, with one C-FIND for all of
     their studies where it can (counting.count_studies), which also counts the
-    studies of the job's next waiting rows (COUNT_AHEAD), kept in those rows.
+    studies of the job's next waiting rows (COUNT_AHEAD), kept in those rows —
+    except for an association's ``first`` rows: the job's other workers start
+    at the same moment and would count the same studies, each before its
+    first transfer (the later chunks find them counted).
     Kept on each row (``present_now``, ``expected_now``, ``classes_now``) for
     retrieve_item. A C-GET's association then proposes the SOP classes of all
     these studies that the PACS named (one association for ~50 studies)."""
@@ -418,7 +421,7 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem]) -> None:
         _propose_for(session, job, items, {})
         return
     ahead = {}
-    room = COUNT_AHEAD - len(studies)
+    room = 0 if first else COUNT_AHEAD - len(studies)
     if room > 0 and job.node.query_model == "S":  # patient root: one by one (count_studies)
         ahead = _waiting_uncounted(job, room)
     counts = count_studies(session, [*studies, *ahead], model=job.node.query_model)

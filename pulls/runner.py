@@ -170,7 +170,7 @@ def _find_one(session: Session, job: Job, item: JobItem) -> item_life.Outcome:
     return item_life.Outcome({"matches": len(rows), "possibly_truncated": truncated}, save)
 
 
-def _nothing_to_prepare(session: Session, job: Job, items: list[JobItem]) -> None:
+def _nothing_to_prepare(session: Session, job: Job, items: list[JobItem], *, first: bool) -> None:
     return None
 
 
@@ -181,8 +181,9 @@ class RowWork:
     services: tuple[str, ...]  # proposed on the chunk's association
     handler: Callable[[Session, Job, JobItem], item_life.Outcome | item_life.Pending]
     action: AuditAction  # of each row's audit event
-    # Called with the rows a chunk has taken, before they are worked.
-    prepare: Callable[[Session, Job, list[JobItem]], None] = _nothing_to_prepare
+    # Called with the rows a chunk has taken, before they are worked (``first``:
+    # the first rows of the association).
+    prepare: Callable[..., None] = _nothing_to_prepare
 
 
 HANDLERS: dict[str, RowWork] = {
@@ -384,7 +385,7 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
                         break
                     if remaining[0].pk not in prepared:
                         # Rows just taken, about to be worked (the node may be sent to).
-                        prepare(session, job, remaining)
+                        prepare(session, job, remaining, first=not prepared)
                         prepared.update(row.pk for row in remaining)
                     item = remaining.pop(0)
                     if time.monotonic() - started > renew_after:

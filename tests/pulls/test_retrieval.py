@@ -648,7 +648,7 @@ def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allow
     _assert_project_holds_exactly(project, dicom_data.instances, storage, dicom_data)
 
 
-@pytest.mark.parametrize(("count_ahead", "chunk", "finds"), [(50, 1, 1), (3, 1, 3), (2, 8, 1)])
+@pytest.mark.parametrize(("count_ahead", "chunk", "finds"), [(50, 1, 2), (3, 1, 4), (2, 8, 1)])
 def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
     count_ahead, chunk, finds, storage, alice, project, dicom_data, monkeypatch
 ):
@@ -656,8 +656,10 @@ def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
     names the studies of the job's next waiting rows too (up to COUNT_AHEAD in
     all) and keeps their counts in those rows. The job sends one C-FIND per
     COUNT_AHEAD studies, not one per chunk (8), and so spends fewer of the
-    node's query tokens. A chunk of more studies than COUNT_AHEAD is counted
-    whole, with nothing ahead. Every instance arrives, counted."""
+    node's query tokens. An association's first rows are counted alone (the
+    job's other workers, starting at the same moment, would count the same
+    studies ahead). A chunk of more studies than COUNT_AHEAD is counted whole,
+    with nothing ahead. Every instance arrives, counted."""
     from pulls import retrieval
     from pulls.runner import run_chunk
 
