@@ -424,7 +424,12 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem], *, first: boo
     room = 0 if first else COUNT_AHEAD - len(studies)
     if room > 0 and job.node.query_model == "S":  # patient root: one by one (count_studies)
         ahead = _waiting_uncounted(job, room)
-    counts = count_studies(session, [*studies, *ahead], model=job.node.query_model)
+    counts = count_studies(
+        session,
+        [*studies, *ahead],
+        model=job.node.query_model,
+        classes=job.kind == JobKind.GET,
+    )
     for uid, count in counts.items():
         if uid in studies:
             studies[uid].expected_now = count.instances

@@ -130,22 +130,19 @@ def _study_count(data: bytes, ts) -> tuple[str, int | None, tuple[str, ...] | No
 
 
 def count_studies(
-    session: Session, study_uids: Sequence[str], *, model: str = "S"
+    session: Session, study_uids: Sequence[str], *, model: str = "S", classes: bool = True
 ) -> dict[str, StudyCount]:
     """NumberOfStudyRelatedInstances of several studies with one C-FIND, naming them
     in a UID list (PS3.4 C.2.2.2.2), for the studies whose count the PACS gives
     that way; the others are for ``count_instances``, one by one. One query
-    instead of one per study: the node's queries per minute go further. The same
-    query asks for SOPClassesInStudy: what a C-GET of the study needs to propose."""
+    instead of one per study: the node's queries per minute go further. With
+    ``classes``, the same query asks for SOPClassesInStudy: what a C-GET of the
+    study needs to propose (the PACS computes it, so a C-MOVE does not ask)."""
     wanted = set(study_uids)
     if model != "S" or len(wanted) < 2:
         return {}  # patient root names the patient at STUDY level: one by one
-    query = _query(
-        "STUDY",
-        StudyInstanceUID=sorted(wanted),
-        NumberOfStudyRelatedInstances="",
-        SOPClassesInStudy="",
-    )
+    keys = {"NumberOfStudyRelatedInstances": "", **({"SOPClassesInStudy": ""} if classes else {})}
+    query = _query("STUDY", StudyInstanceUID=sorted(wanted), **keys)
     counts: dict[str, StudyCount] = {}
     try:
         for data, ts in session.find_raw(query, model=model):
