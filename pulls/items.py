@@ -117,6 +117,10 @@ def items_claim(
     earlier delivery of the same message got them first).
     """
     token = token or uuid.uuid4()
+    if not item_ids or not _any_pending(item_ids):
+        # A message whose rows a worker going on with the job took already (most
+        # of a job's messages): a read, without taking SQLite's write lock.
+        return token, []
     now = timezone.now()
     with transaction.atomic():  # one write transaction, not three
         claimed = _claim(item_ids, worker=worker, token=token, now=now)
@@ -125,6 +129,18 @@ def items_claim(
                 status=JobStatus.RUNNING, started_at=now
             )
         return token, claimed
+
+
+def _any_pending(item_ids: Sequence[int]) -> bool:
+    table = connection.ops.quote_name(JobItem._meta.db_table)
+    ids = ", ".join(["%s"] * len(item_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE {_column('status')} = %s "  # noqa: S608
+            f"AND {connection.ops.quote_name('id')} IN ({ids}) LIMIT 1",
+            [ItemStatus.PENDING, *item_ids],
+        )
+        return cursor.fetchone() is not None
 
 
 def _column(name: str) -> str:
