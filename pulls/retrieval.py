@@ -320,12 +320,14 @@ def _get(
         if not named or guard.stopped_as:
             raise
     else:
+        if not named or guard.stopped_as or guard.tripped:
+            return result  # not for want of a class: a stop, or a stalled PACS
         arrived = {
             p.sop_instance_uid
             for p in session.writer.placed_instances
             if p.study_instance_uid == item.identifier.get("StudyInstanceUID")
         }
-        if not named or guard.stopped_as or not (result.failed or len(arrived) < expected):
+        if not result.failed and len(arrived) >= expected:
             return result
     session.propose_storage(None)
     return session.get(identifier, model=model, on_progress=guard)

@@ -146,9 +146,9 @@ def count_studies(
     counts: dict[str, StudyCount] = {}
     try:
         for data, ts in session.find_raw(query, model=model):
-            uid, count, classes = _study_count(data, ts)
+            uid, count, named = _study_count(data, ts)
             if uid in wanted and count is not None:
-                counts[uid] = StudyCount(count, classes)
+                counts[uid] = StudyCount(count, named)
     except PacsStatusError:
         return {}  # the PACS refuses UID lists
     return counts
