@@ -1,0 +1,283 @@
+"""How a worker works a job's rows on its association: it goes on with the
+job's queued rows, counts their studies (ahead, in one query where the PACS
+allows), and proposes for a C-GET the SOP classes the PACS named."""
+
+import contextlib
+
+import pytest
+
+from pulls.cli import run_inline
+from pulls.models import ItemStatus, JobStatus
+from tests.conftest import make_node, retrieval_job
+from tests.pulls.retrieval_support import QUIET, assert_project_holds_exactly
+from tests.pulls.scripted_pacs import ScriptedPacs
+
+_CR = "1.2.840.10008.5.1.4.1.1.1"
+
+
+@pytest.mark.parametrize("misnamed", [False, True], ids=["named", "named-wrong"])
+def test_a_c_get_proposes_the_classes_the_pacs_named_and_all_if_they_were_wrong(
+    storage, alice, project, dicom_data, misnamed
+):
+    """The count names the studies' SOP classes: their C-GETs run on an
+    association proposing only those. A PACS that named them wrong (here: CR
+    for CT and MR studies) refuses to send what it has no context for; the
+    row's C-GET is then done again at once, proposing every class: the row is
+    done on its first attempt, every instance in the project once."""
+    studies = [
+        uid
+        for uid, instances in sorted(dicom_data.studies.items())
+        if instances[0].modality in ("CT", "MR")
+    ][:3]
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="honest",
+        destinations={},
+        uid_lists=True,
+        name_classes=(lambda classes: [_CR]) if misnamed else None,
+    ) as pacs:
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = run_inline(retrieval_job(alice, project, node, studies, kind="get"), **QUIET)
+    assert job.status == JobStatus.DONE
+    assert set(job.items.values_list("attempts", flat=True)) == {1}
+    assert_project_holds_exactly(project, instances, storage, dicom_data)
+    classes = {i.sop_class_uid for i in instances}
+    if not misnamed:
+        assert pacs.gets == len(studies)
+        # C-FIND and C-GET (two models each) and the named classes, not ~120.
+        assert max(pacs.proposed_at_get) == 4 + len(classes)
+    else:
+        # The first study's C-GET, again proposing all; the others on that association.
+        assert pacs.gets == len(studies) + 1
+        assert pacs.proposed_at_get[0] == 4 + 1  # CR only
+        assert min(pacs.proposed_at_get[1:]) > 100
+
+
+def test_a_c_get_of_a_study_with_a_class_the_pacs_left_out_is_done_again_at_once(
+    storage, alice, project, dicom_data
+):
+    """A study of CT and MR instances, of which the PACS names only CT: the MR
+    sub-operations fail (status 0xB000, the CT instances arrive); the C-GET is
+    done again proposing every class, and the row is done on its first attempt."""
+    from pydicom import dcmread
+
+    studies = [dicom_data.studies[uid] for uid in sorted(dicom_data.studies)]
+    ct = next(s for s in studies if s[0].modality == "CT")
+    mr = next(s for s in studies if s[0].modality == "MR")
+    study_uid = ct[0].study_instance_uid
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in ct + mr],
+        behaviour="honest",
+        destinations={},
+        uid_lists=True,
+        name_classes=lambda classes: [c for c in classes if c == ct[0].sop_class_uid],
+    ) as pacs:
+        for ds in pacs.datasets:  # one study of both
+            ds.StudyInstanceUID = study_uid
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        # Two rows (a count names the classes of two studies or more): the other
+        # study, then the mixed one.
+        other = next(
+            uid
+            for uid, s in sorted(dicom_data.studies.items())
+            if s[0].modality == "CT" and uid != study_uid
+        )
+        pacs.datasets += [dcmread(dicom_data.root / i.path) for i in dicom_data.studies[other]]
+        job = run_inline(
+            retrieval_job(alice, project, node, [other, study_uid], kind="get"), **QUIET
+        )
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
+    item = job.items.get(row=2)
+    assert (item.attempts, item.instances_expected, item.instances_received) == (
+        1, len(ct + mr), len(ct + mr),
+    )  # fmt: skip
+    placed = {p.stem for p in (storage / project.slug).rglob("*.dcm")}
+    assert placed == {i.sop_instance_uid for i in ct + mr + dicom_data.studies[other]}
+    assert pacs.gets == 3  # the mixed study's C-GET twice
+
+
+def _one_row_chunks_of(job) -> list[list[int]]:
+    return _chunks_of(job, 1)
+
+
+def _chunks_of(job, size: int) -> list[list[int]]:
+    rows = list(job.items.order_by("row").values_list("pk", flat=True))
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
+
+
+@contextlib.contextmanager
+def _get_job_in_chunks(
+    alice, project, dicom_data, monkeypatch, *, chunk=1, uid_lists=False, **node_limits
+):
+    """A started C-GET job of every study from a scripted PACS (answering UID
+    lists or not), ``chunk`` rows per chunk: (the PACS, the job, its
+    instances, its chunks)."""
+    from pulls import queueing
+
+    monkeypatch.setitem(queueing.CHUNK_SIZES, "get", chunk)
+    studies = sorted(dicom_data.studies)
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="honest",
+        destinations={},
+        uid_lists=uid_lists,
+    ) as pacs:
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title, **node_limits)
+        node.granted_users.add(alice)
+        job = retrieval_job(alice, project, node, studies, kind="get", start=True)
+        yield pacs, job, instances, _chunks_of(job, chunk)
+
+
+def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
+    storage, alice, project, dicom_data, monkeypatch
+):
+    """Chunks of one row: the first chunk's worker works the job's other queued
+    rows too, on its association; their own messages then find nothing to do.
+    Every instance is in the project exactly once. (Two associations: the first,
+    which counts the first row's study, proposes no storage class yet; the
+    second proposes the classes the count named.)"""
+    from pulls.runner import run_chunk
+
+    with _get_job_in_chunks(alice, project, dicom_data, monkeypatch) as (
+        pacs, job, instances, chunks,
+    ):  # fmt: skip
+        assert len(chunks) == len(dicom_data.studies) > 1
+        assert (
+            run_chunk(chunks[0])
+            == f"job {job.pk}: {len(chunks)} done, 0 failed or retrying, 0 deferred"
+        )
+        assert pacs.associations == 2
+        for chunk in chunks[1:]:
+            assert run_chunk(chunk) == "nothing to do"
+        assert pacs.associations == 2
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE
+    assert job.instances_received == len(instances)
+    assert set(job.items.values_list("attempts", flat=True)) == {1}
+    assert_project_holds_exactly(project, instances, storage, dicom_data)
+
+
+def test_rows_deferred_while_the_nodes_only_slot_is_taken_are_worked_by_its_holder(
+    storage, alice, project, dicom_data, monkeypatch
+):
+    """A node that allows one association: the chunks that find it taken go
+    back to the queue for a retry in seconds, and the worker that holds the
+    slot goes on with them on its association. (Before, it could not see them:
+    a job ran one chunk per retry, 25 times slower.)"""
+    from pulls import throttle
+    from pulls.runner import DEFERRED_SOON, run_chunk
+
+    with _get_job_in_chunks(alice, project, dicom_data, monkeypatch, max_associations=1) as (
+        pacs,
+        job,
+        instances,
+        chunks,
+    ):
+        holder = throttle.association_slot(job.node, ttl=30)  # another worker's chunk, say
+        for chunk in chunks[1:]:
+            assert run_chunk(chunk).startswith(f"{DEFERRED_SOON} job {job.pk}: waiting")
+        holder.release()
+        assert (
+            run_chunk(chunks[0])
+            == f"job {job.pk}: {len(chunks)} done, 0 failed or retrying, 0 deferred"
+        )
+        for chunk in chunks[1:]:  # their retries
+            assert run_chunk(chunk) == "nothing to do"
+        # One to count, one proposing every storage class (this PACS counts one
+        # study at a time, without naming its classes); not one per chunk.
+        assert pacs.associations == 2
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE
+    assert set(job.items.values_list("attempts", flat=True)) == {1}
+    assert_project_holds_exactly(project, instances, storage, dicom_data)
+
+
+def test_a_bulk_worker_does_not_go_on_while_interactive_work_waits_for_the_node(
+    storage, alice, project, dicom_data, monkeypatch
+):
+    """Interactive work that found every slot of the node taken marks the node:
+    the bulk worker finishes its own chunk, then lets its slot go."""
+    from pulls import queueing, throttle
+    from pulls.runner import run_chunk
+
+    monkeypatch.setitem(queueing.CHUNK_SIZES, "get", 1)
+    studies = sorted(dicom_data.studies)
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in dicom_data.instances],
+        behaviour="honest",
+        destinations={},
+    ) as pacs:
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title, max_associations=1)
+        node.granted_users.add(alice)
+        job = retrieval_job(alice, project, node, studies, kind="get", start=True)
+        assert job.queue == "bulk"
+        taken = throttle.association_slot
+
+        def taken_then_wanted(*args, **kwargs):
+            slot = taken(*args, **kwargs)
+            # An interactive job comes, finds the node's only slot taken, marks the node.
+            assert taken(node, ttl=30, interactive=True) is None
+            return slot
+
+        monkeypatch.setattr(throttle, "association_slot", taken_then_wanted)
+        message = run_chunk(_one_row_chunks_of(job)[0])
+    assert message == f"job {job.pk}: 1 done, 0 failed or retrying, 0 deferred"
+    assert job.items.filter(status=ItemStatus.PENDING).count() == len(studies) - 1
+
+
+@pytest.mark.parametrize("uid_lists", [True, False], ids=["uid-lists", "one-by-one"])
+def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allows(
+    uid_lists, storage, alice, project, dicom_data, monkeypatch
+):
+    """Rows naming studies (not from a find) need the PACS's counts: one C-FIND
+    naming all of the chunk's studies in a UID list; a PACS that does not answer
+    lists gets one C-FIND per study. Either way every instance arrives, counted."""
+    from pulls.runner import run_chunk
+
+    studies = sorted(dicom_data.studies)
+    with _get_job_in_chunks(
+        alice, project, dicom_data, monkeypatch, chunk=len(studies), uid_lists=uid_lists,
+        queries_per_minute=0,
+    ) as (pacs, job, instances, chunks):  # fmt: skip
+        run_chunk(chunks[0])
+        assert pacs.finds == (1 if uid_lists else 1 + len(studies))
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE
+    assert set(job.items.values_list("instances_expected", flat=True)) == {
+        len(dicom_data.studies[uid]) for uid in studies
+    }
+    assert_project_holds_exactly(project, dicom_data.instances, storage, dicom_data)
+
+
+@pytest.mark.parametrize(("count_ahead", "chunk", "finds"), [(50, 1, 2), (3, 1, 4), (2, 8, 1)])
+def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
+    count_ahead, chunk, finds, storage, alice, project, dicom_data, monkeypatch
+):
+    """8 studies in chunks of one row: the C-FIND that counts a chunk's study
+    names the studies of the job's next waiting rows too (up to COUNT_AHEAD in
+    all) and keeps their counts in those rows. The job sends one C-FIND per
+    COUNT_AHEAD studies, not one per chunk (8), and so spends fewer of the
+    node's query tokens. An association's first rows are counted alone (the
+    job's other workers, starting at the same moment, would count the same
+    studies ahead). A chunk of more studies than COUNT_AHEAD is counted whole,
+    with nothing ahead. Every instance arrives, counted."""
+    from pulls import retrieval
+    from pulls.runner import run_chunk
+
+    monkeypatch.setattr(retrieval, "COUNT_AHEAD", count_ahead)
+    with _get_job_in_chunks(
+        alice, project, dicom_data, monkeypatch, chunk=chunk, uid_lists=True, queries_per_minute=0
+    ) as (pacs, job, instances, chunks):
+        for rows in chunks:
+            run_chunk(rows)
+        assert pacs.finds == finds
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE
+    assert dict(job.items.values_list("identifier__StudyInstanceUID", "instances_expected")) == {
+        uid: len(its) for uid, its in dicom_data.studies.items()
+    }
+    assert_project_holds_exactly(project, instances, storage, dicom_data)
