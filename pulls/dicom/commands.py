@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,18 +70,27 @@ def decode_command(data: bytes) -> dict[int, object]:
 
 class CommandLayouts:
     """Decodes commands like ``decode_command``, in one unpack for a command laid
-    out like one seen before on the connection: the same elements with the same
-    lengths. A retrieval brings one such command per instance (a C-STORE-RQ, a
-    pending C-GET/C-MOVE-RSP); walking their ten-odd elements one by one was a
-    sixth of a C-GET's instructions per instance (CPython 3.11).
+    out like one seen before: the same elements with the same lengths. A
+    retrieval brings one such command per instance (a C-STORE-RQ, a pending
+    C-GET/C-MOVE-RSP); walking their ten-odd elements one by one was a sixth of
+    a C-GET's instructions per instance (CPython 3.11).
+
+    One set serves every connection of a process (``SHARED_LAYOUTS``): a PACS
+    opens an association to our storage SCP for every C-MOVE, and its C-STORE
+    commands are laid out as on the last one. Learnt per connection, the
+    layouts were made again (a regular expression and a struct each) for the
+    first commands of every association. Threads may decode at once; a new
+    layout is added under a lock.
 
     A layout is used only when every element header in the command (group,
     element, length) equals its own, byte for byte, so the result is always
     decode_command's."""
 
-    def __init__(self, size: int = 16) -> None:
+    def __init__(self, size: int = 64) -> None:
         self.size = size
         self._layouts: dict[int, list[_Layout]] = {}
+        self._count = 0
+        self._lock = threading.Lock()
 
     def decode(self, data: bytes) -> dict[int, object]:
         for layout in self._layouts.get(len(data), ()):
@@ -88,12 +98,21 @@ class CommandLayouts:
             if fields is not None:
                 return fields
         fields = decode_command(data)
-        layout = _Layout.of(data)
-        if layout is not None:
-            known = self._layouts.setdefault(len(data), [])
-            if len(known) < 4 and sum(map(len, self._layouts.values())) < self.size:
-                known.append(layout)
+        if self._count < self.size:
+            layout = _Layout.of(data)
+            if layout is not None:
+                self._learn(data, layout)
         return fields
+
+    def _learn(self, data: bytes, layout: _Layout) -> None:
+        size = len(data)
+        with self._lock:
+            known = self._layouts.get(size, [])
+            taken = any(other.match(data) is not None for other in known)  # by another thread
+            if len(known) < 4 and self._count < self.size and not taken:
+                # A new list, not appended to: a thread may be going through the old one.
+                self._layouts[size] = [*known, layout]
+                self._count += 1
 
 
 @dataclass(frozen=True)
@@ -142,6 +161,10 @@ class _Layout:
         for element in self.text:
             fields[element] = fields[element].rstrip(b"\x00 ").decode("ascii", "replace")
         return fields
+
+
+# The layouts every connection of this process decodes commands with.
+SHARED_LAYOUTS = CommandLayouts()
 
 
 def encode_command(elements: dict[int, object]) -> bytes:

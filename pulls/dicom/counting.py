@@ -106,10 +106,15 @@ def _classes(value: str) -> tuple[str, ...] | None:
 def _study_count(data: bytes, ts) -> tuple[str, int | None, tuple[str, ...] | None]:
     """StudyInstanceUID, NumberOfStudyRelatedInstances and SOPClassesInStudy of a
     C-FIND match, read from its bytes (a match per study of every chunk a worker
-    takes: pydicom's full decode cost more than the rest of counting)."""
+    takes: pydicom's full decode cost more than the rest of counting). A match
+    without SOPClassesInStudy (a C-MOVE's count does not ask for it) is read the
+    same way: the match is whole, so its end says the tag is absent."""
     if ts.is_little_endian and not ts.is_deflated:
         found = scan_tags(
-            data, {_STUDY_UID, _STUDY_COUNT, _STUDY_CLASSES}, implicit=ts.is_implicit_VR
+            data,
+            {_STUDY_UID, _STUDY_COUNT, _STUDY_CLASSES},
+            implicit=ts.is_implicit_VR,
+            whole=True,
         )
         if found is not None:
             text = {tag: value.decode("ascii", "replace") for tag, value in found.items()}

@@ -125,13 +125,16 @@ _LONG_LENGTH = struct.Struct("<I")
 _UNDEFINED = 0xFFFFFFFF
 
 
-def scan_tags(head: bytes, tags: set[int], *, implicit: bool) -> dict[int, bytes] | None:
+def scan_tags(
+    head: bytes, tags: set[int], *, implicit: bool, whole: bool = False
+) -> dict[int, bytes] | None:
     """Values of top-level ``tags`` from the start of a little-endian data set.
 
     Walks the elements until all are found or the largest tag asked for is
-    passed (the missing ones are then absent). Returns None when it cannot be
-    sure (an undefined length, such as a sequence, or a short head): the caller
-    then lets pydicom read the data set properly.
+    passed (the missing ones are then absent). With ``whole`` (``head`` is the
+    whole data set, such as a C-FIND match), its end means the same. Returns
+    None when it cannot be sure (an undefined length, such as a sequence, or a
+    short head): the caller then lets pydicom read the data set properly.
     """
     found: dict[int, bytes] = {}
     last, wanted = max(tags), len(tags)
@@ -164,7 +167,7 @@ def scan_tags(head: bytes, tags: set[int], *, implicit: bool) -> dict[int, bytes
             if len(found) == wanted:
                 return found
         offset += length
-    return None
+    return found if whole and offset == size else None
 
 
 # What placement needs of a data set (PS3.3 C.7): keyword by tag.

@@ -32,7 +32,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
-from pulls.dicom.commands import C_STORE_RQ, NO_DATASET, CommandLayouts
+from pulls.dicom.commands import C_STORE_RQ, NO_DATASET, SHARED_LAYOUTS
 
 if TYPE_CHECKING:
     from pulls.dicom.receiving import InstanceWriter
@@ -235,7 +235,7 @@ class Connection:
         sock.settimeout(None)
         self.sock = sock
         self.accepted = Accepted()
-        self.commands = CommandLayouts()
+        self.commands = SHARED_LAYOUTS
         self._timeout: float | None = None
         self.set_timeout(timeout)
         self._buffer = bytearray(_READ_BUFFER)

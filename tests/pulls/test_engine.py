@@ -5,11 +5,13 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pulls.dicom import Session
 from pulls.dicom.completeness import Verdict, assess
-from pulls.dicom.counting import count_instances, count_studies
+from pulls.dicom.counting import _study_count, count_instances, count_studies
+from pulls.dicom.encoding import encode_identifier
+from pulls.dicom.receiving import scan_tags
 from pulls.dicom.staging import staged_sop_files
 from tests.conftest import peer_for
 
@@ -100,6 +102,25 @@ def test_counts_of_several_studies_with_one_query_are_the_pacs_counts(any_pacs, 
     if any_pacs.called_ae == "ORTHANC":
         assert set(counts) == set(studies)
         assert all(count.sop_classes for count in counts.values())
+
+
+@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_a_count_match_without_the_classes_is_read_from_its_bytes(ts):
+    """A C-MOVE's count does not ask for SOPClassesInStudy: its matches end
+    without it, and are still read from their bytes (they went to pydicom,
+    which cost more than the rest of counting)."""
+    match = _q("STUDY", StudyInstanceUID="1.2.3.4", NumberOfStudyRelatedInstances="30")
+    data = encode_identifier(match, ts)
+    tags = {0x0020000D, 0x00201208, 0x00080062}
+    implicit = ts.is_implicit_VR
+    # A head may go on past its end; a whole match does not.
+    assert scan_tags(data, tags, implicit=implicit) is None
+    assert scan_tags(data, tags, implicit=implicit, whole=True) == {
+        0x0020000D: b"1.2.3.4",
+        0x00201208: b"30",
+    }
+    assert scan_tags(data[:-2], tags, implicit=implicit, whole=True) is None  # cut short
+    assert _study_count(data, ts) == ("1.2.3.4", 30, None)
 
 
 def _assert_received_exactly(staging: Path, dicom_data, expected_instances) -> None:

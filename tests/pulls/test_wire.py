@@ -119,3 +119,40 @@ def test_a_command_laid_out_like_one_before_decodes_the_same():
     assert 0x1025 in decode_command(impostor) and 0x1023 not in decode_command(impostor)
     assert layouts.decode(shifted)[0x1000] == "1.2.3.45678"
     assert layouts.decode(shifted)[0x1030] == "ORTH"
+
+
+def test_command_layouts_are_learnt_once_for_every_connection_and_thread():
+    # A PACS's C-STORE commands, on a new association for every C-MOVE: their
+    # lengths vary with the SOP instance UIDs.
+    def store(sop_instance: str, message_id: int) -> bytes:
+        return encode_command(
+            {0x0002: "1.2.840.10008.5.1.4.1.1.2", 0x0100: 0x0001, 0x0110: message_id,
+             0x0700: 0, 0x0800: 0, 0x1000: sop_instance, 0x1030: "ORTHANC", 0x1031: 7}
+        )  # fmt: skip
+
+    commands = [store("1.2.3." + "4" * n, m) for n in range(1, 9) for m in range(1, 40)]
+    ours, theirs = _tcp_pair()
+    first, second = Connection(ours, timeout=1), Connection(theirs, timeout=1)
+    assert first.commands is second.commands  # one set for the process
+    first.close()
+    second.close()
+
+    layouts = CommandLayouts(size=3)  # fewer than the commands' four lengths
+    decoded: list[list[dict]] = [[] for _ in range(6)]
+    start = threading.Barrier(len(decoded))
+
+    def decode_all(into: list[dict]) -> None:
+        start.wait()
+        into.extend(layouts.decode(data) for data in commands)
+
+    threads = [threading.Thread(target=decode_all, args=(into,)) for into in decoded]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = [decode_command(data) for data in commands]
+    assert all(into == expected for into in decoded)
+    # Learnt once each, however many threads met a command first, up to the size.
+    known = [layout for group in layouts._layouts.values() for layout in group]
+    assert len(known) == 3
+    assert all(len(group) == 1 for group in layouts._layouts.values())
