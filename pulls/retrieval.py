@@ -30,7 +30,7 @@ from pulls.dicom import (
 )
 from pulls.dicom.client import Progress, RetrieveResult
 from pulls.dicom.completeness import assess, wait_for_arrivals
-from pulls.dicom.counting import count_instances, count_studies
+from pulls.dicom.counting import StudyCount, count_instances, count_studies
 from pulls.dicom.identifiers import identifier_from_row
 from pulls.dicom.placement import header_keys, place_instance
 from pulls.dicom.receiving import Placed
@@ -51,6 +51,7 @@ from pulls.models import (
     Project,
     RetrievedInstance,
 )
+from pulls.throttle import count_ahead_turn
 
 
 class IncompleteRetrieval(PacsError):
@@ -422,30 +423,39 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem], *, first: boo
     if not studies:
         _propose_for(session, job, items, {})
         return
-    ahead = {}
-    room = 0 if first else COUNT_AHEAD - len(studies)
-    if room > 0 and job.node.query_model == "S":  # patient root: one by one (count_studies)
-        ahead = _waiting_uncounted(job, room)
-    counts = count_studies(
-        session,
-        [*studies, *ahead],
-        model=job.node.query_model,
-        classes=job.kind == JobKind.GET,
-    )
+    counts = _count(session, job, studies, room=0 if first else COUNT_AHEAD - len(studies))
     for uid, count in counts.items():
         if uid in studies:
             studies[uid].expected_now = count.instances
             studies[uid].classes_now = "\\".join(count.sop_classes or ())
-    noted = [
-        (counts[uid].instances, "\\".join(counts[uid].sop_classes or ()), pk, ItemStatus.PENDING)
-        for uid, pks in ahead.items()
-        if uid in counts
-        for pk in pks
-    ]
-    if noted:
-        with transaction.atomic(), connection.cursor() as cursor:  # one commit
-            cursor.executemany(_NOTE_COUNT, noted)
     _propose_for(session, job, items, counts)
+
+
+def _count(session: Session, job: Job, studies: dict, *, room: int) -> dict[str, StudyCount]:
+    """Counts of ``studies`` with one C-FIND, which also names up to ``room`` of
+    the job's next uncounted studies and notes their counts in their rows, when
+    no other worker of the job is counting ahead (throttle.count_ahead_turn)."""
+
+    def count(uids: list[str]) -> dict[str, StudyCount]:
+        return count_studies(
+            session, uids, model=job.node.query_model, classes=job.kind == JobKind.GET
+        )
+
+    if room <= 0 or job.node.query_model != "S":  # patient root: one by one (count_studies)
+        return count(list(studies))
+    with count_ahead_turn(job.node, job.pk) as turn:
+        ahead = _waiting_uncounted(job, room) if turn else {}
+        counts = count([*studies, *ahead])
+        noted = [
+            (count.instances, "\\".join(count.sop_classes or ()), pk, ItemStatus.PENDING)
+            for uid, pks in ahead.items()
+            if (count := counts.get(uid)) is not None
+            for pk in pks
+        ]
+        if noted:
+            with transaction.atomic(), connection.cursor() as cursor:  # one commit
+                cursor.executemany(_NOTE_COUNT, noted)
+    return counts
 
 
 def _propose_for(session: Session, job: Job, items: list[JobItem], counts: dict) -> None:
