@@ -436,16 +436,16 @@ def _count(session: Session, job: Job, studies: dict, *, room: int) -> dict[str,
     the job's next uncounted studies and notes their counts in their rows, when
     no other worker of the job is counting ahead (throttle.count_ahead_turn)."""
 
-    def count(uids: list[str]) -> dict[str, StudyCount]:
+    def query(uids: list[str]) -> dict[str, StudyCount]:
         return count_studies(
             session, uids, model=job.node.query_model, classes=job.kind == JobKind.GET
         )
 
     if room <= 0 or job.node.query_model != "S":  # patient root: one by one (count_studies)
-        return count(list(studies))
+        return query(list(studies))
     with count_ahead_turn(job.node, job.pk) as turn:
         ahead = _waiting_uncounted(job, room) if turn else {}
-        counts = count([*studies, *ahead])
+        counts = query([*studies, *ahead])
         noted = [
             (count.instances, "\\".join(count.sop_classes or ()), pk, ItemStatus.PENDING)
             for uid, pks in ahead.items()
