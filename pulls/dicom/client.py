@@ -49,6 +49,7 @@ from pulls.dicom.errors import (
     PacsTimeout,
     PacsUnavailable,
 )
+from pulls.dicom.pacing import ResponsePacing
 from pulls.dicom.proposals import (
     FIND_MODELS,
     GET_MODELS,
@@ -428,7 +429,10 @@ class Session:
         ts: UID,
         msg_id: int,
         on_progress: ProgressCallback | None,
+        pacing: ResponsePacing | None = None,
     ) -> RetrieveResult:
+        """The responses to ``msg_id`` up to the final one; ``pacing``: read them
+        in batches (C-MOVE only, see ``pacing``)."""
         started = time.monotonic()
         progress = Progress()
         cancelled = False
@@ -460,6 +464,14 @@ class Session:
             elif on_progress is not None and on_progress(progress) is False:
                 self._cancel(context_id, msg_id)
                 cancelled = True
+            if pacing is not None and not cancelled and not self._require().buffered:
+                pause = pacing.wait(
+                    time.monotonic(),
+                    completed=progress.completed + progress.failed + progress.warning,
+                    remaining=progress.remaining,
+                )
+                if pause:
+                    time.sleep(pause)
         failed_uids: list[str] = []
         if dataset:
             ds = read_dataset(io.BytesIO(dataset), ts.is_implicit_VR, ts.is_little_endian)
@@ -512,6 +524,7 @@ class Session:
                 ts=ts,
                 msg_id=msg_id,
                 on_progress=on_progress,
+                pacing=ResponsePacing(),
             )
         except PacsStatusError as exc:
             if exc.status in (statuses.MOVE_DESTINATION_UNKNOWN, statuses.UNABLE_TO_PROCESS):

@@ -241,6 +241,7 @@ class Connection:
         self._buffer = bytearray(_READ_BUFFER)
         self._view = memoryview(self._buffer)
         self._start = self._end = 0
+        self.reads = 0  # system calls that read (each may have waited for the peer)
 
     def set_timeout(self, seconds: float) -> None:
         """The longest a single read or write may wait (changed only when it differs)."""
@@ -255,7 +256,13 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
+    @property
+    def buffered(self) -> int:
+        """Bytes read from the socket and not yet taken."""
+        return self._end - self._start
+
     def _recv_into(self, view: memoryview) -> int:
+        self.reads += 1
         try:
             got = self.sock.recv_into(view)
         except BlockingIOError:  # SO_RCVTIMEO expired
