@@ -50,18 +50,26 @@ def manifest_files(manifest: Manifest) -> list[Path]:
     return [manifest.root / inst.path for inst in manifest.instances]
 
 
-@pytest.fixture(scope="session")
-def orthanc(sandbox, dicom_data) -> Orthanc:
+@contextlib.contextmanager
+def orthanc_holding(folder: Path, files: list[Path]):
+    """An Orthanc (AE title ORTHANC) that holds ``files`` and may send to the
+    portal's storage SCP, stopped at the end."""
     pacs = Orthanc(
-        sandbox / "orthanc",
+        folder,
         aet="ORTHANC",
         modalities={"portal": (settings.PACSNPULL_AE_TITLE, "127.0.0.1", SCP_PORT)},
     ).start()
     try:
-        pacs.upload(manifest_files(dicom_data))
+        pacs.upload(files)
         yield pacs
     finally:
         pacs.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc(sandbox, dicom_data) -> Orthanc:
+    with orthanc_holding(sandbox / "orthanc", manifest_files(dicom_data)) as pacs:
+        yield pacs
 
 
 @pytest.fixture(scope="session")

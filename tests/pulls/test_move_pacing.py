@@ -7,9 +7,8 @@ from pydicom.dataset import Dataset
 from pulls.dicom import Session
 from pulls.dicom.pacing import MAX_WAIT, ResponsePacing
 from pulls.dicom.staging import staged_sop_files
-from pulls.sandbox.orthanc import Orthanc
 from pulls.sandbox.synthetic import generate
-from tests.conftest import SCP_PORT, manifest_files, peer_for
+from tests.conftest import SCP_PORT, manifest_files, orthanc_holding, peer_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
 INSTANCES = 30
@@ -29,17 +28,9 @@ def big_study(sandbox):
     data = generate(
         sandbox / "pacing-data", patients=1, studies=1, series=1, instances=INSTANCES, seed=11
     )
-    pacs = Orthanc(
-        sandbox / "pacing-orthanc",
-        aet="ORTHANC",
-        modalities={"portal": (settings.PACSNPULL_AE_TITLE, "127.0.0.1", SCP_PORT)},
-    ).start()
-    try:
-        pacs.upload(manifest_files(data))
+    with orthanc_holding(sandbox / "pacing-orthanc", manifest_files(data)) as pacs:
         (study_uid,) = data.studies
         yield peer_for(pacs.dicom_port, "ORTHANC"), study_uid, data.instances
-    finally:
-        pacs.stop()
 
 
 def test_a_move_reads_its_pending_responses_in_batches_and_misses_none(big_study, staging):

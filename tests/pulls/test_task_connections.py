@@ -27,4 +27,3 @@ def test_the_connection_outlives_a_task_and_is_closed_past_its_age(transactional
     connection.close_at = time.monotonic() - 1  # older than CONN_MAX_AGE
     _task_boundary()
     assert connection.connection is None
-
