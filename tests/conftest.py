@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def manifest_files(manifest: Manifest) -> list[Path]:
 
 
 @contextlib.contextmanager
-def orthanc_holding(folder: Path, files: list[Path]):
+def orthanc_holding(folder: Path, files: list[Path]) -> Iterator[Orthanc]:
     """An Orthanc (AE title ORTHANC) that holds ``files`` and may send to the
     portal's storage SCP, stopped at the end."""
     pacs = Orthanc(

@@ -468,7 +468,7 @@ class Session:
                 pause = pacing.wait(
                     time.monotonic(),
                     completed=progress.completed + progress.failed + progress.warning,
-                    remaining=progress.remaining,
+                    remaining=int(fields[0x1020]) if 0x1020 in fields else None,
                 )
                 if pause:
                     time.sleep(pause)

@@ -4,8 +4,9 @@ A PACS answers a C-MOVE with a pending response after each sub-operation (one
 per instance it sent to our storage SCP), then the final one. Read as they
 come, each is a wake-up of the worker (a blocking read, the GIL taken back):
 measured in the benchmark's C-MOVE jobs (10 KB instances, 30 per study), the
-worker's thread spent 1.3-1.4 ms of CPU per study on reading its 31
-responses, 39 context switches. Nothing needs them one by one: they carry
+worker's thread spent 1.3-1.4 ms of CPU per study on reading its 30
+responses (Orthanc: one after each sub-operation but the last, then the
+final one), 39 context switches. Nothing needs them one by one: they carry
 counts, and the files arrive at the storage SCP regardless.
 
 So between two reads the worker waits half the time the remaining
