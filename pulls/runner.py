@@ -288,18 +288,17 @@ def _retrieval_wait(job: Job) -> tuple[str, dt.datetime] | None:
     """Take one of the node's retrievals per hour, waiting for it if it is due
     soon; else why and until when the item must wait."""
     node = job.node
-    while True:
-        wait = throttle.retrieval_token(node)
-        if wait <= 0:
-            return None
-        if wait > _SHORT_WAIT:
-            until = timezone.now() + dt.timedelta(seconds=wait)
-            return (
-                f"waiting: throttled: {node.name} allows {node.retrievals_per_hour} retrievals per "
-                f"hour; next at {windows_lib.window_describe(until)}",
-                until,
-            )
-        time.sleep(wait)
+    token = throttle.retrieval_token(node, horizon=_SHORT_WAIT)
+    if token.taken:
+        if token.wait > 0:
+            time.sleep(token.wait)
+        return None
+    until = timezone.now() + dt.timedelta(seconds=token.wait)
+    return (
+        f"waiting: throttled: {node.name} allows {node.retrievals_per_hour} retrievals per "
+        f"hour; next at {windows_lib.window_describe(until)}",
+        until,
+    )
 
 
 def _defer(

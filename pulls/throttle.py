@@ -3,6 +3,9 @@
 Concurrent associations: a sorted set of holders per node whose scores are
 their expiry times, so a worker that dies holding a slot frees it when the
 slot expires (it renews the slot with its items' lease while it works).
+
+Queries per minute and retrievals per hour: a time per node (GCRA) from which
+each taker reserves the next slot, so takers go in the order they asked.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis
 from django.conf import settings
@@ -147,39 +151,63 @@ def slots_in_use(node: PacsNode) -> int:
         return 0
 
 
-# GCRA (a leaky bucket): the key holds the time the next query may go; each
-# query moves it one interval on. No burst: 60/min means one query a second.
-_QUERY = """
+# GCRA (a leaky bucket): the key holds the time the next query may go. No
+# burst: 60/min means one query a second. A taker takes the slot it finds, now
+# or later, and moves the key one interval on: whoever asks first goes first.
+# (Asking again after a wait instead let a worker lose the race for the slot
+# over and over to another one that asked later: one of a job's two workers
+# waited 3 s for a query at 120 a minute while the other sent six.) A slot
+# further away than ``horizon`` is not taken: the taker is only told the wait.
+_TAKE = """
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
+local horizon = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-if tat - now > 0 then return tostring(tat - now) end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(interval * 1000) + 1000)
-return '0'
+local wait = tat - now
+if wait > horizon then return {0, tostring(wait)} end
+local ttl = math.ceil((wait + interval) * 1000) + 1000
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', ttl)
+return {1, tostring(wait)}
 """
 
+# Queries wait for their slot however far it is: their callers always do.
+_ANY_WAIT = 1e9
 
-def _token(key: str, interval: float) -> float:
+
+class Token(NamedTuple):
+    """The right to send one request to a node, or not yet."""
+
+    taken: bool  # the slot is this caller's: it sends after ``wait``
+    wait: float  # seconds until the taken slot, or until one may be asked for
+
+
+_FREE = Token(True, 0.0)
+
+
+def _token(key: str, interval: float, horizon: float) -> Token:
     try:
-        wait = _client().eval(_QUERY, 1, key, time.time(), interval)
+        taken, wait = _client().eval(_TAKE, 1, key, time.time(), interval, horizon)
     except redis.RedisError:
-        return 0.0  # no shared limit without Redis (see association_slot)
-    return float(wait)
+        return _FREE  # no shared limit without Redis (see association_slot)
+    return Token(bool(int(taken)), float(wait))
 
 
-def query_token(node: PacsNode) -> float:
-    """Take the right to send one C-FIND now: 0, or the seconds to wait first."""
+def query_token(node: PacsNode) -> Token:
+    """Take the node's next slot for one C-FIND (taken: send it after ``wait``)."""
     if not node.queries_per_minute:
-        return 0.0
-    return _token(f"pacsnpull:node:{node.pk}:queries", 60.0 / node.queries_per_minute)
+        return _FREE
+    key = f"pacsnpull:node:{node.pk}:queries"
+    return _token(key, 60.0 / node.queries_per_minute, _ANY_WAIT)
 
 
-def retrieval_token(node: PacsNode) -> float:
-    """Take the right to send one C-MOVE/C-GET now: 0, or the seconds to wait first."""
+def retrieval_token(node: PacsNode, *, horizon: float) -> Token:
+    """Take the node's next slot for one C-MOVE/C-GET if it is at most ``horizon``
+    seconds away; else (not taken) how long until it is."""
     if not node.retrievals_per_hour:
-        return 0.0
-    return _token(f"pacsnpull:node:{node.pk}:retrievals", 3600.0 / node.retrievals_per_hour)
+        return _FREE
+    key = f"pacsnpull:node:{node.pk}:retrievals"
+    return _token(key, 3600.0 / node.retrievals_per_hour, horizon)
 
 
 def next_token_in(node: PacsNode, kind: str) -> float | None:
@@ -193,11 +221,9 @@ def next_token_in(node: PacsNode, kind: str) -> float | None:
 
 
 def wait_for_query_token(node: PacsNode, *, on_wait=None) -> None:
-    """Block until this process may send the node one more C-FIND."""
-    while True:
-        wait = query_token(node)
-        if wait <= 0:
-            return
+    """Block until this process may send the node one more C-FIND (its slot)."""
+    wait = query_token(node).wait
+    if wait > 0:
         if on_wait is not None:
             on_wait(wait)
-        time.sleep(min(wait, 5.0))
+        time.sleep(wait)

@@ -206,3 +206,24 @@ def test_suspending_a_node_stops_a_transfer_in_flight(
     assert job.waiting_reason == "waiting: node STOPME is suspended by an operator"
     assert set(job.items.values_list("status", "attempts")) == {(ItemStatus.PENDING, 0)}
     assert "deferred" in message or "0 done" in message
+
+
+def test_query_slots_go_to_the_workers_in_the_order_they_asked(shared_redis, db):
+    """Each taker reserves the next slot: a worker that asked first is never
+    overtaken by one that asks again and again (one of a job's two workers
+    waited 3 s at 120 queries a minute while the other sent six)."""
+    node = make_node("TURNS", 104, "TURNS", queries_per_minute=600)  # one every 0.1 s
+    first, second, third = (throttle.query_token(node) for _ in range(3))
+    assert (first.taken, second.taken, third.taken) == (True, True, True)
+    assert first.wait == pytest.approx(0, abs=0.02)
+    assert second.wait == pytest.approx(0.1, abs=0.02)
+    assert third.wait == pytest.approx(0.2, abs=0.02)
+
+
+def test_a_retrieval_slot_further_than_the_horizon_is_left_for_later(shared_redis, db):
+    node = make_node("HORIZON", 104, "HORIZON", retrievals_per_hour=3600)  # one a second
+    assert throttle.retrieval_token(node, horizon=5).taken  # the first: now
+    later = throttle.retrieval_token(node, horizon=0.5)  # a second away: the item is deferred
+    assert not later.taken and later.wait == pytest.approx(1, abs=0.05)
+    kept = throttle.retrieval_token(node, horizon=5)  # so the slot is still there
+    assert kept.taken and kept.wait == pytest.approx(1, abs=0.05)
