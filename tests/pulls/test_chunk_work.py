@@ -286,6 +286,30 @@ def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
     assert_project_holds_exactly(project, instances, storage, dicom_data)
 
 
+def test_at_a_query_limit_the_first_count_names_the_next_studies_too(
+    storage, alice, project, dicom_data, monkeypatch
+):
+    """Where the node allows so many queries a minute, each C-FIND waits for its
+    slot (0.5 s at 120 a minute): the first chunk's count already names the
+    job's next studies. 8 studies in chunks of one row: one C-FIND, where an
+    unlimited node's first row is counted alone (two). Every instance arrives,
+    counted."""
+    from pulls.runner import run_chunk
+
+    with _get_job_in_chunks(
+        alice, project, dicom_data, monkeypatch, chunk=1, uid_lists=True, queries_per_minute=6000
+    ) as (pacs, job, instances, chunks):
+        for rows in chunks:
+            run_chunk(rows)
+        assert pacs.finds == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE
+    assert dict(job.items.values_list("identifier__StudyInstanceUID", "instances_expected")) == {
+        uid: len(its) for uid, its in dicom_data.studies.items()
+    }
+    assert_project_holds_exactly(project, instances, storage, dicom_data)
+
+
 def test_a_worker_does_not_count_ahead_while_another_worker_of_the_job_does(
     storage, alice, project, dicom_data, monkeypatch
 ):
