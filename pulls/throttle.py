@@ -156,7 +156,7 @@ def slots_in_use(node: PacsNode) -> int:
 # or later, and moves the key one interval on: whoever asks first goes first.
 # (Asking again after a wait instead let a worker lose the race for the slot
 # over and over to another one that asked later: one of a job's two workers
-# waited 3 s for a query at 120 a minute while the other sent six.) A slot
+# waited 3 s for a query at 120 a minute while the other sent five.) A slot
 # further away than ``horizon`` is not taken: the taker is only told the wait.
 _TAKE = """
 local now = tonumber(ARGV[1])

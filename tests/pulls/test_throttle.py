@@ -211,7 +211,7 @@ def test_suspending_a_node_stops_a_transfer_in_flight(
 def test_query_slots_go_to_the_workers_in_the_order_they_asked(shared_redis, db):
     """Each taker reserves the next slot: a worker that asked first is never
     overtaken by one that asks again and again (one of a job's two workers
-    waited 3 s at 120 queries a minute while the other sent six)."""
+    waited 3 s at 120 queries a minute while the other sent five)."""
     node = make_node("TURNS", 104, "TURNS", queries_per_minute=600)  # one every 0.1 s
     first, second, third = (throttle.query_token(node) for _ in range(3))
     assert (first.taken, second.taken, third.taken) == (True, True, True)
