@@ -253,55 +253,37 @@ def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allow
     assert_project_holds_exactly(project, dicom_data.instances, storage, dicom_data)
 
 
-@pytest.mark.parametrize(("count_ahead", "chunk", "finds"), [(50, 1, 2), (3, 1, 4), (2, 8, 1)])
+@pytest.mark.parametrize(
+    ("count_ahead", "chunk", "queries_per_minute", "finds"),
+    [(50, 1, 0, 2), (3, 1, 0, 4), (2, 8, 0, 1), (50, 1, 6000, 1)],
+)
 def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
-    count_ahead, chunk, finds, storage, alice, project, dicom_data, monkeypatch
+    count_ahead, chunk, queries_per_minute, finds, storage, alice, project, dicom_data, monkeypatch
 ):
     """8 studies in chunks of one row: the C-FIND that counts a chunk's study
     names the studies of the job's next waiting rows too (up to COUNT_AHEAD in
     all) and keeps their counts in those rows. The job sends one C-FIND per
     COUNT_AHEAD studies, not one per chunk (8), and so spends fewer of the
-    node's query tokens. An association's first rows are counted alone (the
-    job's other workers, starting at the same moment, would count the same
-    studies ahead). A chunk of more studies than COUNT_AHEAD is counted whole,
-    with nothing ahead. Every instance arrives, counted."""
+    node's query tokens. On a node without a query limit an association's
+    first rows are counted alone (a count of 50 studies would hold the first
+    transfer back); where each C-FIND waits for its slot (0.5 s at 120 a
+    minute) the first count names the next studies already: one C-FIND, not
+    two. A chunk of more studies than COUNT_AHEAD is counted whole, with
+    nothing ahead. Every instance arrives, counted."""
     from pulls import retrieval, throttle
     from pulls.runner import run_chunk
 
     monkeypatch.setattr(retrieval, "COUNT_AHEAD", count_ahead)
     with _get_job_in_chunks(
-        alice, project, dicom_data, monkeypatch, chunk=chunk, uid_lists=True, queries_per_minute=0
-    ) as (pacs, job, instances, chunks):
+        alice, project, dicom_data, monkeypatch, chunk=chunk, uid_lists=True,
+        queries_per_minute=queries_per_minute,
+    ) as (pacs, job, instances, chunks):  # fmt: skip
         for rows in chunks:
             run_chunk(rows)
         assert pacs.finds == finds
     # The worker that counted ahead gave its turn back (else it held it for 30 s).
     with throttle.count_ahead_turn(job.node, job.pk) as turn:
         assert turn
-    job.refresh_from_db()
-    assert job.status == JobStatus.DONE
-    assert dict(job.items.values_list("identifier__StudyInstanceUID", "instances_expected")) == {
-        uid: len(its) for uid, its in dicom_data.studies.items()
-    }
-    assert_project_holds_exactly(project, instances, storage, dicom_data)
-
-
-def test_at_a_query_limit_the_first_count_names_the_next_studies_too(
-    storage, alice, project, dicom_data, monkeypatch
-):
-    """Where the node allows so many queries a minute, each C-FIND waits for its
-    slot (0.5 s at 120 a minute): the first chunk's count already names the
-    job's next studies. 8 studies in chunks of one row: one C-FIND, where an
-    unlimited node's first row is counted alone (two). Every instance arrives,
-    counted."""
-    from pulls.runner import run_chunk
-
-    with _get_job_in_chunks(
-        alice, project, dicom_data, monkeypatch, chunk=1, uid_lists=True, queries_per_minute=6000
-    ) as (pacs, job, instances, chunks):
-        for rows in chunks:
-            run_chunk(rows)
-        assert pacs.finds == 1
     job.refresh_from_db()
     assert job.status == JobStatus.DONE
     assert dict(job.items.values_list("identifier__StudyInstanceUID", "instances_expected")) == {
