@@ -131,8 +131,16 @@ def items_claim(
         return token, claimed
 
 
+def _by_id(table: str) -> str:
+    """``table`` read or updated by a list of ids: without statistics, SQLite
+    took the index on (status, lease expiry) for a ``status = %s AND id IN
+    (...)`` and went through every pending row of every job (7-14 ms with
+    100,000 pending); NOT INDEXED leaves it the lookups by id."""
+    return f"{table} NOT INDEXED" if connection.vendor == "sqlite" else table
+
+
 def _any_pending(item_ids: Sequence[int]) -> bool:
-    table = connection.ops.quote_name(JobItem._meta.db_table)
+    table = _by_id(connection.ops.quote_name(JobItem._meta.db_table))
     ids = ", ".join(["%s"] * len(item_ids))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -166,21 +174,26 @@ def _claim_statements(vendor: str) -> tuple[str, str, str]:
     # skips them; on SQLite the transaction holds the write lock from its start.
     skip_locked = connection.features.has_select_for_update_skip_locked
     lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
+    # The status is written out, not a parameter: only then may the planners
+    # take the index of the pending rows (JobItem.Meta.indexes).
     look = (
         f"SELECT {quote('id')} FROM {item} WHERE {_column('job')} = %s "  # noqa: S608
-        f"AND {_column('status')} = %s AND {_column('queued_at')} IS NOT NULL AND {ready} "
+        f"AND {_column('status')} = '{ItemStatus.PENDING.value}' "
+        f"AND {_column('queued_at')} IS NOT NULL AND {ready} "
         f"AND {job_active} ORDER BY {_column('row')} LIMIT %s{lock}"
     )
     claim = (
-        f"UPDATE {item} SET {_column('status')} = %s, "  # noqa: S608
+        f"UPDATE {_by_id(item)} SET {_column('status')} = %s, "  # noqa: S608
         f"{_column('attempts')} = {_column('attempts')} + 1, {_column('lease_token')} = %s, "
         f"{_column('lease_expires_at')} = %s, {_column('claimed_by')} = %s, "
         f"{_column('started_at')} = %s "
         f"WHERE {_column('status')} = %s AND {ready} AND {job_active} AND {quote('id')} IN "
     )
+    # The rows of the list that hold the token are the ones just claimed (a
+    # token is the chunk's own; its earlier rows are not in the list).
     read = (
         f"SELECT * FROM {item} WHERE {_column('lease_token')} = %s "  # noqa: S608
-        f"AND {_column('status')} = %s AND {quote('id')} IN "
+        f"AND {quote('id')} IN "
     )
     return look, claim, read
 
@@ -211,7 +224,7 @@ def _claim(item_ids: Sequence[int], *, worker: str, token: uuid.UUID, now) -> li
     return list(
         JobItem.objects.raw(
             f"{read}({', '.join(['%s'] * len(item_ids))}) ORDER BY {_column('row')}",
-            [_prep("lease_token", token), ItemStatus.RUNNING, *item_ids],
+            [_prep("lease_token", token), *item_ids],
         )
     )
 
@@ -235,7 +248,7 @@ def items_claim_next(job_id: int, *, token: uuid.UUID, worker: str, limit: int) 
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             look,
-            [job_id, ItemStatus.PENDING, _prep("not_before", now), *ACTIVE_JOB_STATUSES, 2 * limit],
+            [job_id, _prep("not_before", now), *ACTIVE_JOB_STATUSES, 2 * limit],
         )
         ids = [row[0] for row in cursor.fetchall()]
         if len(ids) < 2 * limit:
@@ -384,23 +397,20 @@ def item_fail(
     )
 
 
-# A job's counters from its items: (job field, aggregate over the items), the
-# item statuses counted each with a parameter. Read in one scan of the job's rows.
+# A job's counters from its items: the rows of each status, and the sums of
+# these columns over all of them. Read per status (GROUP BY) from the index on
+# (job, status, row, ...) alone: a sum of CASE expressions per row took twice
+# as long (50 ms for 100,000 rows; 25 ms now).
 _COUNTED_STATUSES = (
     ItemStatus.PENDING, ItemStatus.RUNNING, ItemStatus.DONE, ItemStatus.FAILED,
     ItemStatus.CANCELLED,
 )  # fmt: skip
+_SUMMED = ("matches", "instances_expected", "instances_received", "bytes_received")
 _COUNTERS = (
-    ("items_total", "COUNT(*)"),
-    *(
-        (f"items_{status.value}", "SUM(CASE WHEN {status} = %s THEN 1 ELSE 0 END)")
-        for status in _COUNTED_STATUSES
-    ),
-    ("matches", "SUM({matches})"),
-    ("instances_expected", "SUM({instances_expected})"),
-    ("instances_received", "SUM({instances_received})"),
-    ("bytes_received", "SUM({bytes_received})"),
-)  # fmt: skip
+    "items_total",
+    *(f"items_{status.value}" for status in _COUNTED_STATUSES),
+    *_SUMMED,
+)
 
 
 @functools.lru_cache(maxsize=8)
@@ -411,18 +421,17 @@ def _refresh_statements(vendor: str) -> tuple[str, str, str]:
     second, and the ORM compiled five queries anew each time."""
     quote = connection.ops.quote_name
     item, job = quote(JobItem._meta.db_table), quote(Job._meta.db_table)
-    summed = ("status", "matches", "instances_expected", "instances_received", "bytes_received")
-    names = {name: _column(name) for name in summed}
     lock = (
         f"SELECT {quote('id')} FROM {job} WHERE {quote('id')} = %s FOR UPDATE"  # noqa: S608
         if connection.features.has_select_for_update
         else ""
     )
+    sums = ", ".join(f"SUM({_column(name)})" for name in _SUMMED)
     read = (
-        f"SELECT {', '.join(aggregate.format(**names) for _, aggregate in _COUNTERS)} "  # noqa: S608
-        f"FROM {item} WHERE {_column('job')} = %s"
+        f"SELECT {_column('status')}, COUNT(*), {sums} FROM {item} "  # noqa: S608
+        f"WHERE {_column('job')} = %s GROUP BY {_column('status')}"
     )
-    columns = [Job._meta.get_field(name).column for name, _ in _COUNTERS]
+    columns = [Job._meta.get_field(name).column for name in _COUNTERS]
     update = (
         f"UPDATE {job} SET {', '.join(f'{quote(c)} = %s' for c in columns)} "  # noqa: S608
         f"WHERE {quote('id')} = %s"
@@ -431,8 +440,15 @@ def _refresh_statements(vendor: str) -> tuple[str, str, str]:
 
 
 def _counters(cursor: CursorWrapper, read: str, job_id: int) -> dict[str, int]:
-    cursor.execute(read, [*_COUNTED_STATUSES, job_id])
-    return {name: value or 0 for (name, _), value in zip(_COUNTERS, cursor.fetchone(), strict=True)}
+    cursor.execute(read, [job_id])
+    counters = dict.fromkeys(_COUNTERS, 0)
+    for status, count, *sums in cursor.fetchall():
+        counters["items_total"] += count
+        if f"items_{status}" in counters:
+            counters[f"items_{status}"] = count
+        for name, value in zip(_SUMMED, sums, strict=True):
+            counters[name] += value or 0
+    return counters
 
 
 def job_refresh_counters(job_id: int) -> None:

@@ -279,6 +279,13 @@ class ItemStatus(models.TextChoices):
 FINAL_ITEM_STATUSES = (ItemStatus.DONE, ItemStatus.FAILED, ItemStatus.CANCELLED)
 
 
+# See JobItem.Meta.indexes.
+_JOB_STATUS_ROW_SUMS = [
+    "job", "status", "row", "matches", "instances_expected", "instances_received",
+    "bytes_received",
+]  # fmt: skip
+
+
 class JobItem(models.Model):
     """One query row of a job: what to ask the PACS, and what came of it."""
 
@@ -320,8 +327,21 @@ class JobItem(models.Model):
             models.UniqueConstraint(fields=["job", "row"], name="jobitem_row_once_per_job")
         ]
         indexes = [
-            # job page: a job's rows filtered by status; job_refresh_counters.
-            models.Index(fields=["job", "status"], name="jobitem_job_status"),
+            # A job's rows of one status in row order (the job page's filter);
+            # with the summed columns, job_refresh_counters reads this index
+            # alone (half the time of reading the rows).
+            models.Index(fields=_JOB_STATUS_ROW_SUMS, name="jobitem_job_status_row"),
+            # The look for a job's next queued rows (items_claim_next, with
+            # the status written out): the pending rows alone, in row order.
+            # Without it, SQLite (no statistics) and PostgreSQL (statistics of
+            # a moment before, when most of the job was pending) walked the
+            # job's rows in row order past every one done: 20-30 ms a claim
+            # late in a 100,000-row job (bench/bookkeeping.py).
+            models.Index(
+                fields=["job", "row"],
+                condition=models.Q(status=ItemStatus.PENDING),
+                name="jobitem_pending",
+            ),
             # items_reconcile: running items whose lease expired.
             models.Index(fields=["status", "lease_expires_at"], name="jobitem_lease"),
             # items_claim: the items a lease token holds.
