@@ -29,14 +29,14 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import shutil
 import statistics
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from workdir import REPO, default_work, work_dir  # bench/ is sys.path[0]
+from fixtures import fresh_database, owner_project_node  # bench/ is sys.path[0]
+from workdir import REPO, default_work, work_dir
 
 DEFAULT_WORK = default_work("bookkeeping")
 WORK = work_dir("bookkeeping")
@@ -133,21 +133,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="folder for the run")
     args = parser.parse_args()
 
-    shutil.rmtree(WORK, ignore_errors=True)
-    (WORK / "instance").mkdir(parents=True)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    fresh_database(WORK)
     from django.db import connection
 
-    call_command("migrate", verbosity=0)
-    from accounts.models import User
-    from pulls.models import PacsNode, Project
-
-    owner = User.objects.create_user("bench")
-    project = Project.objects.create(name="Bench", slug="bench")
-    node = PacsNode.objects.create(name="BENCH", ae_title="PACS", host="127.0.0.1", port=104)
+    owner, project, node = owner_project_node()
     print(f"{connection.vendor}, ms per call (median of {args.calls}):")
     print(f"{'rows':>8}  {'moment':<10}  {'claim':>7}  {'stale':>7}  {'refresh':>8}")
     for rows in args.rows:

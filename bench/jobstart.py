@@ -22,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from workdir import REPO, default_work, work_dir  # bench/ is sys.path[0]
+from fixtures import fresh_database, owner_project_node  # bench/ is sys.path[0]
+from workdir import REPO, default_work, work_dir
 
 DEFAULT_WORK = default_work("jobstart")
 WORK = work_dir("jobstart")
@@ -80,28 +81,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="folder for the run")
     args = parser.parse_args()
 
-    import shutil
-
-    shutil.rmtree(WORK, ignore_errors=True)
-    (WORK / "instance").mkdir(parents=True)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    from accounts.models import User
-    from pulls.models import Membership, PacsNode, Project, Role
+    fresh_database(WORK)
     from pulls.sandbox.redis import redis_server
 
     redis = redis_server(WORK / "redis", port=REDIS_PORT)
     try:
         redis.start()
-        owner = User.objects.create_user("bench")
-        project = Project.objects.create(name="Bench", slug="bench")
-        Membership.objects.create(project=project, user=owner, role=Role.OWNER)
-        node = PacsNode.objects.create(name="BENCH", ae_title="PACS", host="127.0.0.1", port=104)
-        node.granted_users.add(owner)
+        owner, project, node = owner_project_node()
         print(f"{'rows':>8}  {'check':>7}  {'save':>7}  {'upload':>7}  {'start':>7}  (s, median)")
         for rows in args.rows:
             runs = [one_run(rows, n, owner, project, node) for n in range(args.runs)]
