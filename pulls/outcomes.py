@@ -34,6 +34,7 @@ _DEPTH = 8
 _BATCH = 50
 _WRITE_WITHIN = 0.25
 _STOP = object()
+_REFRESH = object()  # bring the job's counters up to date (refresh_counters)
 
 
 def _row_event(
@@ -85,12 +86,13 @@ class RowFinisher:
 
     Up to ``_DEPTH`` rows wait while the caller works on the next; the rows
     finished within ``_WRITE_WITHIN`` seconds are written together (their
-    records, outcomes and audit events in one transaction). An error that is not the
-    row's own (a bug, the database gone) is raised to the caller at its next
-    ``submit`` or at ``close``; the rows not written then keep their lease
-    until it expires and are worked again. Inside a transaction of the
-    caller's (tests), rows are finished inline: another connection could not
-    see that transaction's rows.
+    records, outcomes and audit events in one transaction); the job's
+    counters are refreshed there too when the caller asks (refresh_counters).
+    An error that is not the row's own (a bug, the database gone) is raised to
+    the caller at its next ``submit`` or at ``close``; the rows not written
+    then keep their lease until it expires and are worked again. Inside a
+    transaction of the caller's (tests), rows are finished inline: another
+    connection could not see that transaction's rows.
     """
 
     def __init__(self, job: Job, token: uuid.UUID, action: AuditAction) -> None:
@@ -116,6 +118,16 @@ class RowFinisher:
             self._write(finished)
         else:
             self._queue.put((item, result))
+
+    def refresh_counters(self) -> None:
+        """Bring the job's counters up to date (live progress) on the thread:
+        the caller's transfer goes on (a refresh reads every row of the job,
+        23-46 ms at 100,000 rows; bench/bookkeeping.py)."""
+        self._raise_error()
+        if self._thread is None:
+            item_life.job_refresh_counters(self.job.pk)
+        else:
+            self._queue.put(_REFRESH)
 
     def close(self) -> None:
         """Finish every row submitted, then raise what went wrong beyond a row."""
@@ -147,6 +159,9 @@ class RowFinisher:
                 try:
                     if entry is None:
                         self._write(finished)
+                        continue
+                    if entry is _REFRESH:  # rows not yet written join the next one
+                        item_life.job_refresh_counters(self.job.pk)
                         continue
                     if not finished:
                         due = time.monotonic() + _WRITE_WITHIN

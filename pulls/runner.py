@@ -421,7 +421,7 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
                     finisher.submit(item, result)
                     if time.monotonic() - counted > _COUNTERS_EVERY:
                         # Live progress: the job's counters move while the chunk works.
-                        item_life.job_refresh_counters(job.pk)
+                        finisher.refresh_counters()
                         counted = time.monotonic()
         finally:
             finisher.close()

@@ -498,3 +498,35 @@ def test_a_claim_late_in_a_big_job_reads_only_the_rows_it_takes(alice, project, 
     for statement, access in seen:
         assert access, (statement, "the plan names no access to the items table")
         assert set(access) <= _CLAIM_INDEXES | {"id"}, (statement, access)
+
+
+def test_the_jobs_counters_move_while_a_chunk_works_without_holding_it_up(
+    flushable_db, alice, project, nowhere_node
+):
+    """Live progress: the rows' finishing thread writes them and, when the
+    chunk asks (every second), brings the job's counters up to date, while the
+    chunk's own thread goes on with the next transfer."""
+    from pulls.models import AuditAction
+    from pulls.outcomes import RowFinisher
+
+    job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}] * 3)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    token, claimed = items.items_claim(list(job.items.values_list("pk", flat=True)), worker="w")
+    finisher = RowFinisher(job, token, AuditAction.FIND)
+    try:
+        for item in claimed[:2]:
+            finisher.submit(item, items.Outcome({"matches": 4}))
+        wait_for(
+            lambda: job.items.filter(status=ItemStatus.DONE).count() == 2,
+            timeout=5, what="the two rows written",
+        )  # fmt: skip
+        finisher.refresh_counters()
+        counters = Job.objects.filter(pk=job.pk).values_list(
+            "items_done", "items_running", "matches"
+        )
+        wait_for(
+            lambda: counters.get() == (2, 1, 8), timeout=5, what="the job's counters refreshed"
+        )
+    finally:
+        finisher.close()
+    assert Job.objects.get(pk=job.pk).status == JobStatus.RUNNING  # a row is still running
