@@ -97,11 +97,16 @@ def one_size(rows: int, calls: int, owner, project, node) -> list[dict[str, obje
         JobItem.objects.filter(job=job, row__lte=done).update(
             status=ItemStatus.DONE, instances_received=30, queued_at=None
         )
+        # A stale message's rows were taken by a worker: done ones, or (none
+        # done yet) the first rows, running.
         taken = list(
             JobItem.objects.filter(job=job, status=ItemStatus.DONE)
             .order_by("-row")
             .values_list("pk", flat=True)[:5]
-        ) or list(JobItem.objects.filter(job=job).values_list("pk", flat=True)[:5])
+        )
+        if not taken:
+            taken = list(JobItem.objects.filter(job=job, row__lte=5).values_list("pk", flat=True))
+            JobItem.objects.filter(pk__in=taken).update(status=ItemStatus.RUNNING)
 
         def claim() -> list:
             claimed = items.items_claim_next(job.pk, token=uuid.uuid4(), worker="bench", limit=5)
