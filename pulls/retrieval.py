@@ -211,35 +211,51 @@ _COLUMNS = (
     "project_id", "path", "patient_id", "study_instance_uid", "series_instance_uid",
     "sop_instance_uid", "modality", "size", "placed_at",
 )  # fmt: skip
-# One upsert per instance, sent with executemany: Django's bulk_create with
-# update_conflicts builds model objects and compiles SQL per batch, which cost
-# a sixth of a C-GET job's time on 30-instance studies (cProfile).
 # Built from constants only (table and column names); values are parameters.
+_TABLE = RetrievedInstance._meta.db_table
+_ON_CONFLICT = "ON CONFLICT (project_id, sop_instance_uid) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _COLUMNS if c not in ("project_id", "sop_instance_uid")
+)
+# SQLite: one upsert per instance, sent with executemany (in C, in process):
+# Django's bulk_create with update_conflicts builds model objects and compiles
+# SQL per batch, which cost a sixth of a C-GET job's time on 30-instance
+# studies (cProfile).
 _UPSERT = (
-    f"INSERT INTO {RetrievedInstance._meta.db_table} ({', '.join(_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
-    "ON CONFLICT (project_id, sop_instance_uid) DO UPDATE SET "
-    + ", ".join(
-        f"{c} = excluded.{c}" for c in _COLUMNS if c not in ("project_id", "sop_instance_uid")
-    )
+    f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) {_ON_CONFLICT}"
+)
+# PostgreSQL: psycopg sends an executemany's rows as statements of their own
+# (a C-GET job of 1,500 instances made 1,500, each parsed and planned by the
+# server): there a row's instances go as one array per column, in one statement.
+_UPSERT_ARRAYS = (
+    f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608
+    "SELECT %s, u.*, %s FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], "
+    "%s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[]) "
+    f"AS u(path, patient_id, study, series, sop, modality, size) {_ON_CONFLICT}"
 )
 
 
 def _record(project: Project, placed: list[Placed]) -> None:
-    """Record placed instances (one row per instance per project)."""
-    if placed:
-        now = timezone.now()
-        rows = [
-            (
-                project.pk, str(item.path), item.patient_id[:64], item.study_instance_uid[:64],
-                item.series_instance_uid[:64], item.sop_instance_uid[:64], item.modality[:16],
-                item.size, now,
-            )
-            for item in placed
-        ]  # fmt: skip
-        # In the outcome's transaction when there is one (no savepoint), else its own.
-        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-            cursor.executemany(_UPSERT, rows)
+    """Record placed instances (one row per instance per project). ``placed``
+    names each instance once (``_collect``, ``_place_staged``): one statement
+    may not upsert a row twice."""
+    if not placed:
+        return
+    now = timezone.now()
+    rows = [
+        (
+            str(item.path), item.patient_id[:64], item.study_instance_uid[:64],
+            item.series_instance_uid[:64], item.sop_instance_uid[:64], item.modality[:16],
+            item.size,
+        )
+        for item in placed
+    ]  # fmt: skip
+    # In the outcome's transaction when there is one (no savepoint), else its own.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(_UPSERT_ARRAYS, [project.pk, now, *map(list, zip(*rows, strict=True))])
+        else:
+            cursor.executemany(_UPSERT, [(project.pk, *row, now) for row in rows])
 
 
 def _place_staged(project: Project, staging: Path, study: str, series: str | None) -> list[Placed]:

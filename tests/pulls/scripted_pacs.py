@@ -27,7 +27,8 @@ class ScriptedPacs:
     - "withhold": claims success but sends ``withhold`` instances fewer;
     - "fail_some": ``withhold`` sub-operations fail (status 0xB000);
     - "stall": never answers a C-FIND (the client must time out);
-    - "slow": honest, but takes ``delay`` seconds per instance.
+    - "slow": honest, but takes ``delay`` seconds per instance;
+    - "resend": a C-GET sends its first ``withhold`` instances a second time.
 
     It may hold several studies: queries and retrievals name one by its UID;
     with ``uid_lists`` a C-FIND may name several (a UID list), as Orthanc allows.
@@ -147,6 +148,8 @@ class ScriptedPacs:
         to_send = self._study(event.identifier)
         if self.behaviour == "withhold":
             to_send = to_send[: -self.withhold]
+        elif self.behaviour == "resend":
+            to_send = to_send + to_send[: self.withhold]
         yield len(to_send)
         for ds in to_send:
             if self.honour_cancel and event.is_cancelled:

@@ -110,6 +110,35 @@ def test_success_with_instances_withheld_is_retried_then_failed_with_the_numbers
     assert (item.instances_expected, item.instances_received) == (n, n - 2)
 
 
+def test_instances_a_pacs_sends_twice_are_in_the_project_once(
+    storage, alice, project, dicom_data
+):
+    """A C-GET that sends some instances twice (PACS with duplicates do) ends
+    done, with each instance once on disk, in the row's counts and in the
+    project's records (on PostgreSQL one statement records a row's instances,
+    and may not record one twice)."""
+    study_uid, instances = sorted(dicom_data.studies.items())[2]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances], behaviour="resend", destinations={}
+    ) as pacs:
+        node = make_node("TWICE", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = job_create(
+            kind=JobKind.GET,
+            owner=alice,
+            project=project,
+            node=node,
+            rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}],
+        )
+        job = run_inline(job, **QUIET)
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
+    item = job.items.get()
+    assert (item.instances_expected, item.instances_received) == (len(instances), len(instances))
+    assert_project_holds_exactly(project, instances, storage, dicom_data)
+    on_disk = sum(p.stat().st_size for p in (storage / project.slug).rglob("*.dcm"))
+    assert item.bytes_received == on_disk  # the instances sent twice counted once
+
+
 def test_c_get_instances_that_cannot_be_written_leave_the_row_failed_with_the_reason(
     orthanc, storage, alice, project, dicom_data, settings
 ):
