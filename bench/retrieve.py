@@ -323,6 +323,8 @@ def main() -> None:
             "PACS": orthanc.server.pid, "worker": worker.pid, "storage SCP": scp.pid,
             "redis": redis.pid,
         }  # fmt: skip
+        if os.environ.get("PACSNPULL_SANDBOX_POSTGRES_PID"):  # under pulls.sandbox.postgres
+            pids["database"] = int(os.environ["PACSNPULL_SANDBOX_POSTGRES_PID"])
 
         def timed(key: str, measure, *args, **kwargs) -> None:
             meter = CpuMeter(pids).start()

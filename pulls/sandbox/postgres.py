@@ -8,8 +8,10 @@ root. Run on its own, it wraps a command:
 
     python -m pulls.sandbox.postgres -- pytest tests/pulls
 
-starts a cluster, runs the command with ``DATABASE_URL`` pointing at it, stops
-the cluster and removes its folder, and exits with the command's code.
+starts a cluster, runs the command with ``DATABASE_URL`` pointing at it (and
+``PACSNPULL_SANDBOX_POSTGRES_PID``, the server's PID, for benchmarks that count
+its CPU), stops the cluster and removes its folder, and exits with the
+command's code.
 """
 
 from __future__ import annotations
@@ -135,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     with Postgres() as cluster:
         print(f"PostgreSQL {cluster.bin.parent.name} on 127.0.0.1:{cluster.port}", flush=True)
-        return subprocess.run(command, env={**os.environ, "DATABASE_URL": cluster.url}).returncode
+        env = {
+            **os.environ,
+            "DATABASE_URL": cluster.url,
+            "PACSNPULL_SANDBOX_POSTGRES_PID": str(cluster.server.pid),
+        }
+        return subprocess.run(command, env=env).returncode
 
 
 if __name__ == "__main__":
