@@ -1,6 +1,6 @@
 """Benchmark of a worker's database work per message as a job grows: the claim
-of the job's next rows, the check of a message whose rows were taken, and the
-refresh of the job's counters.
+of the job's next rows, the check of a message whose rows were taken, the
+refresh of the job's counters, and the records of a row's instances.
 
     .venv/bin/python bench/bookkeeping.py [--rows 1000 20000 100000] [--calls 50]
     .venv/bin/python -m pulls.sandbox.postgres -- .venv/bin/python bench/bookkeeping.py
@@ -17,11 +17,15 @@ median in milliseconds of --calls calls of
 - ``claim``: items_claim_next (a worker going on with the job takes 5 rows);
 - ``stale``: items_claim of 5 rows already done (most of a job's messages);
 - ``refresh``: job_refresh_counters (each worker, every second; it holds the
-  write lock on SQLite, the job's row on PostgreSQL).
+  write lock on SQLite, the job's row on PostgreSQL);
+- ``records``: the records of a row's 30 instances, in a transaction of their
+  own (the row finisher writes them with the row's outcome), in a project
+  that holds 30 records per row done.
 
 Each holds the database (SQLite's only writer) while it runs: none may grow
 with the job. Target: each under 1 ms at 100,000 rows for claim and stale;
-refresh under 50 ms.
+refresh under 50 ms; records under 2 ms (the transfer of 30 instances takes
+~10 ms on one stream).
 """
 
 from __future__ import annotations
@@ -86,14 +90,48 @@ def _job(rows: int, owner, project, node):
     return job
 
 
+def _placed(study: str, count: int = 30) -> list:
+    """A row's instances as the receiving side reports them (3 series of 10)."""
+    from pulls.dicom.receiving import Placed
+
+    return [
+        Placed(
+            path=f"PAT/{study}/{study}.{n // 10}/{study}.{n // 10}.{n}.dcm",
+            patient_id="PAT",
+            study_instance_uid=study,
+            series_instance_uid=f"{study}.{n // 10}",
+            sop_instance_uid=f"{study}.{n // 10}.{n}",
+            modality="CT",
+            size=10_428,
+        )
+        for n in range(count)
+    ]
+
+
+def _records_upto(project, job, rows: int) -> None:
+    """The project's records of the job's first ``rows`` rows (30 instances each)."""
+    from django.db import transaction
+
+    from pulls import retrieval
+
+    have = project.instances.count() // 30
+    with transaction.atomic():
+        for row in range(have + 1, rows + 1):
+            retrieval._record(project, _placed(f"1.2.826.0.1.3680043.8.498.{job.pk}.{row}"))
+
+
 def one_size(rows: int, calls: int, owner, project, node) -> list[dict[str, object]]:
-    from pulls import items
+    from django.db import transaction
+
+    from pulls import items, retrieval
     from pulls.models import ItemStatus, JobItem
 
     job = _job(rows, owner, project, node)
     results = []
+    recorded = iter(range(10**9))
     for moment, fraction in MOMENTS:
         done = int(rows * fraction)
+        _records_upto(project, job, done)
         JobItem.objects.filter(job=job, row__lte=done).update(
             status=ItemStatus.DONE, instances_received=30, queued_at=None
         )
@@ -119,6 +157,11 @@ def one_size(rows: int, calls: int, owner, project, node) -> list[dict[str, obje
             )
 
         stale = functools.partial(items.items_claim, taken, worker="bench")
+
+        def record() -> None:  # new instances each time, as a row's are
+            with transaction.atomic():
+                retrieval._record(project, _placed(f"2.25.{job.pk}.{next(recorded)}"))
+
         results.append(
             {
                 "rows": rows,
@@ -126,6 +169,7 @@ def one_size(rows: int, calls: int, owner, project, node) -> list[dict[str, obje
                 "claim": _timed(claim, calls, after=give_back),
                 "stale": _timed(stale, calls),
                 "refresh": _timed(lambda: items.job_refresh_counters(job.pk), max(calls // 5, 3)),
+                "records": _timed(record, calls),
             }
         )
     return results
@@ -143,12 +187,14 @@ def main() -> None:
 
     owner, project, node = owner_project_node()
     print(f"{connection.vendor}, ms per call (median of {args.calls}):")
-    print(f"{'rows':>8}  {'moment':<10}  {'claim':>7}  {'stale':>7}  {'refresh':>8}")
+    print(
+        f"{'rows':>8}  {'moment':<10}  {'claim':>7}  {'stale':>7}  {'refresh':>8}  {'records':>8}"
+    )
     for rows in args.rows:
         for one in one_size(rows, args.calls, owner, project, node):
             print(
                 f"{one['rows']:8d}  {one['moment']:<10}  {one['claim']:7.2f}  "
-                f"{one['stale']:7.2f}  {one['refresh']:8.2f}",
+                f"{one['stale']:7.2f}  {one['refresh']:8.2f}  {one['records']:8.2f}",
                 flush=True,
             )
 
