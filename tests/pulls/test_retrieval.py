@@ -110,9 +110,7 @@ def test_success_with_instances_withheld_is_retried_then_failed_with_the_numbers
     assert (item.instances_expected, item.instances_received) == (n, n - 2)
 
 
-def test_instances_a_pacs_sends_twice_are_in_the_project_once(
-    storage, alice, project, dicom_data
-):
+def test_instances_a_pacs_sends_twice_are_in_the_project_once(storage, alice, project, dicom_data):
     """A C-GET that sends some instances twice (PACS with duplicates do) ends
     done, with each instance once on disk, in the row's counts and in the
     project's records (on PostgreSQL one statement records a row's instances,
