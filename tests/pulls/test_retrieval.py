@@ -1,9 +1,15 @@
 """Retrieval jobs: the PACS's instances in the project's storage, exactly, and checked."""
 
+import csv
+import io
+
 import pytest
 from django.conf import settings as django_settings
+from django.db import transaction
 
 from pulls.cli import run_inline
+from pulls.dicom.receiving import Placed
+from pulls.manifests import COLUMNS, manifest_chunks
 from pulls.models import (
     AuditAction,
     AuditEvent,
@@ -12,6 +18,7 @@ from pulls.models import (
     JobStatus,
     RetrievedInstance,
 )
+from pulls.retrieval import _record
 from pulls.services import job_create, retrieval_create_from_find
 from tests.conftest import SCP_PORT, make_node, retrieval_job
 from tests.pulls.retrieval_support import QUIET, assert_project_holds_exactly
@@ -135,6 +142,42 @@ def test_instances_a_pacs_sends_twice_are_in_the_project_once(storage, alice, pr
     assert_project_holds_exactly(project, instances, storage, dicom_data)
     on_disk = sum(p.stat().st_size for p in (storage / project.slug).rglob("*.dcm"))
     assert item.bytes_received == on_disk  # the instances sent twice counted once
+
+
+def test_the_manifest_shows_the_keys_as_the_pacs_wrote_them_whatever_their_characters(
+    alice, project
+):
+    """A row's records go to the database in one statement (arrays on
+    PostgreSQL): values with quotes, commas, braces, backslashes, tabs, accents
+    or the word NULL come back in the manifest as they were."""
+    study = "1.2.826.0.1.3680043.8.498.77"
+    odd = ['a,b"c{d}\\e', "NULL", "", "'; DROP TABLE x; --", "{}", "tab\there ü 中"]
+    placed = [
+        Placed(
+            path=f"P{n}/{study}/{study}.1/{study}.1.{n}.dcm",
+            patient_id=value,
+            study_instance_uid=study,
+            series_instance_uid=f"{study}.1",
+            sop_instance_uid=f"{study}.1.{n}",
+            modality=value[:16],
+            size=100 + n,
+        )
+        for n, value in enumerate(odd)
+    ]
+    with transaction.atomic():
+        _record(project, placed)
+    node = make_node("NOWHERE", 9, "NOWHERE")
+    node.granted_users.add(alice)
+    job = job_create(
+        kind=JobKind.GET,
+        owner=alice,
+        project=project,
+        node=node,
+        rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}],
+    )
+    lines = list(csv.reader(io.StringIO("".join(manifest_chunks(job)))))
+    assert lines[0] == COLUMNS
+    assert sorted(lines[1:]) == sorted([*p[:6], str(p.size)] for p in placed)
 
 
 def test_c_get_instances_that_cannot_be_written_leave_the_row_failed_with_the_reason(
