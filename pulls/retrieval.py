@@ -408,6 +408,25 @@ _NOTE_COUNT = (
     f"UPDATE {JobItem._meta.db_table} SET instances_expected = %s, sop_classes = %s "  # noqa: S608
     "WHERE id = %s AND status = %s AND attempts = 0 AND instances_expected = 0"
 )
+# The same on PostgreSQL, for all the rows at once (as _UPSERT_ARRAYS): 45 rows
+# in 2.3 ms instead of 6.0 (psycopg sends an executemany's rows one by one).
+_NOTE_COUNTS = (
+    f"UPDATE {JobItem._meta.db_table} AS item "  # noqa: S608
+    "SET instances_expected = u.expected, sop_classes = u.classes "
+    "FROM unnest(%s::integer[], %s::text[], %s::bigint[]) AS u(expected, classes, id) "
+    "WHERE item.id = u.id AND item.status = %s AND item.attempts = 0 "
+    "AND item.instances_expected = 0"
+)
+
+
+def _note_counts(noted: list[tuple[int, str, int]]) -> None:
+    """Keep counts taken ahead, (instances, SOP classes, item id) each, in rows
+    still waiting for their first attempt, in one transaction."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(_NOTE_COUNTS, [*map(list, zip(*noted, strict=True)), ItemStatus.PENDING])
+        else:
+            cursor.executemany(_NOTE_COUNT, [(*one, ItemStatus.PENDING) for one in noted])
 
 
 def prepare_rows(session: Session, job: Job, items: list[JobItem], *, first: bool = False) -> None:
@@ -466,14 +485,13 @@ def _count(session: Session, job: Job, studies: dict, *, room: int) -> dict[str,
         ahead = _waiting_uncounted(job, room) if turn else {}
         counts = query([*studies, *ahead])
         noted = [
-            (count.instances, "\\".join(count.sop_classes or ()), pk, ItemStatus.PENDING)
+            (count.instances, "\\".join(count.sop_classes or ()), pk)
             for uid, pks in ahead.items()
             if (count := counts.get(uid)) is not None
             for pk in pks
         ]
         if noted:
-            with transaction.atomic(), connection.cursor() as cursor:  # one commit
-                cursor.executemany(_NOTE_COUNT, noted)
+            _note_counts(noted)
     return counts
 
 

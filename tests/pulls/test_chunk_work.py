@@ -254,12 +254,13 @@ def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allow
 
 
 @pytest.mark.parametrize(
-    ("count_ahead", "chunk", "queries_per_minute", "finds"),
-    [(50, 1, 0, 2), (3, 1, 0, 4), (2, 8, 0, 1), (50, 1, 6000, 1)],
+    ("count_ahead", "chunk", "queries_per_minute", "finds", "noted"),
+    [(50, 1, 0, 2, 6), (3, 1, 0, 4, 4), (2, 8, 0, 1, 0), (50, 1, 6000, 1, 7)],
 )
 def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
-    count_ahead, chunk, queries_per_minute, finds, storage, alice, project, dicom_data, monkeypatch
-):
+    count_ahead, chunk, queries_per_minute, finds, noted, storage, alice, project, dicom_data,
+    monkeypatch,
+):  # fmt: skip
     """8 studies in chunks of one row: the C-FIND that counts a chunk's study
     names the studies of the job's next waiting rows too (up to COUNT_AHEAD in
     all) and keeps their counts in those rows. The job sends one C-FIND per
@@ -269,7 +270,8 @@ def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
     transfer back); where each C-FIND waits for its slot (0.5 s at 120 a
     minute) the first count names the next studies already: one C-FIND, not
     two. A chunk of more studies than COUNT_AHEAD is counted whole, with
-    nothing ahead. Every instance arrives, counted."""
+    nothing ahead. Every instance arrives, counted; the ``noted`` rows counted
+    ahead keep the SOP classes the PACS named (a C-GET proposes them)."""
     from pulls import retrieval, throttle
     from pulls.runner import run_chunk
 
@@ -289,6 +291,12 @@ def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
     assert dict(job.items.values_list("identifier__StudyInstanceUID", "instances_expected")) == {
         uid: len(its) for uid, its in dicom_data.studies.items()
     }
+    kept = job.items.exclude(sop_classes="").values_list(
+        "identifier__StudyInstanceUID", "sop_classes"
+    )
+    assert len(kept) == noted
+    for uid, classes in kept:
+        assert classes == "\\".join(sorted({i.sop_class_uid for i in dicom_data.studies[uid]}))
     assert_project_holds_exactly(project, instances, storage, dicom_data)
 
 
