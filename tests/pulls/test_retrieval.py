@@ -128,14 +128,7 @@ def test_instances_a_pacs_sends_twice_are_in_the_project_once(storage, alice, pr
     ) as pacs:
         node = make_node("TWICE", pacs.port, pacs.ae_title)
         node.granted_users.add(alice)
-        job = job_create(
-            kind=JobKind.GET,
-            owner=alice,
-            project=project,
-            node=node,
-            rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}],
-        )
-        job = run_inline(job, **QUIET)
+        job = run_inline(retrieval_job(alice, project, node, [study_uid], kind="get"), **QUIET)
     assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
     item = job.items.get()
     assert (item.instances_expected, item.instances_received) == (len(instances), len(instances))
@@ -168,13 +161,7 @@ def test_the_manifest_shows_the_keys_as_the_pacs_wrote_them_whatever_their_chara
         _record(project, placed)
     node = make_node("NOWHERE", 9, "NOWHERE")
     node.granted_users.add(alice)
-    job = job_create(
-        kind=JobKind.GET,
-        owner=alice,
-        project=project,
-        node=node,
-        rows=[{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}],
-    )
+    job = retrieval_job(alice, project, node, [study], kind="get")
     lines = list(csv.reader(io.StringIO("".join(manifest_chunks(job)))))
     assert lines[0] == COLUMNS
     assert sorted(lines[1:]) == sorted([*p[:6], str(p.size)] for p in placed)
