@@ -113,18 +113,18 @@ def _records_upto(project, job, rows: int) -> None:
     """The project's records of the job's first ``rows`` rows (30 instances each)."""
     from django.db import transaction
 
-    from pulls import retrieval
+    from pulls import records
 
     have = project.instances.count() // 30
     with transaction.atomic():
         for row in range(have + 1, rows + 1):
-            retrieval._record(project, _placed(f"1.2.826.0.1.3680043.8.498.{job.pk}.{row}"))
+            records.record_instances(project, _placed(f"1.2.826.0.1.3680043.8.498.{job.pk}.{row}"))
 
 
 def one_size(rows: int, calls: int, owner, project, node) -> list[dict[str, object]]:
     from django.db import transaction
 
-    from pulls import items, retrieval
+    from pulls import items, records
     from pulls.models import ItemStatus, JobItem
 
     job = _job(rows, owner, project, node)
@@ -161,7 +161,7 @@ def one_size(rows: int, calls: int, owner, project, node) -> list[dict[str, obje
 
         def record() -> None:  # new instances each time, as a row's are
             with transaction.atomic():
-                retrieval._record(project, _placed(f"2.25.{job.pk}.{next(recorded)}"))
+                records.record_instances(project, _placed(f"2.25.{job.pk}.{next(recorded)}"))
 
         results.append(
             {

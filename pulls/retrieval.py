@@ -16,7 +16,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
 from pulls.dicom import (
     PacsAborted,
@@ -49,7 +48,13 @@ from pulls.models import (
     JobKind,
     JobStatus,
     Project,
-    RetrievedInstance,
+)
+from pulls.records import (
+    of_row,
+    present_by_study,
+    present_count,
+    present_sops,
+    record_instances,
 )
 from pulls.throttle import count_ahead_turn
 
@@ -178,84 +183,6 @@ def _raise_if_our_scp_is_down(node, error: PacsStatusError) -> None:
         raise IncompleteRetrieval(
             f"the portal's storage SCP was not answering during the C-MOVE ({error}); retrying"
         )
-
-
-def _present_by_study(project: Project, studies: set[str]) -> dict[str, list[tuple[str, str]]]:
-    """(SOP Instance UID, series) of the instances recorded in the project for
-    ``studies`` and still on disk, by study: one query however many studies."""
-    root = project.storage_dir
-    found: dict[str, list[tuple[str, str]]] = {}
-    recorded = RetrievedInstance.objects.filter(
-        project=project, study_instance_uid__in=[uid for uid in studies if uid]
-    ).values_list("study_instance_uid", "sop_instance_uid", "series_instance_uid", "path")
-    for study, sop, series, path in recorded.iterator(chunk_size=2000):
-        if (root / path).is_file():
-            found.setdefault(study, []).append((sop, series))
-    return found
-
-
-def _of_row(present: dict[str, list[tuple[str, str]]], study: str, series: str | None) -> set[str]:
-    return {sop for sop, its_series in present.get(study, ()) if not series or its_series == series}
-
-
-def present_sops(project: Project, study: str, series: str | None) -> set[str]:
-    """SOP Instance UIDs of the study (series) recorded in the project and still on disk."""
-    return _of_row(_present_by_study(project, {study}), study, series)
-
-
-def present_count(project: Project, study: str, series: str | None) -> int:
-    return len(present_sops(project, study, series))
-
-
-_COLUMNS = (
-    "project_id", "path", "patient_id", "study_instance_uid", "series_instance_uid",
-    "sop_instance_uid", "modality", "size", "placed_at",
-)  # fmt: skip
-# Built from constants only (table and column names); values are parameters.
-_TABLE = RetrievedInstance._meta.db_table
-_ON_CONFLICT = "ON CONFLICT (project_id, sop_instance_uid) DO UPDATE SET " + ", ".join(
-    f"{c} = excluded.{c}" for c in _COLUMNS if c not in ("project_id", "sop_instance_uid")
-)
-# SQLite: one upsert per instance, sent with executemany (in C, in process):
-# Django's bulk_create with update_conflicts builds model objects and compiles
-# SQL per batch, which cost a sixth of a C-GET job's time on 30-instance
-# studies (cProfile).
-_UPSERT = (
-    f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) {_ON_CONFLICT}"
-)
-# PostgreSQL: psycopg sends an executemany's rows as statements of their own
-# (a C-GET job of 1,500 instances made 1,500, each parsed and planned by the
-# server): there a row's instances go as one array per column, in one statement.
-_UPSERT_ARRAYS = (
-    f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608
-    "SELECT %s, u.*, %s FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], "
-    "%s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[]) "
-    f"AS u(path, patient_id, study, series, sop, modality, size) {_ON_CONFLICT}"
-)
-
-
-def _record(project: Project, placed: list[Placed]) -> None:
-    """Record placed instances (one row per instance per project). ``placed``
-    names each instance once (``_collect``, ``_place_staged``): one statement
-    may not upsert a row twice."""
-    if not placed:
-        return
-    now = timezone.now()
-    rows = [
-        (
-            str(item.path), item.patient_id[:64], item.study_instance_uid[:64],
-            item.series_instance_uid[:64], item.sop_instance_uid[:64], item.modality[:16],
-            item.size,
-        )
-        for item in placed
-    ]  # fmt: skip
-    # In the outcome's transaction when there is one (no savepoint), else its own.
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(_UPSERT_ARRAYS, [project.pk, now, *map(list, zip(*rows, strict=True))])
-        else:
-            cursor.executemany(_UPSERT, [(project.pk, *row, now) for row in rows])
 
 
 def _place_staged(project: Project, staging: Path, study: str, series: str | None) -> list[Placed]:
@@ -408,7 +335,7 @@ _NOTE_COUNT = (
     f"UPDATE {JobItem._meta.db_table} SET instances_expected = %s, sop_classes = %s "  # noqa: S608
     "WHERE id = %s AND status = %s AND attempts = 0 AND instances_expected = 0"
 )
-# The same on PostgreSQL, for all the rows at once (as _UPSERT_ARRAYS): 45 rows
+# The same on PostgreSQL, for all the rows at once (as records._UPSERT_ARRAYS): 45 rows
 # in 2.3 ms instead of 6.0 (psycopg sends an executemany's rows one by one).
 _NOTE_COUNTS = (
     f"UPDATE {JobItem._meta.db_table} AS item "  # noqa: S608
@@ -442,12 +369,12 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem], *, first: boo
     Kept on each row (``present_now``, ``expected_now``, ``classes_now``) for
     retrieve_item. A C-GET's association then proposes the SOP classes of all
     these studies that the PACS named (one association for ~50 studies)."""
-    present = _present_by_study(
+    present = present_by_study(
         job.project, {item.identifier.get("StudyInstanceUID") for item in items}
     )
     for item in items:
         keys = item.identifier
-        item.present_now = _of_row(
+        item.present_now = of_row(
             present, keys.get("StudyInstanceUID"), keys.get("SeriesInstanceUID")
         )
     studies = {
@@ -540,7 +467,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
         if not guard.stopped_as:
             raise
         # We aborted a PACS that ignored our C-CANCEL: keep what arrived whole.
-        _record(job.project, _take_or_full(session, job, staging, study, series))
+        record_instances(job.project, _take_or_full(session, job, staging, study, series))
         raise JobStopped(
             guard.stopped_as,
             instances_expected=expected,
@@ -549,7 +476,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
     if guard.stopped_as:
         # Cancelled, paused or suspended: what arrived is kept, the item goes back.
         placed = _take_or_full(session, job, staging, study, series)
-        _record(job.project, placed)
+        record_instances(job.project, placed)
         raise JobStopped(guard.stopped_as, **_counts(result, expected, present, placed))
     # This row's C-GET instances, before the next row's arrive on the association.
     received = _collect(session, study, series) if job.kind == JobKind.GET else None
@@ -611,7 +538,7 @@ def _conclude(
     total = counts["instances_received"]
     verdict = assess(result, expected=expected, count_received=lambda: total, idle_timeout=0)
     if tripped or total < expected or result.no_space:
-        _record(job.project, placed)  # the item does not end here: record them now
+        record_instances(job.project, placed)  # the item does not end here: record them now
     if tripped:
         raise IncompleteRetrieval(
             f"the PACS sent {job.node.stall_limit} responses without progress: cancelled; "
@@ -628,4 +555,4 @@ def _conclude(
             f"{verdict.message}; {total} of {expected} in the project", **counts
         )
     # Recorded in the transaction that marks the item done (one write, not two).
-    return Outcome(counts, save=functools.partial(_record, job.project, placed))
+    return Outcome(counts, save=functools.partial(record_instances, job.project, placed))

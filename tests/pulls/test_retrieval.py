@@ -18,7 +18,7 @@ from pulls.models import (
     JobStatus,
     RetrievedInstance,
 )
-from pulls.retrieval import _record
+from pulls.records import record_instances
 from pulls.services import job_create, retrieval_create_from_find
 from tests.conftest import SCP_PORT, make_node, retrieval_job
 from tests.pulls.retrieval_support import QUIET, assert_project_holds_exactly
@@ -158,7 +158,7 @@ def test_the_manifest_shows_the_keys_as_the_pacs_wrote_them_whatever_their_chara
         for n, value in enumerate(odd)
     ]
     with transaction.atomic():
-        _record(project, placed)
+        record_instances(project, placed)
     node = make_node("NOWHERE", 9, "NOWHERE")
     node.granted_users.add(alice)
     job = retrieval_job(alice, project, node, [study], kind="get")
