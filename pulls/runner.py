@@ -319,20 +319,28 @@ def _defer(
     return f"{DEFERRED_SOON if soon else DEFERRED} job {job.pk}: {waiting}"
 
 
-def _more_rows(job: Job, token, rows: list[JobItem], *, since: float) -> bool:
+def _more_rows(
+    job: Job, token, rows: list[JobItem], *, since: float, finisher: RowFinisher
+) -> bool:
     """Add the job's next queued rows to ``rows`` (a chunk that has worked its
     own: one association set-up instead of one per chunk), unless the chunk has
     had its turn (PACSNPULL_TURN_SECONDS; then it lets its slot go, so that other
-    jobs get theirs) or interactive work waits for the node; whether there are any."""
+    jobs get theirs) or interactive work waits for the node; whether there are any.
+    Fewer than a chunk's worth means the job's rows are running out: the
+    ``finisher`` then writes each row as it is finished (RowFinisher.hurry)."""
     if time.monotonic() - since > settings.PACSNPULL_TURN_SECONDS:
         return False
     if job.queue != QUEUE_INTERACTIVE and throttle.interactive_waiting(job.node):
         return False
     # A chunk's worth at a time: a bulk chunk lets interactive work have the node
     # between two of them (rows taken are worked before the slot goes).
-    rows += item_life.items_claim_next(
-        job.pk, token=token, worker=socket.gethostname(), limit=queueing.chunk_size(job)
+    limit = queueing.chunk_size(job)
+    taken = item_life.items_claim_next(
+        job.pk, token=token, worker=socket.gethostname(), limit=limit
     )
+    if len(taken) < limit:
+        finisher.hurry()
+    rows += taken
     return bool(rows)
 
 
@@ -365,7 +373,9 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
             ) as session:
                 state_read = -_STATE_EVERY
                 prepared: set[int] = set()
-                while remaining or _more_rows(job, token, remaining, since=chunk_started):
+                while remaining or _more_rows(
+                    job, token, remaining, since=chunk_started, finisher=finisher
+                ):
                     if finisher.disk_full:
                         break  # the job is paused (see RowFinisher)
                     if time.monotonic() - state_read >= _STATE_EVERY:

@@ -1,6 +1,7 @@
 """Items through the queue: leases, attempts, the reconciler, and a real worker."""
 
 import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -530,3 +531,33 @@ def test_the_jobs_counters_move_while_a_chunk_works_without_holding_it_up(
     finally:
         finisher.close()
     assert Job.objects.get(pk=job.pk).status == JobStatus.RUNNING  # a row is still running
+
+
+def test_a_jobs_last_rows_are_written_as_soon_as_they_are_finished(
+    flushable_db, alice, project, nowhere_node, monkeypatch
+):
+    """Rows finished while a job has many left wait to be written together
+    (here a minute, to tell them apart); once the chunk found fewer rows than a
+    chunk's worth (runner._more_rows), the finisher hurries: what it holds is
+    written at once, and each later row as soon as it is finished. The job
+    ends with its last transfer, not a batch later."""
+    from pulls import outcomes
+    from pulls.models import AuditAction
+
+    monkeypatch.setattr(outcomes, "_WRITE_WITHIN", 60.0)
+    job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}] * 3)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    token, claimed = items.items_claim(list(job.items.values_list("pk", flat=True)), worker="w")
+    done = job.items.filter(status=ItemStatus.DONE)
+    finisher = outcomes.RowFinisher(job, token, AuditAction.FIND)
+    try:
+        finisher.submit(claimed[0], items.Outcome({"matches": 1}))
+        time.sleep(0.5)
+        assert done.count() == 0, "a row was written before its batch was due"
+        finisher.hurry()
+        wait_for(lambda: done.count() == 1, timeout=5, what="the held row written at once")
+        finisher.submit(claimed[1], items.Outcome({"matches": 2}))
+        wait_for(lambda: done.count() == 2, timeout=5, what="the next row written as it came")
+    finally:
+        finisher.close()
+    assert sorted(done.values_list("matches", flat=True)) == [1, 2]
