@@ -361,11 +361,15 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem], *, first: boo
     (one query for all) and what the PACS expects, with one C-FIND for all of
     their studies where it can (counting.count_studies), which also counts the
     studies of the job's next waiting rows (COUNT_AHEAD), kept in those rows —
-    except for an association's ``first`` rows on a node without a query
-    limit: a count of 50 studies would hold the first transfer back (~15 ms
-    on Orthanc); the next chunk counts ahead. Where the node allows so many
-    queries a minute, each query waits for its slot (0.5 s at 120 a minute),
-    so the first count already names the next studies.
+    except for a C-MOVE association's ``first`` rows on a node without a query
+    limit: a count of 50 studies would hold its first transfer back (~10 ms
+    on Orthanc); its next chunk counts ahead. A C-GET's first count names the
+    next studies at once: the association is opened again after it anyway,
+    to propose the classes the count named, and a count ahead later stopped
+    a transfer in the middle of the job, when the cores are busiest (+3.7 %
+    and +8.5 %, alternated job by job; for C-MOVE it cost 5 %). Where the
+    node allows so many queries a minute, each query waits for its slot (0.5
+    s at 120 a minute), so the first count already names the next studies.
     Kept on each row (``present_now``, ``expected_now``, ``classes_now``) for
     retrieve_item. A C-GET's association then proposes the SOP classes of all
     these studies that the PACS named (one association for ~50 studies)."""
@@ -387,7 +391,7 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem], *, first: boo
     if not studies:
         _propose_for(session, job, items, {})
         return
-    alone = first and not job.node.queries_per_minute
+    alone = first and not job.node.queries_per_minute and job.kind != JobKind.GET
     counts = _count(session, job, studies, room=0 if alone else COUNT_AHEAD - len(studies))
     for uid, count in counts.items():
         if uid in studies:

@@ -255,7 +255,7 @@ def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allow
 
 @pytest.mark.parametrize(
     ("count_ahead", "chunk", "queries_per_minute", "finds", "noted"),
-    [(50, 1, 0, 2, 6), (3, 1, 0, 4, 4), (2, 8, 0, 1, 0), (50, 1, 6000, 1, 7)],
+    [(50, 1, 0, 1, 7), (3, 1, 0, 3, 5), (2, 8, 0, 1, 0), (50, 1, 6000, 1, 7)],
 )
 def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
     count_ahead, chunk, queries_per_minute, finds, noted, storage, alice, project, dicom_data,
@@ -265,11 +265,11 @@ def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
     names the studies of the job's next waiting rows too (up to COUNT_AHEAD in
     all) and keeps their counts in those rows. The job sends one C-FIND per
     COUNT_AHEAD studies, not one per chunk (8), and so spends fewer of the
-    node's query tokens. On a node without a query limit an association's
-    first rows are counted alone (a count of 50 studies would hold the first
-    transfer back); where each C-FIND waits for its slot (0.5 s at 120 a
-    minute) the first count names the next studies already: one C-FIND, not
-    two. A chunk of more studies than COUNT_AHEAD is counted whole, with
+    node's query tokens. A C-GET's first count names the next studies already
+    (its association is opened again after it, with the classes the count
+    named), with a query limit or without: one C-FIND, not two (a C-MOVE's
+    first rows are counted alone where there is no limit, see the next
+    test). A chunk of more studies than COUNT_AHEAD is counted whole, with
     nothing ahead. Every instance arrives, counted; the ``noted`` rows counted
     ahead keep the SOP classes the PACS named (a C-GET proposes them)."""
     from pulls import retrieval, throttle
@@ -298,6 +298,45 @@ def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
     for uid, classes in kept:
         assert classes == "\\".join(sorted({i.sop_class_uid for i in dicom_data.studies[uid]}))
     assert_project_holds_exactly(project, instances, storage, dicom_data)
+
+
+@pytest.mark.parametrize(("kind", "ahead"), [("move", False), ("get", True)])
+def test_a_c_move_counts_its_first_rows_alone_and_a_c_get_counts_ahead_at_once(
+    kind, ahead, alice, project, dicom_data, monkeypatch
+):
+    """An association's first rows, on a node without a query limit: a C-MOVE
+    counts them alone, so that its first transfer is not held back by a count
+    of 50 studies; a C-GET's first count also names the job's next studies
+    (its association is opened again after the count anyway, with the
+    classes named): one C-FIND either way, with the right counts."""
+    from pulls import items, queueing
+    from pulls.dicom import Session
+    from pulls.retrieval import prepare_rows
+    from pulls.runner import node_peer
+
+    monkeypatch.setitem(queueing.CHUNK_SIZES, kind, 2)
+    studies = sorted(dicom_data.studies)
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in dicom_data.instances],
+        behaviour="honest", destinations={}, uid_lists=True,
+    ) as pacs:  # fmt: skip
+        node = make_node("SCRIPTED", pacs.port, pacs.ae_title, queries_per_minute=0)
+        node.granted_users.add(alice)
+        job = retrieval_job(alice, project, node, studies, kind=kind, start=True)
+        first = job.items.order_by("row").values_list("pk", flat=True)[:2]
+        token, claimed = items.items_claim(list(first), worker="w")
+        with Session(node_peer(node), services=("find",)) as session:
+            prepare_rows(session, job, claimed, first=True)
+        assert pacs.finds == 1
+    assert [row.expected_now for row in claimed] == [
+        len(dicom_data.studies[row.identifier["StudyInstanceUID"]]) for row in claimed
+    ]
+    counted_ahead = job.items.exclude(pk__in=first).filter(instances_expected__gt=0)
+    assert counted_ahead.count() == (len(studies) - 2 if ahead else 0)
+    for uid, expected in counted_ahead.values_list(
+        "identifier__StudyInstanceUID", "instances_expected"
+    ):
+        assert expected == len(dicom_data.studies[uid])
 
 
 def test_a_worker_does_not_count_ahead_while_another_worker_of_the_job_does(
