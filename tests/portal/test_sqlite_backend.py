@@ -65,7 +65,8 @@ def test_a_writer_takes_the_lock_soon_after_another_writer_lets_it_go(sqlite_ali
         connections[alias].cursor().execute("INSERT INTO claims VALUES ('this')")
     holder.join()
     late = taken - released[0]
-    assert late < 0.02, f"the lock was taken {late * 1000:.0f} ms after it was free"
+    # Ours asks every 5 ms by then; 30 ms leaves room for a busy machine's scheduling.
+    assert late < 0.03, f"the lock was taken {late * 1000:.0f} ms after it was free"
     with sqlite3.connect(path) as db:
         rows = sorted(row[0] for row in db.execute("SELECT worker FROM claims"))
     assert rows == ["other", "this"]
