@@ -28,18 +28,18 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _start_transaction_under_autocommit(self) -> None:
         begin = "BEGIN" if self.transaction_mode is None else f"BEGIN {self.transaction_mode}"
         timeout = float(self.settings_dict["OPTIONS"].get("timeout", 5))
-        cursor = self.cursor()
-        cursor.execute("PRAGMA busy_timeout = 0")  # a taken lock answers at once
-        try:
-            started = time.monotonic()
-            while True:
-                try:
-                    cursor.execute(begin)
-                    return
-                except OperationalError as exc:
-                    waited = time.monotonic() - started
-                    if "locked" not in str(exc) or waited >= timeout:
-                        raise
-                    time.sleep(_STEP if waited < _SHORT_FOR else _LONG_STEP)
-        finally:
-            cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        with self.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout = 0")  # a taken lock answers at once
+            try:
+                started = time.monotonic()
+                while True:
+                    try:
+                        cursor.execute(begin)
+                        return
+                    except OperationalError as exc:
+                        waited = time.monotonic() - started
+                        if "locked" not in str(exc) or waited >= timeout:
+                            raise
+                        time.sleep(_STEP if waited < _SHORT_FOR else _LONG_STEP)
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
