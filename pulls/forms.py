@@ -18,22 +18,38 @@ KIND_CHOICES = [
 ]
 
 
-def retrieval_problems(rows: list[dict[str, str]], numbers: list[int]) -> list[str]:
-    """A retrieval row names what to fetch by its UIDs (PS3.4 C.4.2.2.1)."""
+def retrieval_problems(
+    rows: list[dict[str, str]], numbers: list[int], *, patient_root: bool = False
+) -> list[str]:
+    """A retrieval row names what to fetch by its unique keys (PS3.4 C.4.2.2.1):
+    one StudyInstanceUID, one SeriesInstanceUID for a series, and the PatientID
+    where the node uses the patient root model. Other keys may be there (a seed
+    query's); they are not sent (``identifiers.retrieve_identifier``)."""
     problems = []
     for n, row in zip(numbers, rows, strict=True):
         level = row.get("QueryRetrieveLevel")
         uid = row.get("StudyInstanceUID", "")
+        series = row.get("SeriesInstanceUID", "")
         if level not in ("STUDY", "SERIES"):
             problems.append(f"row {n}, QueryRetrieveLevel: a retrieval is by STUDY or SERIES")
-        elif not uid or "\\" in uid:
+        elif not uid or "\\" in uid or uid == "*":
             problems.append(
                 f"row {n}, StudyInstanceUID: a retrieval row needs one exact StudyInstanceUID; "
                 "to retrieve by patient, accession number or date, run a find job first and "
                 "use Retrieve these"
             )
-        elif level == "SERIES" and not row.get("SeriesInstanceUID"):
+        elif level == "SERIES" and not series:
             problems.append(f"row {n}, SeriesInstanceUID: a SERIES row needs its SeriesInstanceUID")
+        elif "\\" in series or series == "*":
+            problems.append(
+                f"row {n}, SeriesInstanceUID: name one exact series, or leave it empty to "
+                "retrieve the whole study"
+            )
+        elif patient_root and row.get("PatientID", "") in ("", "*"):
+            problems.append(
+                f"row {n}, PatientID: the node uses the patient root model, where a "
+                "retrieval names the patient too: add the study's PatientID"
+            )
     return problems
 
 
@@ -91,7 +107,12 @@ class FindJobForm(forms.Form):
                 [f"{upload.name}: nothing was saved. Fix these and upload again:", *shown]
             )
         if cleaned.get("kind") in ("move", "get"):
-            problems = retrieval_problems(parsed.rows, parsed.numbers)
+            node = cleaned.get("node")
+            problems = retrieval_problems(
+                parsed.rows,
+                parsed.numbers,
+                patient_root=node is not None and node.query_model == "P",
+            )
             if problems:
                 shown = problems[:_SHOWN_PROBLEMS]
                 raise forms.ValidationError(

@@ -1,15 +1,21 @@
 """Instances nobody asked for: out of the staging area, into quarantine and the audit log.
 
 A PACS may send studies no job asked for (a misdirected C-MOVE, a retry after
-the item gave up). They are never mixed into a project and never silently
-dropped: after PACSNPULL_QUARANTINE_AFTER_SECONDS the reconciler moves them to
-``quarantine/<date>/<study folder>/`` and records one audit event per study.
+the item gave up, a C-GET answered with more than it named). They are never
+mixed into a project and never silently dropped: they go to
+``quarantine/<date>/<study folder>/`` with one audit event per study. Staged
+ones (C-MOVE) are moved by the reconciler after
+PACSNPULL_QUARANTINE_AFTER_SECONDS; a C-GET's, which its worker writes to the
+project's ``.unrequested`` folder (``receiving.ProjectWriter``), right after
+that C-GET, or by the reconciler if the worker died first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import time
 from datetime import date
 from pathlib import Path
@@ -18,14 +24,17 @@ from django.conf import settings
 
 from pulls.audit import audit_record
 from pulls.dicom.paths import safe_component
+from pulls.dicom.receiving import UNREQUESTED, Placed
 from pulls.dicom.staging import INDEX_NAME, TEMP_PREFIX, remove_cut_writes
 from pulls.models import (
     ACTIVE_JOB_STATUSES,
     AuditAction,
     ItemStatus,
+    Job,
     JobItem,
     JobKind,
     JobStatus,
+    Project,
 )
 
 
@@ -47,14 +56,32 @@ def _mtime(path: Path) -> float:
 
 
 def staging_sweep(*, now: float | None = None) -> dict[str, int]:
-    staging: Path = settings.PACSNPULL_STAGING_DIR
-    if not staging.is_dir():
-        return {"studies": 0, "instances": 0, "partial_removed": 0}
+    """The reconciler's sweep: staged studies no retrieval waits for, and the
+    C-GET instances of other studies that a dead worker left in a project,
+    once older than PACSNPULL_QUARANTINE_AFTER_SECONDS, go to quarantine."""
     now = time.time() if now is None else now
     cutoff = now - settings.PACSNPULL_QUARANTINE_AFTER_SECONDS
+    counts = {"studies": 0, "instances": 0, "partial_removed": 0}
+    staging: Path = settings.PACSNPULL_STAGING_DIR
+    if staging.is_dir():
+        _sweep_staging(staging, counts, now=now, cutoff=cutoff)
+    # Those a worker sets aside right after its C-GET, unless it died first.
+    for project in Project.objects.only("slug", "storage_path"):
+        unrequested = project.storage_dir / UNREQUESTED
+        if not unrequested.is_dir():
+            continue
+        for folder in unrequested.iterdir():
+            files = [path for path in folder.iterdir() if path.name.endswith(".dcm")]
+            if files and max(map(_mtime, files)) < cutoff:
+                counts["studies"] += 1
+                counts["instances"] += set_aside(files, folder.name, now=now)
+                _remove_empty(folder)
+    return counts
+
+
+def _sweep_staging(staging: Path, counts: dict[str, int], *, now: float, cutoff: float) -> None:
     wanted = _wanted_folders()
-    moved_studies = moved = 0
-    removed = remove_cut_writes(staging / ".incoming", older_than=cutoff)
+    counts["partial_removed"] += remove_cut_writes(staging / ".incoming", older_than=cutoff)
     for folder in staging.iterdir():
         if not folder.is_dir() or folder.name.startswith(".") or folder.name in wanted:
             continue
@@ -64,32 +91,72 @@ def staging_sweep(*, now: float | None = None) -> dict[str, int]:
         for path in ages:
             if path.name.startswith(TEMP_PREFIX):  # a write cut short by a crash
                 path.unlink(missing_ok=True)
-                removed += 1
+                counts["partial_removed"] += 1
         files = [path for path in ages if path.name.endswith(".dcm") and path.name[0] != "."]
-        if not files:
-            # Placed and done with: only its index (or nothing) is left. An
-            # instance arriving meanwhile makes the folder again (receiving._name).
-            (folder / INDEX_NAME).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-            continue
-        target = (
-            settings.PACSNPULL_QUARANTINE_DIR / date.fromtimestamp(now).isoformat() / folder.name
-        )
-        target.mkdir(parents=True, exist_ok=True)
-        for path in files:
-            with contextlib.suppress(FileNotFoundError):  # a worker took it meanwhile
-                os.replace(path, target / path.name)
+        if files:
+            counts["studies"] += 1
+            counts["instances"] += set_aside(files, folder.name, now=now)
+        # Placed and done with, or set aside: only its index (or nothing) is left.
+        # An instance arriving meanwhile makes the folder again (receiving._name).
         (folder / INDEX_NAME).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             folder.rmdir()  # unless a late instance is being written
-        moved_studies += 1
-        moved += len(files)
+
+
+def _move(path: Path, target: Path) -> bool:
+    """Move one file (across file systems too); False if it is gone already."""
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:  # taken meanwhile (placed by a worker)
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.move(path, target)
+    return True
+
+
+def _remove_empty(folder: Path) -> None:
+    """The study folder, and the ``.unrequested`` folder above it, once empty."""
+    for empty in (folder, folder.parent):
+        with contextlib.suppress(OSError):
+            empty.rmdir()
+
+
+def set_aside(
+    files: list[Path], folder: str, *, now: float | None = None, job: Job | None = None
+) -> int:
+    """Move one study's ``files`` to ``quarantine/<date>/<folder>/`` and record
+    one audit event; how many were moved."""
+    now = time.time() if now is None else now
+    target = settings.PACSNPULL_QUARANTINE_DIR / date.fromtimestamp(now).isoformat() / folder
+    target.mkdir(parents=True, exist_ok=True)
+    moved = sum(_move(path, target / path.name) for path in files)
+    if moved:
         audit_record(
             action=AuditAction.QUARANTINE,
-            target=folder.name,
+            job=job,
+            target=folder,
             success=False,
-            details={"instances": len(files), "quarantine": str(target)},
-            message="instances no retrieval asked for were received and set aside",
+            details={"instances": moved, "quarantine": str(target)},
+            message=(
+                "instances the C-GET did not ask for were received and set aside"
+                if job is not None
+                else "instances no retrieval asked for were received and set aside"
+            ),
         )
-    return {"studies": moved_studies, "instances": moved, "partial_removed": removed}
+    return moved
+
+
+def set_aside_unrequested(project_dir: Path, unrequested: list[Placed], *, job: Job) -> int:
+    """A C-GET's instances of other studies or series (``ProjectWriter.unrequested``),
+    out of the project's folder into quarantine, one audit event per study."""
+    by_folder: dict[str, list[Path]] = {}
+    for placed in unrequested:
+        path = project_dir / placed.path
+        by_folder.setdefault(path.parent.name, []).append(path)
+    moved = 0
+    for folder, files in by_folder.items():
+        moved += set_aside(files, folder, job=job)
+        _remove_empty(files[0].parent)
+    return moved

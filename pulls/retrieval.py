@@ -30,7 +30,7 @@ from pulls.dicom import (
 from pulls.dicom.client import Progress, RetrieveResult
 from pulls.dicom.completeness import assess, wait_for_arrivals
 from pulls.dicom.counting import StudyCount, count_instances, count_studies
-from pulls.dicom.identifiers import identifier_from_row
+from pulls.dicom.identifiers import retrieve_identifier
 from pulls.dicom.placement import header_keys, place_instance
 from pulls.dicom.receiving import Placed
 from pulls.dicom.staging import (
@@ -49,6 +49,7 @@ from pulls.models import (
     JobStatus,
     Project,
 )
+from pulls.quarantine import set_aside_unrequested
 from pulls.records import (
     of_row,
     present_by_study,
@@ -208,9 +209,13 @@ def _place_staged(project: Project, staging: Path, study: str, series: str | Non
     return placed
 
 
-def _collect(session: Session, study: str, series: str | None) -> list[Placed]:
-    """What a C-GET wrote straight into the project (see ProjectWriter)."""
+def _collect(session: Session, job: Job, study: str, series: str | None) -> list[Placed]:
+    """What a C-GET wrote straight into the project (see ProjectWriter); what
+    it received of other studies or series goes to quarantine."""
     writer = session.writer
+    if writer.unrequested:
+        set_aside_unrequested(job.project.storage_dir, writer.unrequested, job=job)
+        writer.unrequested.clear()
     mine = {  # by SOP instance: a C-GET done again (see _get) places some twice
         p.sop_instance_uid: p
         for p in writer.placed_instances
@@ -225,7 +230,7 @@ def _take(
 ) -> list[Placed]:
     """The instances of the study (series) now in the project, not yet recorded."""
     if job.kind == JobKind.GET:
-        return _collect(session, study, series)
+        return _collect(session, job, study, series)
     return _place_staged(job.project, staging, study, series)
 
 
@@ -257,6 +262,10 @@ def _get(
     """
     classes = storage_classes_of(item)
     session.propose_storage(classes)
+    # Instances of other studies or series are kept out of the project (_collect).
+    session.writer.expect(
+        item.identifier["StudyInstanceUID"], item.identifier.get("SeriesInstanceUID")
+    )
     named = session.storage_classes is not None
     try:
         result = session.get(identifier, model=model, on_progress=guard)
@@ -463,7 +472,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
         return Outcome({"instances_expected": expected, "instances_received": len(present)})
     check_free_space(job.project)
     staging = settings.PACSNPULL_STAGING_DIR
-    identifier = identifier_from_row(keys)
+    identifier = retrieve_identifier(keys, model=model)
     guard = StallGuard(node.stall_limit, job_id=job.pk)
     try:
         result = _transfer(session, job, item, identifier, model, guard, expected)
@@ -483,7 +492,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
         record_instances(job.project, placed)
         raise JobStopped(guard.stopped_as, **_counts(result, expected, present, placed))
     # This row's C-GET instances, before the next row's arrive on the association.
-    received = _collect(session, study, series) if job.kind == JobKind.GET else None
+    received = _collect(session, job, study, series) if job.kind == JobKind.GET else None
 
     def finish() -> Outcome:
         if received is None:

@@ -180,6 +180,25 @@ def identifier_from_row(row: Mapping[str, object]) -> Dataset:
     return ds
 
 
+def retrieve_identifier(row: Mapping[str, object], *, model: str) -> Dataset:
+    """The identifier of a row's C-MOVE or C-GET: its unique keys only (PS3.4
+    C.4.2.2.1): StudyInstanceUID, and SeriesInstanceUID for a row that names a
+    series (as the rest of the retrieval reads it: at SERIES level), with
+    PatientID in the patient root model. Whatever else the row's file named
+    (a seed query's ``"PatientName": "*"``, a date) stays out: a PACS may refuse
+    a retrieval with other keys (DCMTK's dcmqrscp does)."""
+    keys = ["StudyInstanceUID"]
+    level = "STUDY"
+    if str(row.get("SeriesInstanceUID", "") or "").strip():
+        keys.append("SeriesInstanceUID")
+        level = "SERIES"
+    if model == "P":
+        keys.insert(0, "PatientID")
+    return identifier_from_row(
+        {"QueryRetrieveLevel": level, **{key: row.get(key, "") for key in keys}}
+    )
+
+
 # Asked back from every C-FIND at each level (empty = "return it"): what a
 # retrieval, the storage layout and the exports need, whatever the file asked.
 # The instance counts let a retrieval made from the find skip one C-FIND per

@@ -321,12 +321,21 @@ class Placed(NamedTuple):
     size: int
 
 
+# In a project's folder: C-GET instances of a study (series) that the C-GET did
+# not ask for, until they are moved to quarantine (``quarantine``). A layout
+# path never starts with a dot (``paths.safe_name``).
+UNREQUESTED = ".unrequested"
+
+
 class ProjectWriter(InstanceWriter):
     """Writes C-GET instances straight to their place in a project's folder.
 
     The layout is ``paths.layout_relpath``; there is no staging step, because the
     association that receives them belongs to one job. Each placed instance is
-    kept in ``self.placed_instances`` for the caller to record.
+    kept in ``self.placed_instances`` for the caller to record. Once told what
+    the C-GET asks for (``expect``), an instance of another study or series
+    goes to ``UNREQUESTED/<study>/`` instead, listed in ``self.unrequested``:
+    it never enters the project's layout.
     """
 
     notes_inodes = False  # recorded from placed_instances: no index, no fstat
@@ -335,12 +344,27 @@ class ProjectWriter(InstanceWriter):
     def __init__(self, project_dir: Path) -> None:
         super().__init__(project_dir)
         self.placed_instances: list[Placed] = []
+        self.unrequested: list[Placed] = []
+        self._study: str | None = None
+        self._series: str | None = None
+
+    def expect(self, study: str | None, series: str | None = None) -> None:
+        """The study (and series) the next C-GET asks for; None: place anything."""
+        self._study, self._series = study, series or None
+
+    def _asked_for(self, keys: dict[str, str]) -> bool:
+        return self._study is None or (
+            keys["StudyInstanceUID"] == self._study
+            and (self._series is None or keys["SeriesInstanceUID"] == self._series)
+        )
 
     def destination(self, keys: dict[str, str], sop_uid: str) -> str:
-        return layout_relpath(keys, fallback_sop=sop_uid)
+        if self._asked_for(keys):
+            return layout_relpath(keys, fallback_sop=sop_uid)
+        return f"{UNREQUESTED}/{study_name(keys['StudyInstanceUID'])}/{instance_name(sop_uid)}"
 
     def placed(self, relative: str, keys: dict[str, str], size: int, inode: int) -> None:
-        self.placed_instances.append(
+        (self.placed_instances if self._asked_for(keys) else self.unrequested).append(
             Placed(
                 path=relative,
                 patient_id=keys["PatientID"],

@@ -28,7 +28,9 @@ class ScriptedPacs:
     - "fail_some": ``withhold`` sub-operations fail (status 0xB000);
     - "stall": never answers a C-FIND (the client must time out);
     - "slow": honest, but takes ``delay`` seconds per instance;
-    - "resend": a C-GET sends its first ``withhold`` instances a second time.
+    - "resend": a C-GET sends its first ``withhold`` instances a second time;
+    - "extra": a C-GET sends the first ``withhold`` instances of the other
+      studies it holds after the study it was asked for (and counts them).
 
     It may hold several studies: queries and retrievals name one by its UID;
     with ``uid_lists`` a C-FIND may name several (a UID list), as Orthanc allows.
@@ -150,6 +152,9 @@ class ScriptedPacs:
             to_send = to_send[: -self.withhold]
         elif self.behaviour == "resend":
             to_send = to_send + to_send[: self.withhold]
+        elif self.behaviour == "extra":
+            others = [ds for ds in self.datasets if ds not in to_send]
+            to_send = to_send + others[: self.withhold]
         yield len(to_send)
         for ds in to_send:
             if self.honour_cancel and event.is_cancelled:

@@ -165,6 +165,26 @@ def test_move_get_with_study_uids_on_dcmqrscp(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_move_in_the_patient_root_model_finds_the_patient_of_a_study_first(
+    tmp_path, dcmqrscp, dicom_data, cli_storage, flushable_db, capsys
+):
+    """With query_model "P" a retrieval names the patient too: rows that give
+    only the StudyInstanceUID are found first (as the prototype did), and the
+    retrieval then names both."""
+    study, instances = sorted(dicom_data.studies.items())[3]
+    call_command(
+        "move",
+        config=_conf(tmp_path, dcmqrscp.port, "DCMQRSCP", query_model="P"),
+        query=_query(tmp_path, [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}]),
+        out=str(tmp_path / "out"),
+        method="get",
+    )
+    assert "finding the studies first" in capsys.readouterr().err
+    files = _files_under(tmp_path / "out" / "cmd-linetest" / "dcm")
+    assert set(files) == {i.sop_instance_uid for i in instances}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_move_runs_its_own_storage_scp_and_reports_what_is_missing(
     tmp_path, dicom_data, settings, flushable_db
 ):

@@ -232,3 +232,25 @@ def test_a_retrieval_row_without_uid_is_refused_with_the_way_forward(
     assert "row 1, StudyInstanceUID: a retrieval row needs one exact StudyInstanceUID" in page
     assert "run a find job first" in page
     assert Job.objects.count() == 0
+
+
+def test_a_patient_root_retrieval_row_without_patient_id_is_refused(
+    client, alice, project, orthanc_node
+):
+    """In the patient root model a retrieval names the patient too (PS3.4
+    C.4.2.2.1); the same rows pass on a study root node."""
+    client.force_login(alice)
+    rows = [
+        {"PatientID": "", "StudyInstanceUID": "1.2.3"},
+        {"PatientID": "P2", "StudyInstanceUID": "1.2.4"},
+    ]
+    orthanc_node.query_model = "P"
+    orthanc_node.save()
+    page = _upload(client, project, orthanc_node, rows, kind="get").content.decode()
+    assert "row 1, PatientID: the node uses the patient root model" in page
+    assert "row 2" not in page
+    assert Job.objects.count() == 0
+    orthanc_node.query_model = "S"
+    orthanc_node.save()
+    assert _upload(client, project, orthanc_node, rows, kind="get").status_code == 302
+    assert Job.objects.get().items_total == 2

@@ -4,10 +4,14 @@ import os
 import shutil
 import time
 
-from pulls.models import AuditAction, AuditEvent, JobKind
+from pulls.cli import run_inline
+from pulls.dicom.receiving import UNREQUESTED
+from pulls.models import AuditAction, AuditEvent, JobKind, JobStatus
 from pulls.quarantine import staging_sweep
 from pulls.services import job_create
-from tests.conftest import make_node
+from tests.conftest import make_node, retrieval_job
+from tests.pulls.retrieval_support import QUIET, assert_project_holds_exactly
+from tests.pulls.scripted_pacs import ScriptedPacs
 
 
 def _stage(staging, dicom_data, index: int, *, age: float):
@@ -83,3 +87,59 @@ def test_placed_studies_leave_no_folders_and_cut_writes_no_parts(settings, tmp_p
     assert recent.is_dir()
     assert not (tmp_path / "quarantine").exists()
     assert not AuditEvent.objects.filter(action=AuditAction.QUARANTINE).exists()
+
+
+def test_a_c_get_keeps_what_it_did_not_ask_for_out_of_the_project(
+    storage, settings, tmp_path, alice, project, dicom_data
+):
+    """A C-GET writes straight into the project; a PACS that sends another
+    study's instances with the one asked for does not get them there: they go
+    to quarantine at once, with an audit event naming the job, and the row
+    counts only its own."""
+    settings.PACSNPULL_QUARANTINE_DIR = tmp_path / "quarantine"
+    (asked, asked_instances), (other, other_instances) = sorted(dicom_data.studies.items())[:2]
+    files = [dicom_data.root / i.path for i in [*asked_instances, *other_instances]]
+    with ScriptedPacs(files, behaviour="extra", withhold=2, destinations={}) as pacs:
+        node = make_node("GENEROUS", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = run_inline(retrieval_job(alice, project, node, [asked], kind="get"), **QUIET)
+
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
+    item = job.items.get()
+    n = len(asked_instances)
+    assert (item.instances_expected, item.instances_received) == (n, n)
+    assert_project_holds_exactly(project, asked_instances, storage, dicom_data)
+    assert not (storage / project.slug / UNREQUESTED).exists()
+    quarantined = list((tmp_path / "quarantine").rglob("*.dcm"))
+    assert {p.stem for p in quarantined} == {i.sop_instance_uid for i in other_instances[:2]}
+    event = AuditEvent.objects.get(action=AuditAction.QUARANTINE)
+    assert (event.job_id, event.target, event.details["instances"]) == (job.pk, other, 2)
+    assert "did not ask for" in event.message
+
+
+def test_what_a_dead_worker_left_unrequested_is_quarantined_by_the_sweep(
+    storage, settings, tmp_path, project, dicom_data
+):
+    """A worker killed between a C-GET and setting aside what it did not ask
+    for leaves those files in the project's .unrequested folder: the
+    reconciler's sweep moves them to quarantine once they are old enough."""
+    settings.PACSNPULL_QUARANTINE_DIR = tmp_path / "quarantine"
+    settings.PACSNPULL_QUARANTINE_AFTER_SECONDS = 600
+    unrequested = project.storage_dir / UNREQUESTED
+    (old, old_instances), (fresh, fresh_instances) = sorted(dicom_data.studies.items())[:2]
+    for study, instances, age in ((old, old_instances, 3600), (fresh, fresh_instances, 5)):
+        (unrequested / study).mkdir(parents=True)
+        for inst in instances:
+            target = unrequested / study / f"{inst.sop_instance_uid}.dcm"
+            shutil.copy(dicom_data.root / inst.path, target)
+            os.utime(target, (time.time() - age, time.time() - age))
+
+    counts = staging_sweep()
+
+    assert counts["studies"] == 1 and counts["instances"] == len(old_instances)
+    quarantined = list((tmp_path / "quarantine").rglob("*.dcm"))
+    assert {p.stem for p in quarantined} == {i.sop_instance_uid for i in old_instances}
+    assert not (unrequested / old).exists()
+    assert len(list((unrequested / fresh).iterdir())) == len(fresh_instances)
+    event = AuditEvent.objects.get(action=AuditAction.QUARANTINE)
+    assert (event.target, event.details["instances"]) == (old, len(old_instances))

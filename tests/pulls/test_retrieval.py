@@ -19,7 +19,7 @@ from pulls.models import (
     RetrievedInstance,
 )
 from pulls.records import record_instances
-from pulls.services import job_create, retrieval_create_from_find
+from pulls.services import job_create, job_retry_failed, retrieval_create_from_find
 from tests.conftest import SCP_PORT, make_node, retrieval_job
 from tests.pulls.retrieval_support import QUIET, assert_project_holds_exactly
 from tests.pulls.scripted_pacs import ScriptedPacs
@@ -69,9 +69,38 @@ def test_a_retrieval_puts_exactly_the_pacs_instances_in_the_project(
     assert_project_holds_exactly(project, instances, storage, dicom_data)
 
 
-def test_a_series_retrieval_takes_only_that_series(orthanc, storage, alice, project, dicom_data):
-    node = make_node("ORTHANC", orthanc.dicom_port, "ORTHANC")
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_a_patient_root_retrieval_names_only_the_unique_keys(
+    method, dcmqrscp, storage, alice, project, dicom_data
+):
+    """Rows of a seed query carry other keys (``"PatientName": "*"``, a date);
+    the C-MOVE or C-GET names only PatientID and StudyInstanceUID in the
+    patient root model (PS3.4 C.4.2.2.1). A PACS may refuse another key, or
+    match on it: dcmqrscp, sent the date too, reports success and sends none."""
+    node = make_node("DCMQRSCP", dcmqrscp.port, "DCMQRSCP", connect_timeout=5, query_model="P")
     node.granted_users.add(alice)
+    patient = sorted(dicom_data.patients)[0]
+    instances = dicom_data.patients[patient]
+    rows = [
+        {
+            "QueryRetrieveLevel": "STUDY",
+            "PatientID": patient,
+            "StudyInstanceUID": study,
+            "PatientName": "*",
+            "StudyDate": "19000101",
+        }
+        for study in sorted({i.study_instance_uid for i in instances})
+    ]
+    job = job_create(kind=method, owner=alice, project=project, node=node, rows=rows)
+    job = run_inline(job, **QUIET)
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
+    assert_project_holds_exactly(project, instances, storage, dicom_data)
+
+
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_a_series_retrieval_takes_only_that_series(
+    method, pacs_node, storage, alice, project, dicom_data
+):
     series_uid, instances = sorted(dicom_data.series.items())[0]
     rows = [
         {
@@ -80,9 +109,9 @@ def test_a_series_retrieval_takes_only_that_series(orthanc, storage, alice, proj
             "SeriesInstanceUID": series_uid,
         }
     ]
-    job = job_create(kind=JobKind.MOVE, owner=alice, project=project, node=node, rows=rows)
+    job = job_create(kind=method, owner=alice, project=project, node=pacs_node, rows=rows)
     job = run_inline(job, **QUIET)
-    assert job.status == JobStatus.DONE
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
     assert_project_holds_exactly(project, instances, storage, dicom_data)
 
 
@@ -115,6 +144,36 @@ def test_success_with_instances_withheld_is_retried_then_failed_with_the_numbers
     assert item.error_message.startswith("gave up after 2 attempts: the PACS reported success")
     assert f"{n - 2} of {n} in the project" in item.error_message
     assert (item.instances_expected, item.instances_received) == (n, n - 2)
+
+
+def test_a_failed_retrieval_row_retried_completes_with_each_instance_once(
+    storage, alice, project, dicom_data, settings
+):
+    """Retry failed rows: a C-GET row that gave up with instances missing is
+    worked again with fresh attempts once the PACS has them all; the project
+    then holds every instance once, and the row counts them all."""
+    settings.PACSNPULL_MAX_ATTEMPTS = 1
+    study_uid, instances = sorted(dicom_data.studies.items())[4]
+    n = len(instances)
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances], behaviour="withhold", destinations={}
+    ) as pacs:
+        node = make_node("LIAR", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = run_inline(retrieval_job(alice, project, node, [study_uid], kind="get"), **QUIET)
+        item = job.items.get()
+        assert (job.status, item.status) == (JobStatus.FAILED, ItemStatus.FAILED)
+        assert (item.instances_expected, item.instances_received) == (n, n - 2)
+
+        pacs.behaviour = "honest"  # the PACS has its instances back
+        assert job_retry_failed(job=job, user=alice) == 1
+        job = run_inline(job, **QUIET)
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
+    item = job.items.get()
+    assert (item.status, item.attempts, item.error_message) == (ItemStatus.DONE, 1, "")
+    assert (item.instances_expected, item.instances_received) == (n, n)
+    assert_project_holds_exactly(project, instances, storage, dicom_data)
+    assert AuditEvent.objects.filter(action=AuditAction.JOB_RETRIED, job=job).exists()
 
 
 def test_instances_a_pacs_sends_twice_are_in_the_project_once(storage, alice, project, dicom_data):

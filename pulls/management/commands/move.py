@@ -1,10 +1,11 @@
 """Seed-compatible: `python manage.py move --config CONF.json --query QUERY.json [--out DIR]`.
 
-Rows that name their StudyInstanceUID (and SeriesInstanceUID at SERIES level)
-are retrieved directly; other rows are found first (C-FIND) and their studies
-retrieved. Files go to DIR/<job_title>/dcm/ in the project layout, results to
-DIR/<job_title>/qry/. With C-MOVE and no storage SCP listening on client_port,
-one runs for the duration with AE title client_name (the prototype's store).
+Rows that name their StudyInstanceUID (and SeriesInstanceUID at SERIES level,
+PatientID in the patient root model) are retrieved directly; other rows are
+found first (C-FIND) and their studies retrieved. Files go to
+DIR/<job_title>/dcm/ in the project layout, results to DIR/<job_title>/qry/.
+With C-MOVE and no storage SCP listening on client_port, one runs for the
+duration with AE title client_name (the prototype's store).
 """
 
 from contextlib import nullcontext
@@ -21,21 +22,16 @@ from pulls.cli import (
     write_retrieval_results,
 )
 from pulls.dicom.storage_scp import StorageSCP
+from pulls.forms import retrieval_problems
 from pulls.models import JobKind
 from pulls.sandbox.procs import port_open
 from pulls.services import cli_project, cli_setup, job_create, retrieval_create_from_find
 
 
-def _direct(rows: list[dict[str, str]]) -> bool:
-    def named(row: dict[str, str]) -> bool:
-        level = row.get("QueryRetrieveLevel")
-        study = row.get("StudyInstanceUID", "")
-        series = row.get("SeriesInstanceUID", "")
-        if level == "STUDY":
-            return bool(study) and "\\" not in study
-        return level == "SERIES" and bool(study) and bool(series) and "\\" not in series
-
-    return all(named(row) for row in rows)
+def _direct(rows: list[dict[str, str]], numbers: list[int], *, patient_root: bool) -> bool:
+    """Whether every row names what to retrieve by its unique keys (as the web
+    form requires); otherwise the rows are found first, as the prototype did."""
+    return not retrieval_problems(rows, numbers, patient_root=patient_root)
 
 
 class Command(BaseCommand):
@@ -69,7 +65,7 @@ class Command(BaseCommand):
             else nullcontext()
         )
         with scp:
-            if _direct(parsed.rows):
+            if _direct(parsed.rows, parsed.numbers, patient_root=conf.query_model == "P"):
                 job = job_create(
                     kind=kind, owner=owner, project=project, node=node, rows=parsed.rows,
                     row_numbers=parsed.numbers, title=conf.job_title, source_name=query.name,
