@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
@@ -76,6 +78,22 @@ MATCH_SORTS = {
 }
 
 
+def description_filter(pattern: str) -> Q:
+    """Matches whose StudyDescription or SeriesDescription fits ``pattern``,
+    case-insensitively: with DICOM's wildcards (``*`` any run of characters,
+    ``?`` one) the whole description must fit it; without, it contains it."""
+    pattern = pattern.strip()
+    if "*" not in pattern and "?" not in pattern:
+        return Q(attributes__StudyDescription__icontains=pattern) | Q(
+            attributes__SeriesDescription__icontains=pattern
+        )
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    regex = f"^{regex}$"
+    return Q(attributes__StudyDescription__iregex=regex) | Q(
+        attributes__SeriesDescription__iregex=regex
+    )
+
+
 def job_matches(
     *,
     job: Job,
@@ -93,7 +111,7 @@ def job_matches(
     if date_to:
         matches = matches.filter(study_date__lte=date_to)
     if description:
-        matches = matches.filter(attributes__StudyDescription__icontains=description)
+        matches = matches.filter(description_filter(description))
     return matches.order_by(*MATCH_SORTS.get(sort, MATCH_SORTS["row"])).select_related("item")
 
 

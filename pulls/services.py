@@ -374,7 +374,7 @@ def retrieval_create_from_find(
             .values_list("patient_id", "study_instance_uid", "series_instance_uid")
             .distinct()
         )
-        if not keys:
+        if not keys and matches.exists():
             raise ValidationError(
                 "These matches name no series: retrieve whole studies, or run a SERIES-level find."
             )

@@ -30,7 +30,12 @@ class RetrieveForm(SmallControlsMixin, forms.Form):
     method = forms.ChoiceField(choices=[("move", "C-MOVE"), ("get", "C-GET")])
     level = forms.ChoiceField(choices=[("STUDY", "whole studies"), ("SERIES", "series")])
     modality = forms.CharField(required=False, max_length=16)
-    description = forms.CharField(required=False, max_length=64, label="Description contains")
+    description = forms.CharField(
+        required=False,
+        max_length=64,
+        label="Study or series description",
+        widget=forms.TextInput(attrs={"placeholder": "chest, or CT*AXIAL*"}),
+    )
     date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
@@ -39,7 +44,12 @@ class MatchFilterForm(SmallControlsMixin, forms.Form):
     modality = forms.CharField(required=False, max_length=16)
     date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    description = forms.CharField(required=False, max_length=64)
+    description = forms.CharField(
+        required=False,
+        max_length=64,
+        label="Study or series description",
+        widget=forms.TextInput(attrs={"placeholder": "chest, or CT*AXIAL*"}),
+    )
     sort = forms.ChoiceField(
         required=False, choices=[(k, k) for k in selectors.MATCH_SORTS], initial="row"
     )

@@ -2,9 +2,11 @@
 
 import csv
 import io
+from datetime import date
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from pulls.cli import run_inline
@@ -13,6 +15,7 @@ from pulls.manifests import COLUMNS, manifest_chunks
 from pulls.models import (
     AuditAction,
     AuditEvent,
+    FindResult,
     ItemStatus,
     JobKind,
     JobStatus,
@@ -95,6 +98,55 @@ def test_a_patient_root_retrieval_names_only_the_unique_keys(
     job = run_inline(job, **QUIET)
     assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
     assert_project_holds_exactly(project, instances, storage, dicom_data)
+
+
+def test_retrieve_these_keeps_the_matches_its_filters_name(alice, project, orthanc_node):
+    """Retrieve these with filters: modality, a study or series description
+    (contained, or a pattern with * and ?, any case), a date range; one row per
+    study or series kept, keyed by its UIDs."""
+    find = job_create(
+        kind=JobKind.FIND,
+        owner=alice,
+        project=project,
+        node=orthanc_node,
+        rows=[{"QueryRetrieveLevel": "SERIES", "PatientID": "P1"}],
+    )
+    item = find.items.get()
+    for study, series, modality, day, study_text, series_text in (
+        ("1.1", "1.1.1", "CT", date(2020, 1, 5), "CT CHEST", "Axial 1mm"),
+        ("1.1", "1.1.2", "CT", date(2020, 1, 5), "CT CHEST", "Coronal"),
+        ("1.2", "1.2.1", "MR", date(2021, 6, 1), "MR BRAIN", "T1 axial"),
+        ("1.3", "1.3.1", "CT", date(2022, 3, 3), "CT ABDOMEN", "AXIAL 5mm"),
+    ):
+        FindResult.objects.create(
+            job=find,
+            item=item,
+            attributes={"StudyDescription": study_text, "SeriesDescription": series_text},
+            patient_id="P1",
+            study_instance_uid=study,
+            series_instance_uid=series,
+            study_date=day,
+            modality=modality,
+        )
+
+    def rows(**filters):
+        job = retrieval_create_from_find(find_job=find, user=alice, method="get", **filters)
+        return [
+            (row.identifier["StudyInstanceUID"], row.identifier.get("SeriesInstanceUID"))
+            for row in job.items.order_by("row")
+        ]
+
+    assert rows(modality="ct") == [("1.1", None), ("1.3", None)]
+    assert rows(description="chest") == [("1.1", None)]
+    assert rows(description="coronal") == [("1.1", None)]
+    assert rows(description="*axial*", level="SERIES") == [
+        ("1.1", "1.1.1"), ("1.2", "1.2.1"), ("1.3", "1.3.1"),
+    ]  # fmt: skip
+    assert rows(description="axial ?mm", level="SERIES") == [("1.1", "1.1.1"), ("1.3", "1.3.1")]
+    assert rows(date_from=date(2021, 1, 1), date_to=date(2021, 12, 31)) == [("1.2", None)]
+    assert rows(description="CT*", modality="CT", date_from=date(2021, 1, 1)) == [("1.3", None)]
+    with pytest.raises(ValidationError, match="No matches to retrieve with these filters"):
+        rows(description="chest*", level="SERIES", modality="MR")
 
 
 @pytest.mark.parametrize("method", ["move", "get"])
