@@ -174,7 +174,7 @@ def _require_space(job: Job) -> None:
 
     if job.kind in (JobKind.MOVE, JobKind.GET):
         try:
-            check_free_space(job.project)
+            check_free_space(job.project, then="start the job")
         except DiskFull as exc:
             raise ValidationError(f"Not started: {exc}.") from None
 

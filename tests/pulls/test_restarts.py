@@ -132,6 +132,53 @@ def test_a_restart_of_redis_loses_no_queued_work(
     _assert_exactly_once(storage, project, instances)
 
 
+def test_a_restart_of_redis_in_the_middle_of_a_c_get_loses_nothing(
+    redis_service, redis_url, flushable_db, sandbox, settings, tmp_path, alice, project,
+    dicom_data,
+):  # fmt: skip
+    """Redis killed and started again while a worker is in the middle of a
+    C-GET job: the job's messages, the node's association slots and the
+    count-ahead turns are gone. The worker carries on, the reconciler sends
+    again what was lost, and the job ends done with every instance once."""
+    storage = tmp_path / "storage"
+    lease = 3
+    settings.PACSNPULL_LEASE_SECONDS = lease
+    settings.PACSNPULL_STORAGE_ROOT = storage
+    env = {
+        "PACSNPULL_LEASE_SECONDS": str(lease),
+        "PACSNPULL_STORAGE_ROOT": str(storage),
+    }
+    studies = sorted(dicom_data.studies)[:8]
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="slow",
+        delay=0.02,
+        destinations={},
+    ) as pacs:
+        node = make_node("SLOW", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        worker = Worker(
+            redis_url=redis_url, log_path=sandbox / "redis-mid-job-worker.log", env=env
+        ).start()
+        try:
+            job = retrieval_job(alice, project, node, studies, kind="get", start=True)
+            wait_for(lambda: list(storage.rglob("*.dcm")), timeout=30, what="the first files")
+            redis_service.kill_and_restart()
+            assert Job.objects.get(pk=job.pk).status == JobStatus.RUNNING
+
+            def done() -> bool:
+                items.items_reconcile(enqueue=enqueue_chunks)  # as the scheduled reconciler
+                return Job.objects.get(pk=job.pk).status == JobStatus.DONE
+
+            wait_for(done, timeout=90, what=f"the job; worker log:\n{worker.log_tail()}")
+        finally:
+            worker.stop()
+    job = Job.objects.get(pk=job.pk)
+    assert job.instances_received == job.instances_expected == len(instances)
+    _assert_exactly_once(storage, project, instances)
+
+
 def test_a_job_started_while_redis_is_down_is_saved_and_sent_once_it_is_back(
     redis_service, redis_url, flushable_db, alice, project
 ):

@@ -439,6 +439,24 @@ def test_pause_holds_the_work_and_resume_releases_it(
     }
 
 
+def test_a_retrieval_is_not_started_without_free_space_and_says_what_to_do(
+    client, storage, settings, alice, project, orthanc_node, dicom_data
+):
+    """Free space is checked before a retrieval starts: below
+    PACSNPULL_MIN_FREE_BYTES the job stays a draft, nothing is queued or
+    sent, and the page says how much is free and what to do."""
+    settings.PACSNPULL_MIN_FREE_BYTES = 10**18  # more than any disk here
+    job = retrieval_job(alice, project, orthanc_node, sorted(dicom_data.studies)[:2], kind="get")
+    client.force_login(alice)
+    page = client.post(f"/jobs/{job.code}/start/", follow=True).content.decode()
+    assert "Not started: only" in page
+    assert "MB free on the disk of" in page
+    assert "free some space, then start the job." in page
+    job.refresh_from_db()
+    assert job.status == JobStatus.DRAFT
+    assert set(job.items.values_list("status", "queued_at")) == {(ItemStatus.PENDING, None)}
+
+
 @pytest.mark.parametrize("kind", [JobKind.MOVE, JobKind.GET])
 def test_a_full_disk_pauses_the_job_and_resume_finishes_it(
     kind, orthanc, staging, settings, tmp_path, alice, project, dicom_data
