@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 
+import pytest
 from django.db import connection
 
 from pulls import items, queueing
@@ -208,8 +209,9 @@ def test_a_job_started_while_redis_is_down_is_saved_and_sent_once_it_is_back(
     assert sent == [sorted(job.items.values_list("pk", flat=True))]
 
 
+@pytest.mark.parametrize("method", ["move", "get"])
 def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
-    settings, flushable_db, staging, tmp_path, alice, project, dicom_data
+    method, settings, flushable_db, staging, tmp_path, alice, project, dicom_data
 ):
     from pulls.models import ItemStatus
     from pulls.services import job_cancel
@@ -228,11 +230,13 @@ def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
     ) as pacs:
         node = make_node("SLOW", pacs.port, pacs.ae_title)
         node.granted_users.add(alice)
-        job = retrieval_job(alice, project, node, studies)
+        job = retrieval_job(alice, project, node, studies, kind=method)
+        # C-MOVE: instances arrive in the staging area; C-GET: in the project.
+        arriving = staging if method == "move" else storage
 
         def cancel_when_the_first_instance_arrives() -> None:
             try:
-                wait_for(lambda: list(staging.rglob("*.dcm")), timeout=30, what="an instance")
+                wait_for(lambda: list(arriving.rglob("*.dcm")), timeout=30, what="an instance")
                 job_cancel(job=Job.objects.get(pk=job.pk), user=alice)
             finally:
                 connection.close()
@@ -249,3 +253,56 @@ def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
     assert not list(storage.rglob("*.part"))
     for path in storage.rglob("*.dcm"):  # what is there is whole
         assert path.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_a_pause_in_flight_keeps_what_arrived_and_resume_finishes_with_each_instance_once(
+    method, settings, flushable_db, staging, tmp_path, alice, project, dicom_data
+):
+    """Pause during a transfer: the C-CANCEL goes out, what arrived is kept
+    whole, the row waits (no attempt used, no error); Resume finishes the job
+    with every instance in the project once."""
+    from pulls.models import ItemStatus
+    from pulls.services import job_pause, job_resume
+
+    storage = tmp_path / "storage"
+    settings.PACSNPULL_STAGING_DIR = staging
+    settings.PACSNPULL_STORAGE_ROOT = storage
+    settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
+    studies = sorted(dicom_data.studies)[:3]
+    instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    with ScriptedPacs(
+        [dicom_data.root / i.path for i in instances],
+        behaviour="slow",
+        delay=0.3,
+        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    ) as pacs:
+        node = make_node("SLOW", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        job = retrieval_job(alice, project, node, studies, kind=method)
+        arriving = staging if method == "move" else storage
+
+        def pause_when_the_first_instance_arrives() -> None:
+            try:
+                wait_for(lambda: list(arriving.rglob("*.dcm")), timeout=30, what="an instance")
+                job_pause(job=Job.objects.get(pk=job.pk), user=alice)
+            finally:
+                connection.close()
+
+        pauser = threading.Thread(target=pause_when_the_first_instance_arrives)
+        pauser.start()
+        job = run_inline(job, on_progress=lambda job: None)
+        pauser.join()
+        assert job.status == JobStatus.PAUSED
+        first = job.items.get(row=1)
+        assert (first.status, first.attempts, first.error_message) == (ItemStatus.PENDING, 0, "")
+        assert set(job.items.values_list("status", flat=True)) == {ItemStatus.PENDING}
+        kept = list(storage.rglob("*.dcm"))
+        assert 0 < len(kept) < len(instances)  # stopped mid-study, what arrived is placed
+        assert not list(storage.rglob("*.part"))
+
+        pacs.delay = 0.0
+        job = run_inline(job_resume(job=job, user=alice), on_progress=lambda job: None)
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
+    assert job.instances_received == len(instances)
+    _assert_exactly_once(storage, project, instances)
