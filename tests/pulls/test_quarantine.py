@@ -143,3 +143,37 @@ def test_what_a_dead_worker_left_unrequested_is_quarantined_by_the_sweep(
     assert len(list((unrequested / fresh).iterdir())) == len(fresh_instances)
     event = AuditEvent.objects.get(action=AuditAction.QUARANTINE)
     assert (event.target, event.details["instances"]) == (old, len(old_instances))
+
+
+def test_a_study_sent_to_the_storage_scp_that_no_job_asked_for_ends_in_quarantine(
+    orthanc, staging, settings, tmp_path, db, dicom_data
+):
+    """A misdirected C-MOVE: Orthanc sends a study to the portal's storage SCP
+    that no retrieval asked for. It stays out of every project, and once older
+    than PACSNPULL_QUARANTINE_AFTER_SECONDS the reconciler's sweep puts it in
+    quarantine with an audit event."""
+    from pulls.dicom import Session
+    from pulls.dicom.identifiers import retrieve_identifier
+    from tests.conftest import peer_for
+
+    settings.PACSNPULL_STAGING_DIR = staging
+    settings.PACSNPULL_STORAGE_ROOT = tmp_path / "storage"
+    settings.PACSNPULL_QUARANTINE_DIR = tmp_path / "quarantine"
+    settings.PACSNPULL_QUARANTINE_AFTER_SECONDS = 600
+    study, instances = sorted(dicom_data.studies.items())[5]
+    with Session(peer_for(orthanc.dicom_port, "ORTHANC"), services=("move",)) as session:
+        result = session.move(
+            retrieve_identifier({"StudyInstanceUID": study}, model="S"),
+            destination=settings.PACSNPULL_AE_TITLE,
+        )
+    assert (result.status, result.completed) == (0, len(instances))
+
+    assert staging_sweep()["instances"] == 0  # too recent: a retrieval may still claim it
+    counts = staging_sweep(now=time.time() + 601)
+
+    assert (counts["studies"], counts["instances"]) == (1, len(instances))
+    quarantined = list((tmp_path / "quarantine").rglob("*.dcm"))
+    assert {p.stem for p in quarantined} == {i.sop_instance_uid for i in instances}
+    assert not list((tmp_path / "storage").rglob("*.dcm"))
+    event = AuditEvent.objects.get(action=AuditAction.QUARANTINE)
+    assert (event.target, event.details["instances"]) == (study, len(instances))
