@@ -44,7 +44,8 @@ def load_inputs(config: Path, query: Path) -> tuple[SeedConfig, ParsedQueries]:
     return conf, parsed
 
 
-def progress_bar(job: Job, *, width: int = 30, stream=sys.stderr) -> None:
+def progress_bar(job: Job, *, width: int = 30, stream=None) -> None:
+    stream = stream or sys.stderr  # as it is now (a caller may have redirected it)
     done = job.items_done + job.items_failed + job.items_cancelled
     total = max(job.items_total, 1)
     filled = int(width * done / total)

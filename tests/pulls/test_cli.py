@@ -145,7 +145,12 @@ def test_move_with_seed_files_finds_then_retrieves_into_the_layout(
     with open(base / "qry" / "move_results.csv", encoding="utf-8") as fh:
         results = list(csv.DictReader(fh))
     assert {r["status"] for r in results} == {"done"}
-    assert "instances in" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "instances in" in printed.out
+    # The progress bar, rewritten in place: the find's rows, then the retrieval's.
+    rows = len({i.study_instance_uid for i in dicom_data.patients[patient]})
+    assert f"\r[{'#' * 30}] 1/1 rows, 0 failed" in printed.err
+    assert f"\r[{'#' * 30}] {rows}/{rows} rows, 0 failed" in printed.err
 
 
 @pytest.mark.django_db(transaction=True)
@@ -182,6 +187,33 @@ def test_move_in_the_patient_root_model_finds_the_patient_of_a_study_first(
     assert "finding the studies first" in capsys.readouterr().err
     files = _files_under(tmp_path / "out" / "cmd-linetest" / "dcm")
     assert set(files) == {i.sop_instance_uid for i in instances}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_move_refuses_a_client_port_taken_by_something_that_is_not_a_storage_scp(
+    tmp_path, orthanc, dicom_data, cli_storage, flushable_db
+):
+    """client_port is taken, but not by a DICOM storage SCP answering as
+    client_name: the C-MOVE's files would go nowhere, so nothing is sent."""
+    import socket
+
+    study = sorted(dicom_data.studies)[0]
+    with socket.create_server(("127.0.0.1", 0)) as squatter:
+        port = squatter.getsockname()[1]
+        with pytest.raises(CommandError) as info:
+            call_command(
+                "move",
+                config=_conf(tmp_path, orthanc.dicom_port, "ORTHANC", client_port=port),
+                query=_query(
+                    tmp_path, [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}]
+                ),
+                out=str(tmp_path / "out"),
+            )
+    message = str(info.value)
+    assert f"port {port} is in use, but not by a storage SCP that answers as PACSNPULL" in message
+    assert "set client_port to a free port" in message
+    assert not Job.objects.exists()
+    assert not list((tmp_path / "out").rglob("*.dcm"))
 
 
 @pytest.mark.django_db(transaction=True)

@@ -21,6 +21,7 @@ from pulls.cli import (
     write_find_results,
     write_retrieval_results,
 )
+from pulls.dicom import PacsError, Peer, echo
 from pulls.dicom.storage_scp import StorageSCP
 from pulls.forms import retrieval_problems
 from pulls.models import JobKind
@@ -32,6 +33,29 @@ def _direct(rows: list[dict[str, str]], numbers: list[int], *, patient_root: boo
     """Whether every row names what to retrieve by its unique keys (as the web
     form requires); otherwise the rows are found first, as the prototype did."""
     return not retrieval_problems(rows, numbers, patient_root=patient_root)
+
+
+def _not_a_storage_scp(conf) -> str:
+    """Why what listens on client_port cannot take the C-MOVE's files (it does
+    not answer a C-ECHO called client_name), or ''."""
+    peer = Peer(
+        host=conf.client_ip or "127.0.0.1",
+        port=conf.client_port,
+        called_ae=conf.client_name,
+        calling_ae=conf.client_name,
+        connect_timeout=5,
+        acse_timeout=5,
+        dimse_timeout=5,
+    )
+    try:
+        echo(peer)
+    except PacsError as exc:
+        return (
+            f"port {conf.client_port} is in use, but not by a storage SCP that answers as "
+            f"{conf.client_name} ({exc}): stop what listens there, or set client_port to a "
+            "free port (this command then runs a storage SCP of its own)"
+        )
+    return ""
 
 
 class Command(BaseCommand):
@@ -54,6 +78,8 @@ class Command(BaseCommand):
         project = cli_project(owner=owner, job_title=conf.job_title, storage=dcm)
         kind = JobKind.GET if method == "get" else JobKind.MOVE
         needs_scp = kind == JobKind.MOVE and not port_open(conf.client_port)
+        if kind == JobKind.MOVE and not needs_scp and (problem := _not_a_storage_scp(conf)):
+            raise CommandError(problem)
         scp = (
             StorageSCP(
                 ae_title=conf.client_name,
