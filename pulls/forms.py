@@ -45,10 +45,12 @@ def retrieval_problems(
                 f"row {n}, SeriesInstanceUID: name one exact series, or leave it empty to "
                 "retrieve the whole study"
             )
-        elif patient_root and row.get("PatientID", "") in ("", "*"):
+        elif patient_root and (
+            not row.get("PatientID") or any(c in row["PatientID"] for c in "*?\\")
+        ):
             problems.append(
                 f"row {n}, PatientID: the node uses the patient root model, where a "
-                "retrieval names the patient too: add the study's PatientID"
+                "retrieval names the patient too: add the study's PatientID (one, exactly)"
             )
     return problems
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import time
@@ -36,6 +37,8 @@ from pulls.models import (
     JobStatus,
     Project,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _wanted_folders() -> set[str]:
@@ -67,16 +70,30 @@ def staging_sweep(*, now: float | None = None) -> dict[str, int]:
         _sweep_staging(staging, counts, now=now, cutoff=cutoff)
     # Those a worker sets aside right after its C-GET, unless it died first.
     for project in Project.objects.only("slug", "storage_path"):
-        unrequested = project.storage_dir / UNREQUESTED
-        if not unrequested.is_dir():
-            continue
-        for folder in unrequested.iterdir():
-            files = [path for path in folder.iterdir() if path.name.endswith(".dcm")]
-            if files and max(map(_mtime, files)) < cutoff:
-                counts["studies"] += 1
-                counts["instances"] += set_aside(files, folder.name, now=now)
-                _remove_empty(folder)
+        try:
+            _sweep_unrequested(project.storage_dir / UNREQUESTED, counts, now=now, cutoff=cutoff)
+        except OSError as exc:  # one project's folder must not stop the others'
+            log.warning("quarantine sweep of project %s: %s", project.slug, exc.strerror)
     return counts
+
+
+def _sweep_unrequested(
+    unrequested: Path, counts: dict[str, int], *, now: float, cutoff: float
+) -> None:
+    if not unrequested.is_dir():
+        return
+    for folder in unrequested.iterdir():
+        if not folder.is_dir():
+            continue
+        ages = {path: _mtime(path) for path in folder.iterdir()}
+        if max(ages.values(), default=_mtime(folder)) >= cutoff:
+            continue  # a C-GET may be writing to it, or its worker setting it aside
+        files = [path for path in ages if path.name.endswith(".dcm")]
+        if files:
+            counts["studies"] += 1
+            counts["instances"] += set_aside(files, folder.name, now=now)
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # quiet for the quarantine age: no C-GET is writing to it
 
 
 def _sweep_staging(staging: Path, counts: dict[str, int], *, now: float, cutoff: float) -> None:
@@ -104,23 +121,30 @@ def _sweep_staging(staging: Path, counts: dict[str, int], *, now: float, cutoff:
 
 
 def _move(path: Path, target: Path) -> bool:
-    """Move one file (across file systems too); False if it is gone already."""
+    """Move one file (across file systems too); False if it is gone already
+    (taken meanwhile by a worker, or by the sweep)."""
     try:
         os.replace(path, target)
-    except FileNotFoundError:  # taken meanwhile (placed by a worker)
+        return True
+    except FileNotFoundError:
         return False
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        shutil.move(path, target)
+    # Another file system: a copy under a temporary name, renamed into place,
+    # then the original removed (whoever copies it second gets the same file).
+    temp = target.with_name(f"{TEMP_PREFIX}{os.getpid()}-{target.name}")
+    try:
+        shutil.copyfile(path, temp)
+        os.replace(temp, target)
+    except FileNotFoundError:
+        temp.unlink(missing_ok=True)
+        return False
+    except BaseException:
+        temp.unlink(missing_ok=True)  # no half copy left in quarantine (a full disk)
+        raise
+    path.unlink(missing_ok=True)
     return True
-
-
-def _remove_empty(folder: Path) -> None:
-    """The study folder, and the ``.unrequested`` folder above it, once empty."""
-    for empty in (folder, folder.parent):
-        with contextlib.suppress(OSError):
-            empty.rmdir()
 
 
 def set_aside(
@@ -155,8 +179,6 @@ def set_aside_unrequested(project_dir: Path, unrequested: list[Placed], *, job: 
     for placed in unrequested:
         path = project_dir / placed.path
         by_folder.setdefault(path.parent.name, []).append(path)
-    moved = 0
-    for folder, files in by_folder.items():
-        moved += set_aside(files, folder, job=job)
-        _remove_empty(files[0].parent)
-    return moved
+    # The emptied study folders stay: another C-GET of the project may be writing
+    # to one right now. The sweep removes them once they are quiet.
+    return sum(set_aside(files, folder, job=job) for folder, files in by_folder.items())

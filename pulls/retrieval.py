@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import shutil
 import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from pulls.dicom import (
     PacsAborted,
@@ -58,6 +59,8 @@ from pulls.records import (
     record_instances,
 )
 from pulls.throttle import count_ahead_turn
+
+log = logging.getLogger(__name__)
 
 
 class IncompleteRetrieval(PacsError):
@@ -215,15 +218,23 @@ def _collect(session: Session, job: Job, study: str, series: str | None) -> list
     """What a C-GET wrote straight into the project (see ProjectWriter); what
     it received of other studies or series goes to quarantine."""
     writer = session.writer
-    if writer.unrequested:
-        set_aside_unrequested(job.project.storage_dir, writer.unrequested, job=job)
-        writer.unrequested.clear()
     mine = {  # by SOP instance: a C-GET done again (see _get) places some twice
         p.sop_instance_uid: p
         for p in writer.placed_instances
         if p.study_instance_uid == study and (not series or p.series_instance_uid == series)
     }
     writer.placed_instances.clear()
+    unrequested, writer.unrequested = writer.unrequested, []
+    if unrequested:
+        try:
+            set_aside_unrequested(job.project.storage_dir, unrequested, job=job)
+        except (OSError, DatabaseError) as exc:
+            # Not this row's concern: they stay in .unrequested, outside the
+            # layout, and the reconciler's sweep moves them later.
+            log.warning(  # no path: it names a study
+                "job %s: %d instances not asked for left in .unrequested: %s",
+                job.pk, len(unrequested), getattr(exc, "strerror", None) or type(exc).__name__,
+            )  # fmt: skip
     return list(mine.values())
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from accounts.models import User
+from pulls.lookups import like_pattern
 from pulls.models import (
     AuditEvent,
     FindResult,
@@ -87,10 +86,9 @@ def description_filter(pattern: str) -> Q:
         return Q(attributes__StudyDescription__icontains=pattern) | Q(
             attributes__SeriesDescription__icontains=pattern
         )
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    regex = f"^{regex}$"
-    return Q(attributes__StudyDescription__iregex=regex) | Q(
-        attributes__SeriesDescription__iregex=regex
+    like = like_pattern(pattern)
+    return Q(attributes__StudyDescription__ilike=like) | Q(
+        attributes__SeriesDescription__ilike=like
     )
 
 

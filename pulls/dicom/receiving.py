@@ -529,8 +529,14 @@ class _PendingStore:
             try:
                 os.replace(temp, final)
             except FileNotFoundError:  # the first instance of its folder (or it was swept)
-                os.makedirs(final.rpartition("/")[0], exist_ok=True)
-                os.replace(temp, final)
+                for attempt in range(3):  # a sweep may remove the folder again meanwhile
+                    os.makedirs(final.rpartition("/")[0], exist_ok=True)
+                    try:
+                        os.replace(temp, final)
+                        break
+                    except FileNotFoundError:
+                        if attempt == 2 or not os.path.exists(temp):
+                            raise
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)

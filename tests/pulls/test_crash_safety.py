@@ -8,6 +8,7 @@ from pulls import items
 from pulls.models import ItemStatus, Job, JobStatus, RetrievedInstance
 from pulls.tasks import enqueue_chunks
 from tests.conftest import SCP_PORT, Worker, make_node, retrieval_job, wait_for
+from tests.pulls.retrieval_support import assert_project_holds_exactly
 from tests.pulls.scripted_pacs import ScriptedPacs
 
 LEASE = 4
@@ -76,10 +77,9 @@ def test_a_killed_worker_loses_no_instance_and_places_none_twice(
     placed = sorted(p.stem for p in (storage / project.slug).rglob("*.dcm"))
     assert placed == sorted(i.sop_instance_uid for i in instances)  # each exactly once
     assert RetrievedInstance.objects.filter(project=project).count() == len(instances)
-    # No half-written file in the layout. (A C-GET's write cut short by the kill
-    # may stay in the project's .incoming until it is older than the quarantine
-    # age, as in the staging area: the next chunk of a C-GET removes it then.)
-    layout = [p for p in (storage / project.slug).rglob("*") if p.is_file()]
-    assert not [p for p in layout if ".incoming" not in p.parts and p.suffix != ".dcm"]
+    # Every file in the layout whole, byte for byte. (A C-GET's write cut short
+    # by the kill may stay in the project's .incoming, outside the layout, until
+    # it is older than the quarantine age: the next C-GET chunk removes it then.)
+    assert_project_holds_exactly(project, instances, storage, dicom_data)
     job.refresh_from_db()
     assert job.instances_received == len(instances)

@@ -243,14 +243,16 @@ def test_a_patient_root_retrieval_row_without_patient_id_is_refused(
     rows = [
         {"PatientID": "", "StudyInstanceUID": "1.2.3"},
         {"PatientID": "P2", "StudyInstanceUID": "1.2.4"},
+        {"PatientID": "P*", "StudyInstanceUID": "1.2.5"},
     ]
     orthanc_node.query_model = "P"
     orthanc_node.save()
     page = _upload(client, project, orthanc_node, rows, kind="get").content.decode()
     assert "row 1, PatientID: the node uses the patient root model" in page
+    assert "row 3, PatientID: the node uses the patient root model" in page
     assert "row 2" not in page
     assert Job.objects.count() == 0
     orthanc_node.query_model = "S"
     orthanc_node.save()
     assert _upload(client, project, orthanc_node, rows, kind="get").status_code == 302
-    assert Job.objects.get().items_total == 2
+    assert Job.objects.get().items_total == 3

@@ -1,15 +1,18 @@
 """Instances nobody asked for go to quarantine and the audit log, never into a project."""
 
+import contextlib
 import os
 import shutil
 import time
+
+import pytest
 
 from pulls.cli import run_inline
 from pulls.dicom.receiving import UNREQUESTED
 from pulls.models import AuditAction, AuditEvent, JobKind, JobStatus
 from pulls.quarantine import staging_sweep
 from pulls.services import job_create
-from tests.conftest import make_node, retrieval_job
+from tests.conftest import make_node, retrieval_job, small_tmpfs
 from tests.pulls.retrieval_support import QUIET, assert_project_holds_exactly
 from tests.pulls.scripted_pacs import ScriptedPacs
 
@@ -89,13 +92,21 @@ def test_placed_studies_leave_no_folders_and_cut_writes_no_parts(settings, tmp_p
     assert not AuditEvent.objects.filter(action=AuditAction.QUARANTINE).exists()
 
 
+@pytest.mark.parametrize("quarantine_on", ["the same disk", "another file system"])
 def test_a_c_get_keeps_what_it_did_not_ask_for_out_of_the_project(
-    storage, settings, tmp_path, alice, project, dicom_data
+    quarantine_on, storage, settings, tmp_path, alice, project, dicom_data
 ):
     """A C-GET writes straight into the project; a PACS that sends another
     study's instances with the one asked for does not get them there: they go
-    to quarantine at once, with an audit event naming the job, and the row
-    counts only its own."""
+    to quarantine at once (across file systems too), with an audit event
+    naming the job, and the row counts only its own."""
+    with contextlib.ExitStack() as stack:
+        if quarantine_on == "another file system":
+            stack.enter_context(small_tmpfs(tmp_path / "quarantine", "4m"))
+        _c_get_with_another_study_along(storage, settings, tmp_path, alice, project, dicom_data)
+
+
+def _c_get_with_another_study_along(storage, settings, tmp_path, alice, project, dicom_data):
     settings.PACSNPULL_QUARANTINE_DIR = tmp_path / "quarantine"
     (asked, asked_instances), (other, other_instances) = sorted(dicom_data.studies.items())[:2]
     files = [dicom_data.root / i.path for i in [*asked_instances, *other_instances]]
@@ -109,7 +120,7 @@ def test_a_c_get_keeps_what_it_did_not_ask_for_out_of_the_project(
     n = len(asked_instances)
     assert (item.instances_expected, item.instances_received) == (n, n)
     assert_project_holds_exactly(project, asked_instances, storage, dicom_data)
-    assert not (storage / project.slug / UNREQUESTED).exists()
+    assert not [p for p in (storage / project.slug / UNREQUESTED).rglob("*") if p.is_file()]
     quarantined = list((tmp_path / "quarantine").rglob("*.dcm"))
     assert {p.stem for p in quarantined} == {i.sop_instance_uid for i in other_instances[:2]}
     event = AuditEvent.objects.get(action=AuditAction.QUARANTINE)
@@ -133,6 +144,8 @@ def test_what_a_dead_worker_left_unrequested_is_quarantined_by_the_sweep(
             target = unrequested / study / f"{inst.sop_instance_uid}.dcm"
             shutil.copy(dicom_data.root / inst.path, target)
             os.utime(target, (time.time() - age, time.time() - age))
+
+    (unrequested / ".DS_Store").write_bytes(b"")  # a stray file does not stop the sweep
 
     counts = staging_sweep()
 
@@ -177,3 +190,50 @@ def test_a_study_sent_to_the_storage_scp_that_no_job_asked_for_ends_in_quarantin
     assert not list((tmp_path / "storage").rglob("*.dcm"))
     event = AuditEvent.objects.get(action=AuditAction.QUARANTINE)
     assert (event.target, event.details["instances"]) == (study, len(instances))
+
+
+def test_a_series_c_get_keeps_the_other_series_of_the_study_out_of_the_project(
+    storage, settings, tmp_path, alice, project, dicom_data
+):
+    """A PACS that answers a SERIES-level C-GET with the whole study: the row's
+    series goes into the project, the study's other series to quarantine."""
+    from pulls.models import FindResult
+    from pulls.services import retrieval_create_from_find
+
+    settings.PACSNPULL_QUARANTINE_DIR = tmp_path / "quarantine"
+    study, in_study = sorted(dicom_data.studies.items())[0]
+    series = sorted({i.series_instance_uid for i in in_study})[0]
+    wanted = [i for i in in_study if i.series_instance_uid == series]
+    others = [i for i in in_study if i.series_instance_uid != series]
+    assert wanted and others
+    with ScriptedPacs(  # its C-GET sends the whole study, whatever the level
+        [dicom_data.root / i.path for i in in_study], behaviour="honest", destinations={}
+    ) as pacs:
+        node = make_node("WHOLE", pacs.port, pacs.ae_title)
+        node.granted_users.add(alice)
+        find = job_create(
+            kind=JobKind.FIND,
+            owner=alice,
+            project=project,
+            node=node,
+            rows=[{"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": study}],
+        )
+        FindResult.objects.create(
+            job=find,
+            item=find.items.get(),
+            attributes={"NumberOfSeriesRelatedInstances": str(len(wanted))},
+            patient_id=wanted[0].patient_id,
+            study_instance_uid=study,
+            series_instance_uid=series,
+        )
+        job = retrieval_create_from_find(find_job=find, user=alice, method="get", level="SERIES")
+        job = run_inline(job, **QUIET)
+
+    assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
+    item = job.items.get()
+    assert (item.instances_expected, item.instances_received) == (len(wanted), len(wanted))
+    assert_project_holds_exactly(project, wanted, storage, dicom_data)
+    quarantined = list((tmp_path / "quarantine").rglob("*.dcm"))
+    assert {p.stem for p in quarantined} == {i.sop_instance_uid for i in others}
+    event = AuditEvent.objects.get(action=AuditAction.QUARANTINE)
+    assert (event.job_id, event.target, event.details["instances"]) == (job.pk, study, len(others))

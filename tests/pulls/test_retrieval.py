@@ -2,6 +2,7 @@
 
 import csv
 import io
+import time
 from datetime import date
 
 import pytest
@@ -117,6 +118,7 @@ def test_retrieve_these_keeps_the_matches_its_filters_name(alice, project, ortha
         ("1.1", "1.1.2", "CT", date(2020, 1, 5), "CT CHEST", "Coronal"),
         ("1.2", "1.2.1", "MR", date(2021, 6, 1), "MR BRAIN", "T1 axial"),
         ("1.3", "1.3.1", "CT", date(2022, 3, 3), "CT ABDOMEN", "AXIAL 5mm"),
+        ("1.4", "1.4.1", "PT", date(2023, 1, 1), "a" * 64, "100% DOSE_2"),
     ):
         FindResult.objects.create(
             job=find,
@@ -147,6 +149,16 @@ def test_retrieve_these_keeps_the_matches_its_filters_name(alice, project, ortha
     assert rows(description="CT*", modality="CT", date_from=date(2021, 1, 1)) == [("1.3", None)]
     with pytest.raises(ValidationError, match="No matches to retrieve with these filters"):
         rows(description="chest*", level="SERIES", modality="MR")
+    # LIKE's own characters stand for themselves; * and ? are the only wildcards.
+    assert rows(description="100% dose_?") == [("1.4", None)]
+    with pytest.raises(ValidationError, match="No matches"):
+        rows(description="100_ dose*")
+    # A pattern that makes a backtracking regular expression take hours on a
+    # 64-character description: the database's LIKE answers at once.
+    started = time.monotonic()
+    with pytest.raises(ValidationError, match="No matches"):
+        rows(description="*a*a*a*a*a*a*a*a*a*a*a*a*b")
+    assert time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize("method", ["move", "get"])
