@@ -1,5 +1,6 @@
 """A retrieval survives a restart of the storage SCP and of Redis, every instance once."""
 
+import contextlib
 import os
 import signal
 import sys
@@ -209,14 +210,11 @@ def test_a_job_started_while_redis_is_down_is_saved_and_sent_once_it_is_back(
     assert sent == [sorted(job.items.values_list("pk", flat=True))]
 
 
-@pytest.mark.parametrize("method", ["move", "get"])
-def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
-    method, settings, flushable_db, staging, tmp_path, alice, project, dicom_data
-):
-    from pulls.models import ItemStatus
-    from pulls.services import job_cancel
-
-    storage = tmp_path / "storage"
+@contextlib.contextmanager
+def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, project, dicom_data):
+    """A job of three studies from a slow PACS, run here; ``stop`` (job_cancel or
+    job_pause) is called as soon as its first instance has arrived. Yields the
+    job as run_inline left it, the PACS (still serving) and the instances."""
     settings.PACSNPULL_STAGING_DIR = staging
     settings.PACSNPULL_STORAGE_ROOT = storage
     settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
@@ -234,17 +232,33 @@ def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
         # C-MOVE: instances arrive in the staging area; C-GET: in the project.
         arriving = staging if method == "move" else storage
 
-        def cancel_when_the_first_instance_arrives() -> None:
+        def stop_when_the_first_instance_arrives() -> None:
             try:
                 wait_for(lambda: list(arriving.rglob("*.dcm")), timeout=30, what="an instance")
-                job_cancel(job=Job.objects.get(pk=job.pk), user=alice)
+                stop(job=Job.objects.get(pk=job.pk), user=alice)
             finally:
                 connection.close()
 
-        canceller = threading.Thread(target=cancel_when_the_first_instance_arrives)
-        canceller.start()
+        stopper = threading.Thread(target=stop_when_the_first_instance_arrives)
+        stopper.start()
         job = run_inline(job, on_progress=lambda job: None)
-        canceller.join()
+        stopper.join()
+        yield job, pacs, instances
+
+
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
+    method, settings, flushable_db, staging, tmp_path, alice, project, dicom_data
+):
+    from pulls.models import ItemStatus
+    from pulls.services import job_cancel
+
+    storage = tmp_path / "storage"
+    with _stopped_in_flight(
+        method, job_cancel, settings=settings, staging=staging, storage=storage, alice=alice,
+        project=project, dicom_data=dicom_data,
+    ) as (job, _, _):  # fmt: skip
+        pass
     first = job.items.get(row=1)
     assert job.status == JobStatus.CANCELLED
     assert first.status == ItemStatus.CANCELLED
@@ -266,33 +280,10 @@ def test_a_pause_in_flight_keeps_what_arrived_and_resume_finishes_with_each_inst
     from pulls.services import job_pause, job_resume
 
     storage = tmp_path / "storage"
-    settings.PACSNPULL_STAGING_DIR = staging
-    settings.PACSNPULL_STORAGE_ROOT = storage
-    settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
-    studies = sorted(dicom_data.studies)[:3]
-    instances = [i for uid in studies for i in dicom_data.studies[uid]]
-    with ScriptedPacs(
-        [dicom_data.root / i.path for i in instances],
-        behaviour="slow",
-        delay=0.3,
-        destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
-    ) as pacs:
-        node = make_node("SLOW", pacs.port, pacs.ae_title)
-        node.granted_users.add(alice)
-        job = retrieval_job(alice, project, node, studies, kind=method)
-        arriving = staging if method == "move" else storage
-
-        def pause_when_the_first_instance_arrives() -> None:
-            try:
-                wait_for(lambda: list(arriving.rglob("*.dcm")), timeout=30, what="an instance")
-                job_pause(job=Job.objects.get(pk=job.pk), user=alice)
-            finally:
-                connection.close()
-
-        pauser = threading.Thread(target=pause_when_the_first_instance_arrives)
-        pauser.start()
-        job = run_inline(job, on_progress=lambda job: None)
-        pauser.join()
+    with _stopped_in_flight(
+        method, job_pause, settings=settings, staging=staging, storage=storage, alice=alice,
+        project=project, dicom_data=dicom_data,
+    ) as (job, pacs, instances):  # fmt: skip
         assert job.status == JobStatus.PAUSED
         first = job.items.get(row=1)
         assert (first.status, first.attempts, first.error_message) == (ItemStatus.PENDING, 0, "")
