@@ -186,7 +186,8 @@ def retrieve_identifier(row: Mapping[str, object], *, model: str) -> Dataset:
     series (as the rest of the retrieval reads it: at SERIES level), with
     PatientID in the patient root model. Whatever else the row's file named
     (a seed query's ``"PatientName": "*"``, a date) stays out: a PACS may refuse
-    a retrieval with other keys (DCMTK's dcmqrscp does)."""
+    a retrieval with other keys, or match on them (DCMTK's dcmqrscp, sent a date
+    that the study does not have, reports success and sends nothing)."""
     keys = ["StudyInstanceUID"]
     level = "STUDY"
     if str(row.get("SeriesInstanceUID", "") or "").strip():
