@@ -26,16 +26,22 @@ class SmallControlsMixin:
             field.widget.attrs.setdefault("class", f"{css} {css}-sm")
 
 
-class RetrieveForm(SmallControlsMixin, forms.Form):
-    method = forms.ChoiceField(choices=[("move", "C-MOVE"), ("get", "C-GET")])
-    level = forms.ChoiceField(choices=[("STUDY", "whole studies"), ("SERIES", "series")])
-    modality = forms.CharField(required=False, max_length=16)
-    description = forms.CharField(
+def _description_field() -> forms.CharField:
+    """Contained in the study's or the series' description, or a pattern with * and ?
+    (selectors.description_filter)."""
+    return forms.CharField(
         required=False,
         max_length=64,
         label="Study or series description",
         widget=forms.TextInput(attrs={"placeholder": "chest, or CT*AXIAL*"}),
     )
+
+
+class RetrieveForm(SmallControlsMixin, forms.Form):
+    method = forms.ChoiceField(choices=[("move", "C-MOVE"), ("get", "C-GET")])
+    level = forms.ChoiceField(choices=[("STUDY", "whole studies"), ("SERIES", "series")])
+    modality = forms.CharField(required=False, max_length=16)
+    description = _description_field()
     date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
@@ -44,12 +50,7 @@ class MatchFilterForm(SmallControlsMixin, forms.Form):
     modality = forms.CharField(required=False, max_length=16)
     date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    description = forms.CharField(
-        required=False,
-        max_length=64,
-        label="Study or series description",
-        widget=forms.TextInput(attrs={"placeholder": "chest, or CT*AXIAL*"}),
-    )
+    description = _description_field()
     sort = forms.ChoiceField(
         required=False, choices=[(k, k) for k in selectors.MATCH_SORTS], initial="row"
     )
