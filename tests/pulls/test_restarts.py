@@ -89,20 +89,28 @@ def test_a_restart_of_the_storage_scp_loses_nothing(settings, tmp_path, alice, p
     _assert_exactly_once(storage, project, instances)
 
 
+def _short_leases(settings, storage, lease: int, **worker_env: str) -> dict[str, str]:
+    """Leases of ``lease`` seconds and ``storage`` as the storage root, here and
+    in the environment of the workers a test starts (returned)."""
+    settings.PACSNPULL_LEASE_SECONDS = lease
+    settings.PACSNPULL_STORAGE_ROOT = storage
+    return {
+        "PACSNPULL_LEASE_SECONDS": str(lease),
+        "PACSNPULL_STORAGE_ROOT": str(storage),
+        **worker_env,
+    }
+
+
 def test_a_restart_of_redis_loses_no_queued_work(
     redis_service, redis_url, flushable_db, sandbox, staging, settings, tmp_path, alice, project,
     dicom_data,
 ):  # fmt: skip
     storage = tmp_path / "storage"
     lease = 3
-    settings.PACSNPULL_LEASE_SECONDS = lease
-    settings.PACSNPULL_STORAGE_ROOT = storage
-    env = {
-        "PACSNPULL_LEASE_SECONDS": str(lease),
-        "PACSNPULL_STAGING_DIR": str(staging),
-        "PACSNPULL_STORAGE_ROOT": str(storage),
-        "PACSNPULL_ARRIVAL_WAIT_SECONDS": "1",
-    }
+    env = _short_leases(
+        settings, storage, lease,
+        PACSNPULL_STAGING_DIR=str(staging), PACSNPULL_ARRIVAL_WAIT_SECONDS="1",
+    )  # fmt: skip
     studies = sorted(dicom_data.studies)[:3]
     instances = [i for uid in studies for i in dicom_data.studies[uid]]
     with ScriptedPacs(
@@ -143,13 +151,7 @@ def test_a_restart_of_redis_in_the_middle_of_a_c_get_loses_nothing(
     count-ahead turns are gone. The worker carries on, the reconciler sends
     again what was lost, and the job ends done with every instance once."""
     storage = tmp_path / "storage"
-    lease = 3
-    settings.PACSNPULL_LEASE_SECONDS = lease
-    settings.PACSNPULL_STORAGE_ROOT = storage
-    env = {
-        "PACSNPULL_LEASE_SECONDS": str(lease),
-        "PACSNPULL_STORAGE_ROOT": str(storage),
-    }
+    env = _short_leases(settings, storage, 3)
     studies = sorted(dicom_data.studies)[:8]
     instances = [i for uid in studies for i in dicom_data.studies[uid]]
     with ScriptedPacs(
