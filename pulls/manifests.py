@@ -17,6 +17,8 @@ COLUMNS = [
     "SOPInstanceUID",
     "Modality",
     "bytes",
+    "SOPClassUID",
+    "TransferSyntaxUID",
 ]
 
 
@@ -44,6 +46,8 @@ def manifest_chunks(job: Job) -> Iterator[str]:
             "sop_instance_uid",
             "modality",
             "size",
+            "sop_class_uid",
+            "transfer_syntax",
         )
         .iterator(chunk_size=2000)
     )

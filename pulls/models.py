@@ -487,6 +487,9 @@ class RetrievedInstance(models.Model):
     sop_instance_uid = models.CharField(max_length=64)
     modality = models.CharField(max_length=16, blank=True)
     size = models.PositiveBigIntegerField(default=0)
+    sop_class_uid = models.CharField(max_length=64, blank=True)
+    # As it arrived and as its file meta names it (nothing converts it).
+    transfer_syntax = models.CharField(max_length=64, blank=True)
     placed_at = models.DateTimeField(auto_now=True)
 
     class Meta:

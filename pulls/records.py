@@ -43,7 +43,7 @@ def present_count(project: Project, study: str, series: str | None) -> int:
 
 _COLUMNS = (
     "project_id", "path", "patient_id", "study_instance_uid", "series_instance_uid",
-    "sop_instance_uid", "modality", "size", "placed_at",
+    "sop_instance_uid", "modality", "size", "sop_class_uid", "transfer_syntax", "placed_at",
 )  # fmt: skip
 # Built from constants only (table and column names); values are parameters.
 _TABLE = RetrievedInstance._meta.db_table
@@ -64,8 +64,8 @@ _UPSERT = (
 _UPSERT_ARRAYS = (
     f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608
     "SELECT %s, u.*, %s FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], "
-    "%s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[]) "
-    f"AS u(path, patient_id, study, series, sop, modality, size) {_ON_CONFLICT}"
+    "%s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[], %s::varchar[], %s::varchar[]) "
+    f"AS u(path, patient_id, study, series, sop, modality, size, sop_class, syntax) {_ON_CONFLICT}"
 )
 
 
@@ -80,7 +80,7 @@ def record_instances(project: Project, placed: list[Placed]) -> None:
         (
             str(item.path), item.patient_id[:64], item.study_instance_uid[:64],
             item.series_instance_uid[:64], item.sop_instance_uid[:64], item.modality[:16],
-            item.size,
+            item.size, item.sop_class_uid[:64], item.transfer_syntax[:64],
         )
         for item in placed
     ]  # fmt: skip

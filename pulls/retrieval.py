@@ -31,6 +31,7 @@ from pulls.dicom import (
 from pulls.dicom.client import Progress, RetrieveResult
 from pulls.dicom.completeness import assess, wait_for_arrivals
 from pulls.dicom.counting import StudyCount, count_instances, count_studies
+from pulls.dicom.getting import get_as_stored
 from pulls.dicom.identifiers import retrieve_identifier
 from pulls.dicom.placement import header_keys, place_instance
 from pulls.dicom.receiving import Placed
@@ -250,7 +251,7 @@ def _take(
 def storage_classes_of(item: JobItem) -> list[str] | None:
     """The SOP classes the PACS said the row's study holds (its count, or the
     find's), which its C-GET proposes; None when not known, and on a retry (in
-    case the list was wrong): then every standard class is proposed."""
+    case the list was wrong): then an image-level C-FIND says (getting)."""
     if item.attempts > 1:
         return None
     named = getattr(item, "classes_now", None) or item.sop_classes
@@ -265,38 +266,37 @@ def storage_classes_known(items: list[JobItem]) -> set[str]:
 def _get(
     session: Session, item: JobItem, identifier, model: str, guard: StallGuard, expected: int
 ) -> RetrieveResult:
-    """C-GET of the row, on an association that proposes its study's SOP classes.
-
-    When those came from the PACS's list and anything failed or is missing, the
-    C-GET is done again at once on an association proposing every class: a
-    list that left a class out makes the PACS fail the instances it cannot send
-    (Orthanc fails the whole C-GET). What arrived the first time is written
-    again to the same paths.
-    """
-    classes = storage_classes_of(item)
-    session.propose_storage(classes)
+    """C-GET of the row, every instance as the PACS holds it (getting.get_as_stored),
+    on an association offering its study's SOP classes (the PACS's list, or what
+    an image-level C-FIND finds: storage_classes_of)."""
+    keys = item.identifier
+    study, series = keys["StudyInstanceUID"], keys.get("SeriesInstanceUID") or None
+    writer = session.writer
     # Instances of other studies or series are kept out of the project (_collect).
-    session.writer.expect(
-        item.identifier["StudyInstanceUID"], item.identifier.get("SeriesInstanceUID")
+    writer.expect(study, series)
+
+    def arrived() -> int:
+        return len(
+            {
+                p.sop_instance_uid
+                for p in writer.placed_instances
+                if p.study_instance_uid == study and (not series or p.series_instance_uid == series)
+            }
+        )
+
+    return get_as_stored(
+        session,
+        identifier,
+        study_uid=study,
+        series_uid=series,
+        patient_id=keys.get("PatientID"),
+        model=model,
+        classes=storage_classes_of(item),
+        expected=expected,
+        arrived=arrived,
+        on_progress=guard,
+        stopped=lambda: bool(guard.stopped_as or guard.tripped),
     )
-    named = session.storage_classes is not None
-    try:
-        result = session.get(identifier, model=model, on_progress=guard)
-    except PacsStatusError:
-        if not named or guard.stopped_as:
-            raise
-    else:
-        if not named or guard.stopped_as or guard.tripped:
-            return result  # not for want of a class: a stop, or a stalled PACS
-        arrived = {
-            p.sop_instance_uid
-            for p in session.writer.placed_instances
-            if p.study_instance_uid == item.identifier.get("StudyInstanceUID")
-        }
-        if not result.failed and len(arrived) >= expected:
-            return result
-    session.propose_storage(None)
-    return session.get(identifier, model=model, on_progress=guard)
 
 
 def _transfer(
@@ -455,8 +455,11 @@ def _propose_for(session: Session, job: Job, items: list[JobItem], counts: dict)
     if job.kind != JobKind.GET:
         return
     named = storage_classes_known(items)
-    named.update(uid for count in counts.values() for uid in count.sop_classes or ())
-    if named:
+    ahead = named.union(uid for count in counts.values() for uid in count.sop_classes or ())
+    # Each class takes a context per transfer syntax: when the studies counted
+    # ahead do not fit beside these rows', these rows' go first (and a row's
+    # C-GET proposes what it needs in any case).
+    if ahead and not session.propose_storage(ahead) and named:
         session.propose_storage(named)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ from pulls.dicom.proposals import (
     GET_MODELS,
     MOVE_MODELS,
     association_request,
+    storage_classes_fitting,
     storage_classes_named,
+    storage_fits,
 )
 from pulls.dicom.receiving import InstanceWriter, StoreCounters
 from pulls.dicom.wire import Connection, PeerGone
@@ -111,6 +114,9 @@ class RetrieveResult:
     # here (see receiving.InstanceWriter.answers_first); whether for want of space.
     unwritten: int = 0
     no_space: bool = False
+    # What else is known of a failure (getting.get_as_stored: which SOP classes,
+    # which transfer syntaxes were asked for), for the person reading the row.
+    note: str = ""
 
     @property
     def reported(self) -> int:
@@ -118,6 +124,11 @@ class RetrieveResult:
 
 
 ProgressCallback = Callable[[Progress], bool | None]
+# Abstract syntaxes of an association that are not storage classes.
+_NOT_STORAGE = frozenset(
+    [str(Verification)]
+    + [str(uid) for models in (FIND_MODELS, GET_MODELS, MOVE_MODELS) for uid in models.values()]
+)
 # Pending responses we accept after a C-CANCEL before aborting the association.
 _CANCEL_GRACE = 5
 
@@ -138,6 +149,18 @@ def rejection_error(peer: Peer, rsp: object) -> PacsRejected:
         source=rsp.result_source,
         reason=rsp.diagnostic,
     )
+
+
+def _error_details(fields: dict[int, object]) -> dict[str, object]:
+    """What a failure response says beyond its status (PS3.7 C): Error Comment
+    and Offending Element, when the PACS sends them."""
+    offending = fields.get(0x0901, b"")
+    tags = []
+    if isinstance(offending, bytes | bytearray):
+        for at in range(0, len(offending) - 3, 4):
+            group, element = struct.unpack_from("<HH", offending, at)
+            tags.append(group << 16 | element)
+    return {"comment": str(fields.get(0x0902, "") or ""), "offending": tuple(tags)}
 
 
 def _uid_list(ds: Dataset, keyword: str) -> list[str]:
@@ -179,9 +202,13 @@ class Session:
         self.writer = writer
         # Called before every C-FIND request: the caller's rate limit waits here.
         self.before_query = before_query
-        # C-GET: the storage classes proposed (None: every standard one; see
-        # proposals.storage_classes_named and propose_storage).
-        self.storage_classes = storage_classes_named(storage_classes)
+        # C-GET: the storage classes proposed (None: the broad set; see
+        # proposals and propose_storage), as many of them as fit.
+        self.storage_classes = storage_classes_fitting(
+            self.services, storage_classes_named(storage_classes)
+        )
+        # C-GET: one transfer syntax alone offered per class (getting), else None.
+        self.storage_syntax: str | None = None
         self.conn: Connection | None = None
         self._messages: Iterator | None = None
         self._msg_id = 0
@@ -211,7 +238,11 @@ class Session:
                 calling_ae=peer.calling_ae,
                 called_ae=peer.called_ae,
                 request=association_request(
-                    peer.calling_ae, peer.called_ae, self.services, self.storage_classes
+                    peer.calling_ae,
+                    peer.called_ae,
+                    self.services,
+                    self.storage_classes,
+                    self.storage_syntax,
                 ),
             )
         except TimeoutError:
@@ -244,19 +275,43 @@ class Session:
         self.conn = conn
         self._messages = conn.messages(self.writer)
 
-    def propose_storage(self, classes: Iterable[str] | None) -> None:
+    def propose_storage(
+        self, classes: Iterable[str] | None, *, only_syntax: str | None = None
+    ) -> bool:
         """Make sure a C-GET on this session can receive instances of ``classes``
-        (None: of every standard storage class): if the association does not
-        propose them, it is released and a new one proposes them too."""
+        (None: of the broad set), in every transfer syntax (``only_syntax``: in
+        that one alone): if the association does not propose them, it is
+        released and a new one proposes them (with the ones it had, where they
+        all fit). False, and nothing changed, when ``classes`` alone take more
+        contexts than an association has: the caller retrieves in parts."""
         wanted = storage_classes_named(classes)
         current = self.storage_classes
-        if current is None or (wanted is not None and set(wanted) <= set(current)):
-            return
-        if wanted is not None:
-            wanted = storage_classes_named([*current, *wanted])
+        if only_syntax == self.storage_syntax and (
+            wanted == current
+            or (wanted is not None and current is not None and set(wanted) <= set(current))
+        ):
+            return True
+        if wanted is not None and only_syntax is None and not storage_fits(self.services, wanted):
+            return False
+        if wanted is not None and current is not None and only_syntax is None:
+            both = storage_classes_named([*current, *wanted])
+            if storage_fits(self.services, both):
+                wanted = both
         self._close(graceful=True)
         self.storage_classes = wanted
+        self.storage_syntax = only_syntax
         self._open()
+        return True
+
+    def offers_storage(self) -> bool:
+        """Whether the PACS accepted any storage context (C-GET) on this association."""
+        models = {
+            str(uid) for models in (FIND_MODELS, GET_MODELS, MOVE_MODELS) for uid in models.values()
+        }
+        return any(
+            syntax not in models and syntax != str(Verification)
+            for syntax, _ in self._require().accepted.contexts.values()
+        )
 
     def _connect_error(self, *, timed_out: bool) -> PacsUnavailable:
         peer = self.peer
@@ -411,7 +466,7 @@ class Session:
                 finished = True
                 if status in (statuses.SUCCESS, statuses.CANCEL):
                     return
-                raise PacsStatusError("C-FIND", status, comment=str(fields.get(0x0902, "")))
+                raise PacsStatusError("C-FIND", status, **_error_details(fields))
         finally:
             if not finished and self.conn is not None:
                 self._cancel(context_id, msg_id)
@@ -490,7 +545,7 @@ class Session:
         )
         if status in (statuses.SUCCESS, statuses.WARNING_SUBOPS, statuses.CANCEL):
             return result
-        raise PacsStatusError(operation, status, comment=str(fields.get(0x0902, "") or ""))
+        raise PacsStatusError(operation, status, **_error_details(fields))
 
     def move(
         self,

@@ -104,7 +104,8 @@ def assess(
         return Completeness(
             verdict=Verdict.FAILED_SUBOPERATIONS,
             message=(
-                f"the PACS failed to send {result.failed} instance(s); "
+                f"the PACS failed {result.failed} C-STORE sub-operation(s): instances it "
+                f"could not send to us{_said_why(result)}; "
                 f"{received} of {_of(expected, target)} arrived"
             ),
             **base,
@@ -116,12 +117,24 @@ def assess(
             message=(
                 f"the PACS reported {said} with {result.completed} sent, but only "
                 f"{received} of {_of(expected, target)} instances arrived"
+                + (f" ({result.note})" if result.note else "")
             ),
             **base,
         )
     note = f" ({late} after the final response)" if late else ""
     return Completeness(
         verdict=Verdict.COMPLETE, message=f"all {received} instances arrived{note}", **base
+    )
+
+
+def _said_why(result: RetrieveResult) -> str:
+    if result.note:
+        return f" ({result.note})"
+    # The PACS's log says which; a transfer syntax it cannot convert to one the
+    # receiver accepts, or a SOP class it was not offered, are the usual reasons.
+    return (
+        " (usually a transfer syntax it cannot convert to one the receiver accepts, or a "
+        "SOP class the receiver was not offered; the PACS's log names it)"
     )
 
 

@@ -157,3 +157,49 @@ def count_studies(
     except PacsStatusError:
         return {}  # the PACS refuses UID lists
     return counts
+
+
+def find_classes(
+    session: Session,
+    *,
+    study_uid: str,
+    series_uid: str | None = None,
+    patient_id: str | None = None,
+    model: str = "S",
+) -> dict[str, set[str]] | None:
+    """SOP classes of the study's instances by series, from IMAGE-level C-FINDs
+    asking SOPClassUID: what a C-GET must offer where the PACS does not name
+    SOPClassesInStudy. None when the PACS does not say (no match names one).
+
+    One query for the study where the PACS answers it without a series (Orthanc),
+    else a SERIES-level query and one IMAGE-level query per series (dcmqrscp
+    answers nothing at IMAGE level without SeriesInstanceUID)."""
+    patient = {"PatientID": patient_id} if model == "P" and patient_id else {}
+
+    def images(series: str | None) -> dict[str, set[str]]:
+        keys = {"SeriesInstanceUID": series or ""}
+        query = _query(
+            "IMAGE", **patient, StudyInstanceUID=study_uid, **keys, SOPInstanceUID="",
+            SOPClassUID="",
+        )  # fmt: skip
+        found: dict[str, set[str]] = {}
+        for match in session.find(query, model=model):
+            uid = str(match.get("SOPClassUID", "") or "").strip()
+            if uid:
+                found.setdefault(str(match.get("SeriesInstanceUID", "") or ""), set()).add(uid)
+        return found
+
+    found = images(series_uid)
+    if not found and not series_uid:
+        for uid in list_series(session, study_uid=study_uid, patient_id=patient_id, model=model):
+            found.update(images(uid))
+    return found or None
+
+
+def list_series(
+    session: Session, *, study_uid: str, patient_id: str | None = None, model: str = "S"
+) -> list[str]:
+    """The study's SeriesInstanceUIDs, from a SERIES-level C-FIND."""
+    patient = {"PatientID": patient_id} if model == "P" and patient_id else {}
+    query = _query("SERIES", **patient, StudyInstanceUID=study_uid, SeriesInstanceUID="")
+    return sorted({str(m.get("SeriesInstanceUID", "")) for m in session.find(query, model=model)})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydicom.datadict import keyword_for_tag
+
 from pulls.dicom.statuses import explain_status
 
 
@@ -39,12 +41,28 @@ class PacsRejected(PacsError):
 class PacsStatusError(PacsError):
     """A DIMSE operation ended with a failure status."""
 
-    def __init__(self, operation: str, status: int, *, comment: str = "") -> None:
+    def __init__(
+        self,
+        operation: str,
+        status: int,
+        *,
+        comment: str = "",
+        offending: tuple[int, ...] = (),
+    ) -> None:
         self.operation = operation
         self.status = status
         self.comment = comment
-        meaning, self.retryable = explain_status(status)
+        self.offending = offending
+        meaning, self.retryable = explain_status(status, operation=operation)
         text = f"{operation} failed with status 0x{status:04X}: {meaning}"
+        if offending:
+            text += f"; offending element {', '.join(map(_tag_name, offending))}"
         if comment:
             text += f" (PACS says: {comment})"
         super().__init__(text)
+
+
+def _tag_name(tag: int) -> str:
+    keyword = keyword_for_tag(tag)
+    text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    return f"{keyword} {text}" if keyword else text

@@ -21,7 +21,7 @@ from pydicom import dcmread
 from pulls.dicom.paths import layout_relpath
 from pulls.dicom.receiving import HEAD_SIZE, KEYWORDS, Placed, keys_from_head, scan_tags
 
-_META_TS = 0x00020010
+_META_CLASS, _META_TS = 0x00020002, 0x00020010
 
 
 def _fast_keys(head: bytes) -> dict[str, str] | None:
@@ -29,20 +29,30 @@ def _fast_keys(head: bytes) -> dict[str, str] | None:
     if head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
         return None
     meta_end = 144 + int.from_bytes(head[140:144], "little")
-    meta = scan_tags(head[132:meta_end], {_META_TS}, implicit=False)
-    if not meta:
+    meta = scan_tags(head[132:meta_end], {_META_CLASS, _META_TS}, implicit=False)
+    if not meta or _META_TS not in meta:
         return None
-    return keys_from_head(head[meta_end:], meta[_META_TS].decode("ascii", "replace"))
+    syntax = meta[_META_TS].decode("ascii", "replace")
+    keys = keys_from_head(head[meta_end:], syntax)
+    if keys is not None:
+        keys["SOPClassUID"] = meta.get(_META_CLASS, b"").decode("ascii", "replace")
+        keys["TransferSyntaxUID"] = syntax
+    return keys
 
 
 def header_keys(path: str | Path) -> dict[str, str]:
+    """The placement keys of a DICOM file, with its SOP class and transfer syntax."""
     with open(path, "rb") as fh:
         head = fh.read(HEAD_SIZE)
     keys = _fast_keys(head)
     if keys is not None:
         return keys
     ds = dcmread(path, stop_before_pixels=True, specific_tags=KEYWORDS)
-    return {key: str(ds.get(key, "") or "") for key in KEYWORDS}
+    keys = {key: str(ds.get(key, "") or "") for key in KEYWORDS}
+    meta = ds.file_meta
+    keys["SOPClassUID"] = str(meta.get("MediaStorageSOPClassUID", "") or "")
+    keys["TransferSyntaxUID"] = str(meta.get("TransferSyntaxUID", "") or "")
+    return keys
 
 
 def _move(staged: str, final: str) -> None:
@@ -88,4 +98,6 @@ def place_instance(
         sop_instance_uid=keys["SOPInstanceUID"],
         modality=keys["Modality"],
         size=size,
+        sop_class_uid=keys.get("SOPClassUID", ""),
+        transfer_syntax=keys.get("TransferSyntaxUID", ""),
     )

@@ -44,10 +44,14 @@ log = logging.getLogger(__name__)
 SPILL_AT = 8 << 20
 # The first bytes of a data set: enough to find StudyInstanceUID in practice.
 HEAD_SIZE = 64 << 10
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
-_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-_DEFLATED = ("1.2.840.10008.1.2.1.99",)  # the data set itself is deflated
+# The data set itself is deflated: Deflated Explicit VR Little Endian, and the
+# two JPIP Referenced Deflate syntaxes (PS3.5 A.5, A.7).
+_DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205")
+# Every other syntax we know but big endian encodes the data set in explicit VR
+# little endian, compressed ones included (only the pixel data is encapsulated,
+# PS3.5 A.4): the keys are read the same way.
+_NOT_EXPLICIT_LE = frozenset({_IMPLICIT_LE, "1.2.840.10008.1.2.2", *_DEFLATED})
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -242,8 +246,10 @@ def _walk_keys(head: bytes | memoryview, *, implicit: bool) -> dict[str, str] | 
 
 def keys_from_head(head: bytes | memoryview, transfer_syntax: str) -> dict[str, str] | None:
     """The placement keys from the first bytes of a data set, or None if unsure."""
-    if transfer_syntax in (_EXPLICIT_LE, _IMPLICIT_LE):
-        return _walk_keys(head, implicit=transfer_syntax == _IMPLICIT_LE)
+    if transfer_syntax not in _NOT_EXPLICIT_LE:
+        return _walk_keys(head, implicit=False)
+    if transfer_syntax == _IMPLICIT_LE:
+        return _walk_keys(head, implicit=True)
     if transfer_syntax in _DEFLATED:
         return _walk_keys(zlib.decompressobj(-zlib.MAX_WBITS).decompress(head), implicit=False)
     return None  # big endian: pydicom knows how
@@ -290,6 +296,10 @@ class InstanceWriter:
         """Where the instance goes, relative to ``self.root``, '/'-separated."""
         return f"{study_name(keys['StudyInstanceUID'])}/{instance_name(sop_uid)}"
 
+    def keeps(self, relative: str) -> bool:
+        """Whether what is at ``relative`` stays, and a new arrival is dropped."""
+        return False
+
     def placed(self, relative: str, keys: dict[str, str], size: int, inode: int) -> None:
         """Called after each instance is in place: noted in its study folder's
         index (see ``staging``), so the worker need not read it again."""
@@ -319,6 +329,8 @@ class Placed(NamedTuple):
     sop_instance_uid: str
     modality: str
     size: int
+    sop_class_uid: str = ""
+    transfer_syntax: str = ""  # as it came, and as the file meta names it
 
 
 # In a project's folder: C-GET instances of a study (series) that the C-GET did
@@ -347,6 +359,10 @@ class ProjectWriter(InstanceWriter):
         self.unrequested: list[Placed] = []
         self._study: str | None = None
         self._series: str | None = None
+        # While set, an instance already in its place is kept and the one that
+        # arrives again is dropped (a C-GET done again one transfer syntax at a
+        # time, see ``getting``: what arrived as stored is not replaced).
+        self.keep_existing = False
 
     def expect(self, study: str | None, series: str | None = None) -> None:
         """The study (and series) the next C-GET asks for; None: place anything."""
@@ -357,6 +373,9 @@ class ProjectWriter(InstanceWriter):
             keys["StudyInstanceUID"] == self._study
             and (self._series is None or keys["SeriesInstanceUID"] == self._series)
         )
+
+    def keeps(self, relative: str) -> bool:
+        return self.keep_existing and os.path.exists(f"{self.root}/{relative}")
 
     def destination(self, keys: dict[str, str], sop_uid: str) -> str:
         if self._asked_for(keys):
@@ -373,6 +392,8 @@ class ProjectWriter(InstanceWriter):
                 sop_instance_uid=keys["SOPInstanceUID"],
                 modality=keys["Modality"],
                 size=size,
+                sop_class_uid=keys.get("SOPClassUID", ""),
+                transfer_syntax=keys.get("TransferSyntaxUID", ""),
             )
         )
 
@@ -479,6 +500,14 @@ class _PendingStore:
             self.spill_path = None
 
     def _keys(self) -> dict[str, str]:
+        """The data set's keys (and its SOP class and transfer syntax, as the
+        command and the context name them)."""
+        keys = self._dataset_keys()
+        keys["SOPClassUID"] = str(self.command.get(0x0002, ""))
+        keys["TransferSyntaxUID"] = self.transfer_syntax
+        return keys
+
+    def _dataset_keys(self) -> dict[str, str]:
         """The data set's keys: from its head, else (rarely) with pydicom from the
         whole of it, in memory or in the spill file (closed first, complete)."""
         if self.spill is not None:
@@ -525,6 +554,9 @@ class _PendingStore:
         """Rename the written file to its place, and note it."""
         relative = self.owner.destination(keys, str(self.command.get(0x1000, "")))
         final = f"{self.owner.root}/{relative}"
+        if self.owner.keeps(relative):
+            os.unlink(temp)
+            return
         try:
             try:
                 os.replace(temp, final)

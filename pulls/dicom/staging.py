@@ -21,7 +21,10 @@ from pulls.dicom.paths import safe_component
 
 TEMP_PREFIX = ".incoming-"
 INDEX_NAME = ".keys"
-INDEX_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality")
+INDEX_KEYS = (
+    "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality",
+    "SOPClassUID", "TransferSyntaxUID",
+)  # fmt: skip
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 _INDEX_WIDTH = 3 + len(INDEX_KEYS)  # name, inode, size, keys
 

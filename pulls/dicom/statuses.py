@@ -39,16 +39,29 @@ _KNOWN: dict[int, tuple[str, bool]] = {
 }
 
 
-def explain_status(status: int) -> tuple[str, bool]:
-    """Return (meaning, retryable) for a failure or warning status."""
+def explain_status(status: int, *, operation: str = "") -> tuple[str, bool]:
+    """Return (meaning, retryable) for a failure or warning status of ``operation``
+    ("C-FIND", "C-MOVE", "C-GET", "C-STORE"...)."""
     if status in _KNOWN:
         return _KNOWN[status]
     if UNABLE_TO_PROCESS <= status <= UNABLE_TO_PROCESS_LAST:
-        return (
-            "the PACS was unable to process the request (Orthanc also answers this for an "
-            "unknown move destination)",
-            False,
-        )
+        if operation == "C-MOVE":
+            return (
+                "the PACS was unable to process the request (Orthanc also answers this for "
+                "an unknown move destination)",
+                False,
+            )
+        if operation == "C-GET":
+            # Orthanc answers this when it cannot send an instance on the
+            # association: no context for its SOP class, or a syntax it cannot
+            # convert ("No presentation context for", "Not implemented yet").
+            return (
+                "the PACS was unable to process the request; a PACS answers this when it "
+                "cannot send an instance in any SOP class and transfer syntax the "
+                "association offers",
+                False,
+            )
+        return ("the PACS was unable to process the request", False)
     if 0xA900 <= status <= 0xA9FF:
         return ("the identifier does not match the SOP class", False)
     return ("unknown failure status", False)

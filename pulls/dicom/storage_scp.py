@@ -14,13 +14,14 @@ The receive path is ``wire.Connection``: one blocking thread per association
 from __future__ import annotations
 
 import logging
+import re
 import selectors
 import socket
 import threading
 from pathlib import Path
 
-from pynetdicom import StoragePresentationContexts
-from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 
 from pulls.dicom.commands import (
     C_ECHO_RQ,
@@ -30,23 +31,41 @@ from pulls.dicom.commands import (
     encode_command,
 )
 from pulls.dicom.receiving import InstanceWriter, StoreCounters
-from pulls.dicom.transfer_syntaxes import PREFERRED_TRANSFER_SYNTAXES
-from pulls.dicom.wire import Connection, NegotiationCache, PeerGone
+from pulls.dicom.transfer_syntaxes import accept_from
+from pulls.dicom.wire import (
+    ABSTRACT_SYNTAX_NOT_SUPPORTED,
+    TRANSFER_SYNTAXES_NOT_SUPPORTED,
+    Connection,
+    NegotiationCache,
+    PeerGone,
+)
 
 log = logging.getLogger(__name__)
 
 VERIFICATION = "1.2.840.10008.1.1"
 
 
-def storage_contexts() -> list[PresentationContext]:
-    """Every storage SOP class pynetdicom knows, plus Verification."""
-    contexts = []
-    for uid in [cx.abstract_syntax for cx in StoragePresentationContexts] + [VERIFICATION]:
-        cx = PresentationContext()
-        cx.abstract_syntax = uid
-        cx.transfer_syntax = list(PREFERRED_TRANSFER_SYNTAXES)
-        contexts.append(cx)
-    return contexts
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _is_storage_class(uid: str) -> bool:
+    """A storage SOP class: one pynetdicom knows as such, or one it does not
+    know at all (private, retired, newer than pynetdicom), never another
+    service (query/retrieve, worklist, print...) that a C-STORE cannot serve."""
+    if len(uid) > 64 or not _UID.fullmatch(uid):
+        return False
+    service = uid_to_service_class(uid)
+    return service is StorageServiceClass or service is ServiceClass
+
+
+def accept_storage(abstract_syntax: str, proposed: list[str]) -> str | int:
+    """The storage SCP's answer to a proposed presentation context: every storage
+    class, in the first transfer syntax the PACS proposes that we know (what it
+    holds: nothing is converted on our account); Verification for C-ECHO."""
+    if abstract_syntax != VERIFICATION and not _is_storage_class(abstract_syntax):
+        return ABSTRACT_SYNTAX_NOT_SUPPORTED
+    chosen = accept_from(proposed)
+    return TRANSFER_SYNTAXES_NOT_SUPPORTED if chosen is None else chosen
 
 
 def listening_socket(bind: str, port: int) -> socket.socket:
@@ -88,7 +107,6 @@ class StorageSCP:
         self.max_associations = max_associations
         self.network_timeout = network_timeout
         self.writer = InstanceWriter(staging_dir)
-        self.contexts = storage_contexts()
         self.negotiations = NegotiationCache()
         self._active = 0
         self._lock = threading.Lock()
@@ -116,7 +134,7 @@ class StorageSCP:
         try:
             if not conn.accept_association(
                 ae_title=self.ae_title,
-                contexts=self.contexts,
+                accept=accept_storage,
                 busy=busy,
                 cache=self.negotiations,
             ):

@@ -18,7 +18,7 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -165,22 +165,40 @@ def _accepted_answer(raw: bytes, request: AssociationRequest):
     return answer, contexts, peer_max_pdu
 
 
-def _negotiate(body: bytes, contexts: list[PresentationContext]) -> Negotiated:
-    """Accept an A-ASSOCIATE-RQ: negotiate contexts and roles, encode the AC."""
-    from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
-    from pynetdicom.presentation import negotiate_as_acceptor
+# As acceptor: for (abstract syntax, the transfer syntaxes proposed, in order)
+# the transfer syntax to accept, or the result code that refuses the context.
+AcceptPolicy = Callable[[str, list[str]], "str | int"]
+# Result codes of a refused context (PS3.8 9.3.3.2).
+ABSTRACT_SYNTAX_NOT_SUPPORTED = 0x03
+TRANSFER_SYNTAXES_NOT_SUPPORTED = 0x04
 
+
+def _negotiate(body: bytes, accept: AcceptPolicy) -> Negotiated:
+    """Accept an A-ASSOCIATE-RQ: each proposed context as ``accept`` decides, in
+    the default roles (the requestor sends, PS3.7 D.3.3.4: no role reply); the AC
+    encoded. Refused contexts are logged by their UIDs (no patient data)."""
     rq = A_ASSOCIATE_RQ()
     rq.decode(struct.pack(">BBI", ASSOCIATE_RQ, 0, len(body)) + body)
     request = rq.to_primitive()
-    roles = {
-        item.sop_class_uid: (item.scu_role, item.scp_role)
-        for item in request.user_information
-        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
-    }
-    results, reply_roles = negotiate_as_acceptor(
-        request.presentation_context_definition_list, contexts, roles
-    )
+    results = []
+    for proposed in request.presentation_context_definition_list:
+        syntaxes = [str(ts) for ts in proposed.transfer_syntax]
+        abstract = str(proposed.abstract_syntax)
+        chosen = accept(abstract, syntaxes)
+        cx = PresentationContext()
+        cx.context_id = proposed.context_id
+        cx.abstract_syntax = abstract
+        if isinstance(chosen, int):
+            cx.result = chosen
+            cx.transfer_syntax = syntaxes[:1] or ["1.2.840.10008.1.2"]
+            log.info(
+                "refused presentation context %s (%s) with transfer syntaxes %s",
+                cx.context_id, abstract, ", ".join(syntaxes),
+            )  # fmt: skip
+        else:
+            cx.result = 0x00
+            cx.transfer_syntax = [chosen]
+        results.append(cx)
     peer_max_pdu = 16384
     for item in request.user_information:
         if isinstance(item, MaximumLengthNotification):
@@ -192,7 +210,7 @@ def _negotiate(body: bytes, contexts: list[PresentationContext]) -> Negotiated:
     reply.result = 0x00
     reply.result_source = 0x01
     reply.presentation_context_definition_results_list = results
-    reply.user_information = _user_information() + list(reply_roles)
+    reply.user_information = _user_information()
     ac = A_ASSOCIATE_AC()
     ac.from_primitive(reply)
     return Negotiated(
@@ -353,7 +371,7 @@ class Connection:
         self,
         *,
         ae_title: str,
-        contexts: list[PresentationContext],
+        accept: AcceptPolicy,
         busy: bool = False,
         cache: NegotiationCache | None = None,
     ) -> bool:
@@ -362,7 +380,7 @@ class Connection:
         Decoding and negotiating a PACS's request costs ~7 ms in pure Python
         (Orthanc proposes ~100 contexts for every C-MOVE's sub-association), more
         than receiving its instances. The answer depends only on the request's
-        bytes and our fixed contexts, so ``cache`` keeps it per request.
+        bytes and our fixed ``accept`` policy, so ``cache`` keeps it per request.
         """
         pdu_type, body = self.read_pdu()
         if pdu_type != ASSOCIATE_RQ:
@@ -382,7 +400,7 @@ class Connection:
         body = bytes(body)
         negotiated = cache.get(body) if cache is not None else None
         if negotiated is None:
-            negotiated = _negotiate(body, contexts)
+            negotiated = _negotiate(body, accept)
             if cache is not None:
                 cache.put(body, negotiated)
         reply, self.accepted = negotiated.reply, negotiated.accepted()

@@ -190,8 +190,12 @@ def test_a_get_proposing_only_named_classes_gets_those_and_proposes_more_when_as
     ]
     with Session(peer, services=("find", "get"), staging_dir=tmp_path, storage_classes=[ct]) as g:
         first = g.conn
-        assert {sop for sop, _ in g.conn.accepted.contexts.values()} >= {ct}
-        assert len(g.conn.accepted.contexts) <= 5  # C-FIND and C-GET (2 models each), CT
+        storage = {
+            (sop, ts) for sop, ts in g.conn.accepted.contexts.values() if "5.1.4.1.2" not in sop
+        }
+        # CT alone, in a context per transfer syntax (those Orthanc accepts).
+        assert {sop for sop, _ in storage} == {ct}
+        assert len(storage) > 10
         assert g.get(_q("STUDY", StudyInstanceUID=ct_study)).completed == len(ct_instances)
         with pytest.raises(PacsStatusError) as info:
             g.get(_q("STUDY", StudyInstanceUID=mr_study))
@@ -216,8 +220,29 @@ def test_a_named_class_list_that_is_not_uids_is_not_proposed():
         "1.2.840.10008.5.1.4.1.1.2",
     )
     assert storage_classes_named(["1.2.3", "CT Image Storage"]) is None  # every class instead
-    assert storage_classes_named([f"1.2.{n}" for n in range(101)]) is None  # too many
     assert storage_classes_named(None) is None
+
+
+def test_classes_that_do_not_fit_in_one_association_are_not_proposed_together():
+    """A class takes a context per transfer syntax (19 for images, 4 without
+    pixel data): six image classes fit beside the query/retrieve models of a
+    C-GET association, seven do not, and a session keeps what fits."""
+    from pulls.dicom.proposals import (
+        TooManyClasses,
+        association_request,
+        storage_classes_fitting,
+        storage_fits,
+    )
+
+    images = [f"1.2.840.10008.5.1.4.1.1.{n}" for n in (1, 2, 4, 6.1, 7, 12.1, 20)]
+    reports = [f"1.2.840.10008.5.1.4.1.1.88.{n}" for n in (11, 22, 33, 59)]
+    services = ("find", "get")
+    assert storage_fits(services, images[:6])
+    assert storage_fits(services, images[:6] + reports[:2])
+    assert not storage_fits(services, images)
+    assert storage_classes_fitting(services, tuple(images)) == tuple(images[:6])
+    with pytest.raises(TooManyClasses):
+        association_request("A", "B", services, tuple(images))
 
 
 def test_get_of_a_study_receives_every_instance_on_the_association(any_pacs, dicom_data, tmp_path):

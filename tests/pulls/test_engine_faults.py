@@ -74,7 +74,7 @@ def test_failed_sub_operations_are_reported_with_their_uids(one_study, staging):
     assert result.failed == 2
     assert len(result.failed_sop_uids) == 2
     assert verdict.verdict is Verdict.FAILED_SUBOPERATIONS
-    assert "failed to send 2 instance(s)" in verdict.message
+    assert "the PACS failed 2 C-STORE sub-operation(s)" in verdict.message
 
 
 def test_a_stalled_pacs_hits_the_dimse_timeout(one_study):

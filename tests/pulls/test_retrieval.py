@@ -287,7 +287,9 @@ def test_the_manifest_shows_the_keys_as_the_pacs_wrote_them_whatever_their_chara
     job = retrieval_job(alice, project, node, [study], kind="get")
     lines = list(csv.reader(io.StringIO("".join(manifest_chunks(job)))))
     assert lines[0] == COLUMNS
-    assert sorted(lines[1:]) == sorted([*p[:6], str(p.size)] for p in placed)
+    assert sorted(lines[1:]) == sorted(
+        [*p[:6], str(p.size), p.sop_class_uid, p.transfer_syntax] for p in placed
+    )
 
 
 def test_c_get_instances_that_cannot_be_written_leave_the_row_failed_with_the_reason(
@@ -387,7 +389,8 @@ def test_the_manifest_lists_every_instance_and_is_access_checked(
     lines = b"".join(response.streaming_content).decode().splitlines()
     assert (
         lines[0]
-        == "path,PatientID,StudyInstanceUID,SeriesInstanceUID,SOPInstanceUID,Modality,bytes"
+        == "path,PatientID,StudyInstanceUID,SeriesInstanceUID,SOPInstanceUID,Modality,bytes,"
+        "SOPClassUID,TransferSyntaxUID"
     )
     assert len(lines) - 1 == len(dicom_data.patients[patient])
     assert AuditEvent.objects.filter(action=AuditAction.EXPORT, actor=bob, job=job).exists()

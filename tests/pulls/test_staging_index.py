@@ -33,6 +33,8 @@ def test_the_scp_notes_each_staged_instance_with_its_keys_and_inode(tmp_path, di
             "SeriesInstanceUID": inst.series_instance_uid,
             "SOPInstanceUID": inst.sop_instance_uid,
             "Modality": inst.modality,
+            "SOPClassUID": inst.sop_class_uid,
+            "TransferSyntaxUID": "1.2.840.10008.1.2.1",
         }
 
 
@@ -52,6 +54,7 @@ def test_placement_trusts_an_index_line_only_for_the_file_it_names(
     ):
         name = f"{inst.sop_instance_uid}.dcm"
         line = [name, str(inode), "123", "NOTED", study, "1.2.3", inst.sop_instance_uid, "OT"]
+        line += [inst.sop_class_uid, "1.2.840.10008.1.2.1"]
         with open(folder / INDEX_NAME, "a") as fh:
             fh.write("\t".join(line) + "\n")
     with open(folder / INDEX_NAME, "a") as fh:

@@ -1,0 +1,210 @@
+"""A real archive's data in, as the archive holds it: thirteen transfer syntaxes,
+multi-frame, non-image objects, a private and a retired SOP class, and names in
+many character sets (pulls.sandbox.corpus), from Orthanc and from dcmqrscp."""
+
+import csv
+import io
+import zlib
+
+import pytest
+from django.conf import settings
+from pydicom import dcmread
+
+from pulls.cli import run_inline
+from pulls.manifests import manifest_chunks
+from pulls.models import ItemStatus, JobStatus, RetrievedInstance
+from pulls.sandbox.corpus import Corpus, generate_corpus
+from pulls.sandbox.dcmqrscp import Dcmqrscp
+from pulls.sandbox.orthanc import Orthanc
+from tests.conftest import SCP_PORT, make_node, retrieval_job
+from tests.pulls.retrieval_support import QUIET
+from tests.pulls.test_engine import dataset_bytes
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+UNCOMPRESSED = {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2", DEFLATED}
+
+
+@pytest.fixture(scope="session")
+def corpus(sandbox) -> Corpus:
+    return generate_corpus(sandbox / "corpus")
+
+
+@pytest.fixture(scope="session")
+def corpus_orthanc(sandbox, corpus):
+    pacs = Orthanc(
+        sandbox / "corpus-orthanc",
+        aet="ORTHANC",
+        modalities={"portal": (settings.PACSNPULL_AE_TITLE, "127.0.0.1", SCP_PORT)},
+        # Its C-FIND answers in UTF-8, so that names in every script come back.
+        extra_config={"UnknownSopClassAccepted": True, "DefaultEncoding": "Utf8"},
+    ).start()
+    try:
+        pacs.upload(corpus.files())
+        yield pacs
+    finally:
+        pacs.stop()
+
+
+@pytest.fixture(scope="session")
+def corpus_dcmqrscp(sandbox, corpus):
+    pacs = Dcmqrscp(
+        sandbox / "corpus-dcmqrscp",
+        aet="DCMQRSCP",
+        hosts={"portal": (settings.PACSNPULL_AE_TITLE, "127.0.0.1", SCP_PORT)},
+        storage_classes=sorted(corpus.sop_classes),
+    )
+    pacs.load(corpus.files())
+    pacs.start()
+    try:
+        yield pacs
+    finally:
+        pacs.stop()
+
+
+def _node(request, which: str, alice):
+    if which == "orthanc":
+        pacs = request.getfixturevalue("corpus_orthanc")
+        node = make_node("CORPUS-ORTHANC", pacs.dicom_port, "ORTHANC", connect_timeout=5)
+    else:
+        pacs = request.getfixturevalue("corpus_dcmqrscp")
+        node = make_node("CORPUS-DCMQRSCP", pacs.port, "DCMQRSCP", connect_timeout=5)
+    node.granted_users.add(alice)
+    return node
+
+
+def _data_set(data: bytes, transfer_syntax: str) -> bytes:
+    """A file's data set as the PACS holds it (a deflated one inflated: a PACS
+    deflates again as it sends, with its own compressor)."""
+    if transfer_syntax == DEFLATED:
+        return zlib.decompress(data, -zlib.MAX_WBITS)
+    return data
+
+
+def _on_disk(storage, project) -> dict:
+    """SOP Instance UID -> (path, transfer syntax in the file meta)."""
+    found = {}
+    for path in (storage / project.slug).rglob("*.dcm"):
+        ds = dcmread(path, stop_before_pixels=True)
+        found[ds.SOPInstanceUID] = (path, str(ds.file_meta.TransferSyntaxUID))
+    return found
+
+
+def _same_content(got, source) -> bool:
+    """The same elements, and the same pixels however the bytes are ordered."""
+    if "PixelData" in source:
+        if not (got.pixel_array == source.pixel_array).all():
+            return False
+        del got.PixelData, source.PixelData
+    return got == source
+
+
+def _manifest(job) -> dict:
+    rows = list(csv.DictReader(io.StringIO("".join(manifest_chunks(job)))))
+    return {row["SOPInstanceUID"]: row for row in rows}
+
+
+def test_the_corpus_is_what_a_real_archive_holds(corpus):
+    """What the tests below receive: if the generator lost a kind of object,
+    they would prove less without failing."""
+    assert len(corpus.transfer_syntaxes) >= 12
+    assert any(inst.frames > 1 for inst in corpus.instances)
+    labels = {inst.label for inst in corpus.instances}
+    assert {"sr", "rtstruct", "pr", "encapsulated-pdf", "private-class"} <= labels
+    assert len({inst.character_set for inst in corpus.instances}) >= 8
+    assert max(inst.size for inst in corpus.instances) > 8 << 20  # spills to disk
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_every_instance_of_a_real_archive_arrives_as_orthanc_holds_it(
+    method, request, storage, alice, project, corpus
+):
+    """From Orthanc by C-MOVE and by C-GET: every instance, byte for byte as the
+    archive holds it (compressed ones not converted, lossy ones not
+    decompressed), its own transfer syntax in the file meta, and its SOP
+    Instance UID, class and syntax in the manifest."""
+    node = _node(request, "orthanc", alice)
+    job = run_inline(retrieval_job(alice, project, node, corpus.studies, kind=method), **QUIET)
+    errors = list(job.items.exclude(status=ItemStatus.DONE).values_list("error_message", flat=True))
+    assert job.status == JobStatus.DONE, errors
+    on_disk = _on_disk(storage, project)
+    assert set(on_disk) == set(corpus.by_sop())
+    manifest = _manifest(job)
+    for inst in corpus.instances:
+        path, syntax = on_disk[inst.sop_instance_uid]
+        assert syntax == inst.transfer_syntax, inst.label
+        source = dataset_bytes(corpus.root / inst.path)
+        assert _data_set(dataset_bytes(path), syntax) == _data_set(source, syntax), inst.label
+        row = manifest[inst.sop_instance_uid]
+        assert (row["SOPClassUID"], row["TransferSyntaxUID"]) == (
+            inst.sop_class_uid,
+            inst.transfer_syntax,
+        )
+    assert RetrievedInstance.objects.filter(project=project).count() == len(corpus.instances)
+
+
+@pytest.mark.services
+def test_a_c_get_from_dcmqrscp_brings_every_instance_without_converting_compressed_ones(
+    request, storage, alice, project, corpus
+):
+    """dcmqrscp names no SOP classes (no SOPClassesInStudy, no SOPClassUID at
+    IMAGE level), sends every instance of a class in the first context it
+    accepted for it, and fails the instances it cannot convert: the C-GET is
+    done again one compressed syntax at a time. Compressed instances arrive as
+    stored; the uncompressed ones as dcmqrscp converts them (implicit or big
+    endian to explicit VR little endian: the same elements, the same pixel
+    data). Only the private class cannot come by C-GET from a PACS that does
+    not name it, and its row says so."""
+    node = _node(request, "dcmqrscp", alice)
+    job = run_inline(retrieval_job(alice, project, node, corpus.studies, kind="get"), **QUIET)
+    private = next(i for i in corpus.instances if i.label == "private-class")
+    on_disk = _on_disk(storage, project)
+    assert set(on_disk) == set(corpus.by_sop()) - {private.sop_instance_uid}
+    for inst in corpus.instances:
+        if inst is private:
+            continue
+        path, syntax = on_disk[inst.sop_instance_uid]
+        if inst.transfer_syntax in UNCOMPRESSED:
+            assert syntax in UNCOMPRESSED, inst.label
+            assert _same_content(dcmread(path), dcmread(corpus.root / inst.path)), inst.label
+        else:
+            assert syntax == inst.transfer_syntax, inst.label
+            source = dataset_bytes(corpus.root / inst.path)
+            assert dataset_bytes(path) == source, inst.label
+    for item in job.items.all():
+        if item.identifier["StudyInstanceUID"] == private.study_instance_uid:
+            assert item.status == ItemStatus.FAILED
+            assert "does not say which SOP classes" in item.error_message, item.error_message
+            assert "C-MOVE can" in item.error_message
+        else:
+            assert item.status == ItemStatus.DONE, item.error_message
+
+
+@pytest.mark.services
+def test_a_c_move_from_dcmqrscp_says_which_instances_it_could_not_send(
+    request, storage, alice, project, corpus
+):
+    """dcmqrscp's C-MOVE proposes uncompressed syntaxes only and cannot
+    decompress: its compressed instances cannot reach any receiver. Everything
+    else arrives (the private class too); the rows of studies with compressed
+    instances fail, saying the PACS failed C-STORE sub-operations and why such
+    a failure happens, not something about move destinations."""
+    node = _node(request, "dcmqrscp", alice)
+    job = run_inline(retrieval_job(alice, project, node, corpus.studies, kind="move"), **QUIET)
+    on_disk = _on_disk(storage, project)
+    compressed = {
+        i.sop_instance_uid for i in corpus.instances if i.transfer_syntax not in UNCOMPRESSED
+    }
+    assert set(on_disk) == set(corpus.by_sop()) - compressed
+    with_compressed = {
+        i.study_instance_uid for i in corpus.instances if i.sop_instance_uid in compressed
+    }
+    for item in job.items.all():
+        study = item.identifier["StudyInstanceUID"]
+        if study in with_compressed:
+            assert item.status == ItemStatus.FAILED
+            assert "C-STORE sub-operation" in item.error_message, item.error_message
+            assert "transfer syntax" in item.error_message
+            assert "move destination" not in item.error_message
+        else:
+            assert item.status == ItemStatus.DONE, item.error_message
