@@ -36,6 +36,7 @@ class PacsNodeAdmin(admin.ModelAdmin):
                     "move_destination",
                     "query_model",
                     "retrieve_method",
+                    "character_set",
                 )
             },
         ),

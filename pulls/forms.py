@@ -93,12 +93,14 @@ class FindJobForm(forms.Form):
                 f"The file is {human_size(upload.size)}; the limit is {human_size(limit)}: "
                 "split it into several files."
             )
+        node = cleaned.get("node")
         parsed = parse_query_file(
             upload.read(),
             name=upload.name,
             default_level=cleaned.get("default_level", ""),
             max_rows=settings.PACSNPULL_QUERY_MAX_ROWS,
             max_bytes=limit,
+            **({"character_set": node.character_set} if node is not None else {}),
         )
         if not parsed.ok:
             shown = [str(p) for p in parsed.problems[:_SHOWN_PROBLEMS]]
@@ -109,7 +111,6 @@ class FindJobForm(forms.Form):
                 [f"{upload.name}: nothing was saved. Fix these and upload again:", *shown]
             )
         if cleaned.get("kind") in ("move", "get"):
-            node = cleaned.get("node")
             problems = retrieval_problems(
                 parsed.rows,
                 parsed.numbers,

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from pulls.dicom.identifiers import DEFAULT_QUERY_CHARACTER_SET, QUERY_CHARACTER_SETS
 from pulls.windows import Window, windows_parse, windows_validator
 
 # PS3.5 6.2: at most 16 characters, no backslash or control characters.
@@ -96,6 +97,16 @@ class PacsNode(models.Model):
         help_text="When the portal may send anything, in the portal's time zone, e.g. "
         "'Mon-Fri 19:00-07:00; Sat-Sun' (a range past midnight ends the next day). "
         "Blank: any time.",
+    )
+    character_set = models.CharField(
+        "query character set",
+        max_length=16,
+        choices=list(QUERY_CHARACTER_SETS.items()),
+        default=DEFAULT_QUERY_CHARACTER_SET,
+        blank=True,
+        help_text="How query values beyond ASCII (names with accents, other scripts) are sent "
+        "(SpecificCharacterSet). UTF-8 where the PACS reads it; answers are decoded in "
+        "whatever set the PACS names.",
     )
     suspended = models.BooleanField(
         default=False, help_text="Stops all traffic to this node at once."

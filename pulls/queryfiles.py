@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from pulls.dicom.identifiers import LEVELS, row_errors
+from pulls.dicom.identifiers import DEFAULT_QUERY_CHARACTER_SET, LEVELS, row_errors
 
 FORMATS = ("json", "csv", "xlsx")
 # Patient-level queries need one of these with an exact value: a bare or wildcard
@@ -175,9 +175,14 @@ def _patient_problem(row: dict[str, str]) -> str | None:
 
 
 def check_rows(
-    rows: Iterable[tuple[int, dict[str, str] | Problem]], *, default_level: str, max_rows: int
+    rows: Iterable[tuple[int, dict[str, str] | Problem]],
+    *,
+    default_level: str,
+    max_rows: int,
+    character_set: str = DEFAULT_QUERY_CHARACTER_SET,
 ) -> ParsedQueries:
-    """Validate every row; fill the default QueryRetrieveLevel; report duplicates.
+    """Validate every row (values the node's ``character_set`` cannot carry
+    too); fill the default QueryRetrieveLevel; report duplicates.
 
     Row numbers count from the first row under the header (or the first JSON
     object); blank lines keep their number so it matches the file."""
@@ -203,7 +208,7 @@ def check_rows(
         level = row.get("QueryRetrieveLevel", "").strip().upper() or default_level
         if level:
             row["QueryRetrieveLevel"] = level
-        for error in row_errors(row):
+        for error in row_errors(row, character_set=character_set):
             report(Problem(n, error.key, error.reason))
         patient = _patient_problem(row)
         if patient:
@@ -229,6 +234,7 @@ def parse_query_file(
     default_level: str = "",
     max_rows: int = 100_000,
     max_bytes: int = 20 << 20,
+    character_set: str = DEFAULT_QUERY_CHARACTER_SET,
 ) -> ParsedQueries:
     """Read and check a whole query file; never raises for bad content."""
     if default_level and default_level not in LEVELS:
@@ -248,6 +254,11 @@ def parse_query_file(
         )
     try:
         fmt = detect_format(name, data[:64])
-        return check_rows(_READERS[fmt](data), default_level=default_level, max_rows=max_rows)
+        return check_rows(
+            _READERS[fmt](data),
+            default_level=default_level,
+            max_rows=max_rows,
+            character_set=character_set,
+        )
     except QueryFileError as exc:
         return ParsedQueries(problems=[Problem(None, "", str(exc))])

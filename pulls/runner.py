@@ -114,12 +114,13 @@ def _split_date_range(value: str) -> tuple[str, str] | None:
 
 
 def _find_capped(
-    session: Session, row: dict[str, str], *, model: str, cap: int
+    session: Session, row: dict[str, str], *, model: str, cap: int, character_set: str
 ) -> tuple[list[Dataset], bool]:
     """C-FIND one row; a row that hits the node's result cap and has a StudyDate
     range is split in halves (on the same association) until each part is under
     the cap. Returns the matches and whether some may still be missing."""
-    matches = list(session.find(identifier_from_row(row), model=model))
+    identifier = identifier_from_row(row, character_set=character_set)
+    matches = list(session.find(identifier, model=model))
     if not cap or len(matches) < cap:
         return matches, False
     halves = _split_date_range(row.get("StudyDate", ""))
@@ -129,7 +130,7 @@ def _find_capped(
     truncated = False
     for half in halves:
         part, part_truncated = _find_capped(
-            session, {**row, "StudyDate": half}, model=model, cap=cap
+            session, {**row, "StudyDate": half}, model=model, cap=cap, character_set=character_set
         )
         truncated = truncated or part_truncated
         for match in part:
@@ -142,9 +143,11 @@ def _find_capped(
 
 
 def _find_one(session: Session, job: Job, item: JobItem) -> item_life.Outcome:
+    node = job.node
     matches, truncated = _find_capped(
-        session, find_row(item.identifier), model=job.node.query_model, cap=job.node.result_cap
-    )
+        session, find_row(item.identifier), model=node.query_model, cap=node.result_cap,
+        character_set=node.character_set,
+    )  # fmt: skip
     rows = []
     for match in matches:
         attrs = match_to_dict(match)

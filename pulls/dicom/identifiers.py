@@ -12,6 +12,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 
+from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
@@ -27,6 +28,48 @@ _DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?(
 _AS = re.compile(r"^\d{3}[DWMY]$")
 _IS = re.compile(r"^\s*[+-]?\d+\s*$")
 _DS = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+# The character sets a node may take query values in (PS3.3 C.12.1.1.2: single
+# byte sets without code extensions, UTF-8, GB18030). Values in plain ASCII
+# are sent without a SpecificCharacterSet, as every PACS reads them.
+QUERY_CHARACTER_SETS = {
+    "ISO_IR 192": "Unicode in UTF-8",
+    "ISO_IR 100": "Latin alphabet No. 1 (Western Europe)",
+    "ISO_IR 101": "Latin alphabet No. 2 (Central Europe)",
+    "ISO_IR 109": "Latin alphabet No. 3",
+    "ISO_IR 110": "Latin alphabet No. 4",
+    "ISO_IR 148": "Latin alphabet No. 5 (Turkish)",
+    "ISO_IR 144": "Cyrillic",
+    "ISO_IR 127": "Arabic",
+    "ISO_IR 126": "Greek",
+    "ISO_IR 138": "Hebrew",
+    "ISO_IR 166": "Thai",
+    "GB18030": "Chinese (GB18030)",
+    "": "ASCII only (the PACS reads no other character set)",
+}
+DEFAULT_QUERY_CHARACTER_SET = "ISO_IR 192"
+
+
+def _codec(character_set: str) -> str:
+    return python_encoding.get(character_set, "ascii") if character_set else "ascii"
+
+
+def unsendable(value: str, character_set: str) -> str | None:
+    """Why ``value`` cannot be sent in ``character_set`` (None: it can)."""
+    if value.isascii():
+        return None
+    try:
+        value.encode(_codec(character_set))
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start : exc.end]
+        name = QUERY_CHARACTER_SETS.get(character_set, character_set)
+        return (
+            f"contains {bad!r}, which this node's character set ({character_set or 'ASCII'}: "
+            f"{name}) cannot carry: write the value without it, or ask an operator to set "
+            "the node's character set to ISO_IR 192 (UTF-8) if the PACS reads it"
+        )
+    return None
 
 
 class IdentifierError(ValueError):
@@ -127,8 +170,11 @@ def check_value(keyword: str, vr: str, value: str) -> str | None:
     return None
 
 
-def row_errors(row: Mapping[str, object]) -> list[IdentifierError]:
-    """Every problem of a query row, each naming its key."""
+def row_errors(
+    row: Mapping[str, object], *, character_set: str = DEFAULT_QUERY_CHARACTER_SET
+) -> list[IdentifierError]:
+    """Every problem of a query row, each naming its key; values that cannot be
+    sent in the node's ``character_set`` among them."""
     errors: list[IdentifierError] = []
     level = str(row.get("QueryRetrieveLevel", "") or "").strip().upper()
     if not level:
@@ -159,24 +205,32 @@ def row_errors(row: Mapping[str, object]) -> list[IdentifierError]:
         value = "" if raw is None else str(raw).strip()
         if value in ("", "*"):
             continue
-        problem = check_value(key, vr, value)
+        problem = check_value(key, vr, value) or unsendable(value, character_set)
         if problem:
             errors.append(IdentifierError(key, problem))
     return errors
 
 
-def identifier_from_row(row: Mapping[str, object]) -> Dataset:
-    """Build a C-FIND/C-MOVE/C-GET identifier; raises the first error of the row."""
-    errors = row_errors(row)
+def identifier_from_row(
+    row: Mapping[str, object], *, character_set: str = DEFAULT_QUERY_CHARACTER_SET
+) -> Dataset:
+    """Build a C-FIND/C-MOVE/C-GET identifier; raises the first error of the row.
+    A value beyond ASCII goes with a SpecificCharacterSet: the node's
+    ``character_set`` (PS3.4 C.2.2.2.1.5: the PACS matches in it)."""
+    errors = row_errors(row, character_set=character_set)
     if errors:
         raise errors[0]
     ds = Dataset()
-    ds.QueryRetrieveLevel = str(row["QueryRetrieveLevel"]).strip().upper()
+    values = {}
     for key, raw in row.items():
-        if key == "QueryRetrieveLevel":
-            continue
-        value = "" if raw is None else str(raw).strip()
-        setattr(ds, key, "" if value == "*" else value)
+        if key != "QueryRetrieveLevel":
+            value = "" if raw is None else str(raw).strip()
+            values[key] = "" if value == "*" else value
+    if character_set and not all(value.isascii() for value in values.values()):
+        ds.SpecificCharacterSet = character_set
+    ds.QueryRetrieveLevel = str(row["QueryRetrieveLevel"]).strip().upper()
+    for key, value in values.items():
+        setattr(ds, key, value)
     return ds
 
 

@@ -4,6 +4,7 @@ many character sets (pulls.sandbox.corpus), from Orthanc and from dcmqrscp."""
 
 import csv
 import io
+import json
 import zlib
 
 import pytest
@@ -208,3 +209,116 @@ def test_a_c_move_from_dcmqrscp_says_which_instances_it_could_not_send(
             assert "move destination" not in item.error_message
         else:
             assert item.status == ItemStatus.DONE, item.error_message
+
+
+def _answers(port: int, ae_title: str, rows: list[dict]) -> dict[str, tuple[str, str]]:
+    """PatientID -> (PatientName, StudyDescription) as pydicom decodes the PACS's
+    own answers to the same C-FINDs, asked by pynetdicom (not by the portal)."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+    ae = AE(ae_title=settings.PACSNPULL_AE_TITLE)
+    ae.add_requested_context(FIND)
+    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
+    assert assoc.is_established
+    found = {}
+    try:
+        for row in rows:
+            query = Dataset()
+            for key, value in row.items():
+                setattr(query, key, value)
+            for status, match in assoc.send_c_find(query, FIND):
+                if status.Status in (0xFF00, 0xFF01):
+                    found[str(match.PatientID)] = (
+                        str(match.PatientName),
+                        str(match.StudyDescription),
+                    )
+    finally:
+        assoc.release()
+    return found
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("which", ["orthanc", "dcmqrscp"])
+def test_find_results_and_exports_show_names_as_the_pacs_answer_says(
+    which, request, client, alice, project, corpus
+):
+    """Names and descriptions in thirteen character sets: the match table, the
+    CSV and the XLSX hold them as pydicom decodes the PACS's answer (whatever
+    SpecificCharacterSet it names), in UTF-8. This Orthanc answers in UTF-8, so
+    there they are the names as written; dcmqrscp answers in each file's set."""
+    from openpyxl import load_workbook
+
+    from pulls.models import FindResult, JobKind
+    from pulls.services import job_create
+
+    node = _node(request, which, alice)
+    people = [i for i in corpus.instances if i.label.startswith("charset ")]
+    rows = [
+        {"QueryRetrieveLevel": "STUDY", "PatientID": p.patient_id, "PatientName": "",
+         "StudyDescription": ""}
+        for p in people
+    ]  # fmt: skip
+    job = run_inline(
+        job_create(kind=JobKind.FIND, owner=alice, project=project, node=node, rows=rows), **QUIET
+    )
+    assert job.status == JobStatus.DONE
+    port = node.port
+    expected = _answers(port, node.ae_title, rows)
+    assert len(expected) == len(people)
+    stored = {
+        r.patient_id: (r.attributes["PatientName"], r.attributes["StudyDescription"])
+        for r in FindResult.objects.filter(job=job)
+    }
+    assert stored == expected
+    if which == "orthanc":
+        # Orthanc 1.10 reads every set but one right: JIS X 0201 katakana with JIS X
+        # 0208 (ISO 2022 IR 13 and IR 87) comes out of it with the escapes lost.
+        by_id = {p.patient_id: p.patient_name for p in people}
+        mangled = {p.patient_id for p in people if p.character_set.startswith("ISO 2022 IR 13")}
+        assert {pid: name for pid, (name, _) in stored.items() if pid not in mangled} == {
+            pid: name for pid, name in by_id.items() if pid not in mangled
+        }
+    client.force_login(alice)
+    text = b"".join(client.get(f"/jobs/{job.code}/matches.csv").streaming_content).decode("utf-8")
+    exported = {r["PatientID"]: r["PatientName"] for r in csv.DictReader(io.StringIO(text))}
+    assert exported == {pid: name for pid, (name, _) in expected.items()}
+    sheet = load_workbook(io.BytesIO(client.get(f"/jobs/{job.code}/matches.xlsx").content)).active
+    header = [cell.value for cell in sheet[1]]
+    names = {
+        row[header.index("PatientID")]: row[header.index("PatientName")]
+        for row in sheet.iter_rows(min_row=2, values_only=True)
+    }
+    assert names == exported
+
+
+@pytest.mark.services
+def test_a_query_value_beyond_ascii_is_sent_in_the_nodes_character_set(
+    request, alice, project, corpus
+):
+    """PatientName with accents or in another script is sent with SpecificCharacterSet
+    ISO_IR 192 (the node's default) and matches; a node set to Latin-1 refuses a
+    Cyrillic value at upload, naming the row, the key and the fix."""
+    from pulls.models import FindResult, JobKind
+    from pulls.queryfiles import parse_query_file
+    from pulls.services import job_create
+
+    node = _node(request, "orthanc", alice)
+    rows = [
+        {"QueryRetrieveLevel": "STUDY", "PatientName": "Müller*", "PatientID": ""},
+        {"QueryRetrieveLevel": "STUDY", "PatientName": "Иванов*", "PatientID": ""},
+    ]
+    job = run_inline(
+        job_create(kind=JobKind.FIND, owner=alice, project=project, node=node, rows=rows), **QUIET
+    )
+    found = {r.item.row: r.attributes["PatientName"] for r in FindResult.objects.filter(job=job)}
+    assert found == {1: "Müller^Jürgen", 2: "Иванов^Пётр"}
+
+    node.character_set = "ISO_IR 100"
+    data = json.dumps(rows).encode()
+    parsed = parse_query_file(data, name="q.json", character_set=node.character_set)
+    assert not parsed.ok
+    (problem,) = parsed.problems
+    assert (problem.row, problem.key) == (2, "PatientName")
+    assert "'Иванов'" in problem.message and "ISO_IR 192" in problem.message
