@@ -22,12 +22,38 @@ from pulls.queryfiles import ParsedQueries, parse_query_file
 from pulls.seedconfig import ConfigError, SeedConfig, load_seed_config
 
 
-def load_inputs(config: Path, query: Path) -> tuple[SeedConfig, ParsedQueries]:
-    """The prototype's CONF.json and a checked query file, or a CommandError saying why."""
+def database_ready(say: Callable[[str], None]) -> None:
+    """Create or bring up to date the database on the command line's first use
+    (a fresh clone, before ``make run`` ever ran): the commands work the first
+    time. A database that cannot be reached is a one-line error."""
+    from django.core.management import call_command
+    from django.db import DatabaseError, connection
+    from django.db.migrations.executor import MigrationExecutor
+
     try:
-        conf = load_seed_config(config)
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError as exc:
+        raise CommandError(
+            f"the database cannot be reached ({exc}); check DATABASE_URL, or unset it to use "
+            f"SQLite in {settings.INSTANCE_DIR}"
+        ) from None
+    if plan:
+        say(f"setting up the database ({len(plan)} migrations; once) ...")
+        call_command("migrate", interactive=False, verbosity=0)
+
+
+def seed_config(config: Path) -> SeedConfig:
+    """The prototype's CONF.json, or a CommandError naming what is wrong."""
+    try:
+        return load_seed_config(config)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
+
+
+def load_inputs(config: Path, query: Path) -> tuple[SeedConfig, ParsedQueries]:
+    """The prototype's CONF.json and a checked query file, or a CommandError saying why."""
+    conf = seed_config(config)
     try:
         data = query.read_bytes()
     except OSError as exc:

@@ -6,7 +6,9 @@ Keys of the prototype (all required):
 Optional keys of pacsnpull:
   host_name   the PACS's AE title (default "ANY-SCP", which Orthanc and many
               PACS accept when they do not check the called AE title);
-  timeout     seconds for connect, association and each response (default 30).
+  timeout     seconds for connect, association and each response (default 30);
+  queries_per_minute  the node's C-FIND limit (default 120, as a new node; 0: none);
+  max_associations    associations open at once (default 2).
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ REQUIRED = (
     "query_model",
     "query_break_count",
 )
-OPTIONAL = ("host_name", "timeout")
+OPTIONAL = ("host_name", "timeout", "queries_per_minute", "max_associations")
+# The limits of a node made from a CONF.json that does not set them: a new node's.
+DEFAULT_QUERIES_PER_MINUTE = 120
+DEFAULT_MAX_ASSOCIATIONS = 2
 _AE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
 
 
@@ -46,6 +51,10 @@ class SeedConfig:
     query_break_count: int
     host_name: str = "ANY-SCP"
     timeout: int = 30
+    queries_per_minute: int = DEFAULT_QUERIES_PER_MINUTE
+    max_associations: int = DEFAULT_MAX_ASSOCIATIONS
+    # Which of the limits CONF.json set (the others are the defaults).
+    limits_given: tuple[str, ...] = ()
 
 
 def _int(data: dict, key: str, low: int, high: int) -> int:
@@ -98,4 +107,33 @@ def load_seed_config(path: Path) -> SeedConfig:
         query_break_count=_int(data, "query_break_count", 0, 100000),
         host_name=str(data.get("host_name", "ANY-SCP")).strip(),
         timeout=_int(data, "timeout", 1, 3600) if "timeout" in data else 30,
+        queries_per_minute=(
+            _int(data, "queries_per_minute", 0, 100000)
+            if "queries_per_minute" in data
+            else DEFAULT_QUERIES_PER_MINUTE
+        ),
+        max_associations=(
+            _int(data, "max_associations", 1, 64)
+            if "max_associations" in data
+            else DEFAULT_MAX_ASSOCIATIONS
+        ),
+        limits_given=tuple(k for k in ("queries_per_minute", "max_associations") if k in data),
+    )
+
+
+def describe_limits(config: SeedConfig, where: str) -> str:
+    """What the command line tells at its start: the limits, whence, and where held."""
+
+    def said(key: str) -> str:
+        return "CONF.json" if key in config.limits_given else f"default; CONF.json's {key} sets it"
+
+    queries = (
+        f"{config.queries_per_minute} queries a minute"
+        if config.queries_per_minute
+        else "no query limit"
+    )
+    return (
+        f"limits for {config.host_name}@{config.host_ip}:{config.host_port}: {queries} "
+        f"({said('queries_per_minute')}), {config.max_associations} association(s) at once "
+        f"({said('max_associations')}); {where}"
     )

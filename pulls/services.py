@@ -309,6 +309,8 @@ def cli_setup(*, config: SeedConfig, username: str | None) -> tuple[User, Projec
                 "connect_timeout": config.timeout,
                 "acse_timeout": config.timeout,
                 "dimse_timeout": config.timeout,
+                "queries_per_minute": config.queries_per_minute,
+                "max_associations": config.max_associations,
                 "is_active": True,
             },
         )

@@ -6,6 +6,10 @@ slot expires (it renews the slot with its items' lease while it works).
 
 Queries per minute and retrievals per hour: a time per node (GCRA) from which
 each taker reserves the next slot, so takers go in the order they asked.
+
+Without Redis (the command line on a machine where no portal runs) the same
+limits are held in this process (``_Local``): they hold for what it sends,
+and nothing else can be sending through it. ``where_limits_are`` says which.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -55,20 +60,91 @@ def _client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
 
 
+class _Local:
+    """The limits in this process, where Redis cannot be reached: the same
+    rules (slots that expire, GCRA times), under a lock for its threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.slots: dict[str, dict[str, float]] = {}  # key -> holder -> expiry
+        self.times: dict[str, float] = {}  # key -> the next slot's time (GCRA)
+        self.warned = False
+
+    def acquire(self, key: str, holder: str, *, limit: int, ttl: float) -> bool:
+        now = time.time()
+        with self.lock:
+            held = {h: t for h, t in self.slots.get(key, {}).items() if t > now}
+            self.slots[key] = held
+            if limit and len(held) >= limit:
+                return False
+            held[holder] = now + ttl
+            return True
+
+    def renew(self, key: str, holder: str, ttl: float) -> None:
+        with self.lock:
+            if holder in self.slots.get(key, {}):
+                self.slots[key][holder] = time.time() + ttl
+
+    def release(self, key: str, holder: str) -> None:
+        with self.lock:
+            self.slots.get(key, {}).pop(holder, None)
+
+    def in_use(self, key: str) -> int:
+        now = time.time()
+        with self.lock:
+            return sum(1 for t in self.slots.get(key, {}).values() if t > now)
+
+    def take(self, key: str, interval: float, horizon: float) -> tuple[bool, float]:
+        now = time.time()
+        with self.lock:
+            tat = max(self.times.get(key, 0.0), now)
+            wait = tat - now
+            if wait > horizon:
+                return False, wait
+            self.times[key] = tat + interval
+            return True, wait
+
+
+_LOCAL = _Local()
+
+
+def _unreachable(exc: Exception) -> None:
+    if not _LOCAL.warned:
+        _LOCAL.warned = True
+        log.warning(
+            "Redis unreachable (%s): this process holds the node limits itself", type(exc).__name__
+        )
+
+
+def where_limits_are() -> str:
+    """Where this process's node limits are held, in words (the command line
+    says it when it starts)."""
+    try:
+        _client().ping()
+    except redis.RedisError:
+        return (
+            "held in this process: no Redis answers at REDIS_URL, so they apply to what this "
+            "command sends (a portal's workers, if any, do not see them)"
+        )
+    return "shared through Redis with every worker of the portal that uses it"
+
+
 def _key(node: PacsNode) -> str:
     return f"pacsnpull:node:{node.pk}:associations"
 
 
 @dataclass
 class Slot:
-    """One of the node's association slots; ``None`` holder means unshared (no Redis)."""
+    """One of the node's association slots; ``local``: held in this process (no Redis)."""
 
     key: str
-    holder: str | None
+    holder: str
     ttl: float
+    local: bool = False
 
     def renew(self) -> None:
-        if self.holder is None:
+        if self.local:
+            _LOCAL.renew(self.key, self.holder, self.ttl)
             return
         try:
             _client().zadd(self.key, {self.holder: time.time() + self.ttl}, xx=True)
@@ -76,7 +152,8 @@ class Slot:
             log.warning("could not renew an association slot: it expires on its own")
 
     def release(self) -> None:
-        if self.holder is None:
+        if self.local:
+            _LOCAL.release(self.key, self.holder)
             return
         try:
             _client().zrem(self.key, self.holder)
@@ -88,8 +165,8 @@ def association_slot(node: PacsNode, *, ttl: float, interactive: bool = False) -
     """A slot to open one association to ``node``, or None when all are taken
     (or, for bulk work, when interactive work is waiting for the next one).
 
-    Without Redis (the command line on a machine without it) the limit cannot be
-    shared; one process opens one association at a time, so it goes ahead.
+    Without Redis (the command line on a machine without it) the limit is held
+    in this process (``_Local``).
     """
     key = _key(node)
     holder = uuid.uuid4().hex
@@ -100,8 +177,10 @@ def association_slot(node: PacsNode, *, ttl: float, interactive: bool = False) -
             int(ttl * 2) + 60, "1" if interactive else "0", PRIORITY_HOLD_MS,
         )  # fmt: skip
     except redis.RedisError as exc:
-        log.warning("Redis unreachable (%s): association limit not shared", type(exc).__name__)
-        return Slot(key=key, holder=None, ttl=ttl)
+        _unreachable(exc)
+        if not _LOCAL.acquire(key, holder, limit=node.max_associations, ttl=ttl):
+            return None
+        return Slot(key=key, holder=holder, ttl=ttl, local=True)
     return Slot(key=key, holder=holder, ttl=ttl) if taken else None
 
 
@@ -148,7 +227,7 @@ def slots_in_use(node: PacsNode) -> int:
         client.zremrangebyscore(_key(node), "-inf", time.time())
         return int(client.zcard(_key(node)))
     except redis.RedisError:
-        return 0
+        return _LOCAL.in_use(_key(node))
 
 
 # GCRA (a leaky bucket): the key holds the time the next query may go. No
@@ -188,8 +267,9 @@ _FREE = Token(True, 0.0)
 def _token(key: str, interval: float, horizon: float) -> Token:
     try:
         taken, wait = _client().eval(_TAKE, 1, key, time.time(), interval, horizon)
-    except redis.RedisError:
-        return _FREE  # no shared limit without Redis (see association_slot)
+    except redis.RedisError as exc:
+        _unreachable(exc)
+        return Token(*_LOCAL.take(key, interval, horizon))
     return Token(bool(int(taken)), float(wait))
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from pulls.seedconfig import ConfigError, load_seed_config
+from pulls.cli import database_ready, seed_config
 from pulls.services import cli_setup, node_echo
 
 
@@ -16,10 +16,8 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="portal user to act as (default: 'cli')")
 
     def handle(self, *args, config: Path, user: str | None, **options):
-        try:
-            conf = load_seed_config(Path(config))
-        except ConfigError as exc:
-            raise CommandError(str(exc)) from None
+        conf = seed_config(Path(config))
+        database_ready(self.stderr.write)
         actor, _, node = cli_setup(config=conf, username=user)
         message = node_echo(node=node, user=actor)
         if node.suspended or not node.last_echo_ok:

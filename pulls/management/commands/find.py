@@ -9,8 +9,10 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pulls.cli import load_inputs, output_folder, run_inline, write_find_results
+from pulls import throttle
+from pulls.cli import database_ready, load_inputs, output_folder, run_inline, write_find_results
 from pulls.models import JobKind
+from pulls.seedconfig import describe_limits
 from pulls.services import cli_setup, job_create
 
 
@@ -27,7 +29,9 @@ class Command(BaseCommand):
         config, query = Path(config), Path(query)
         out = Path(out) if out else None
         conf, parsed = load_inputs(config, query)
+        database_ready(self.stderr.write)
         owner, project, node = cli_setup(config=conf, username=user)
+        self.stderr.write(describe_limits(conf, throttle.where_limits_are()))
         job = job_create(
             kind=JobKind.FIND,
             owner=owner,

@@ -14,7 +14,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from pulls import throttle
 from pulls.cli import (
+    database_ready,
     load_inputs,
     output_folder,
     run_inline,
@@ -26,6 +28,7 @@ from pulls.dicom.storage_scp import StorageSCP
 from pulls.forms import retrieval_problems
 from pulls.models import JobKind
 from pulls.sandbox.procs import port_open
+from pulls.seedconfig import describe_limits
 from pulls.services import cli_project, cli_setup, job_create, retrieval_create_from_find
 
 
@@ -72,7 +75,9 @@ class Command(BaseCommand):
         config, query = Path(config), Path(query)
         out = Path(out) if out else settings.INSTANCE_DIR / "cli"
         conf, parsed = load_inputs(config, query)
+        database_ready(self.stderr.write)
         owner, _, node = cli_setup(config=conf, username=user)
+        self.stderr.write(describe_limits(conf, throttle.where_limits_are()))
         dcm = output_folder(out, conf.job_title, "dcm")
         qry = output_folder(out, conf.job_title, "qry")
         project = cli_project(owner=owner, job_title=conf.job_title, storage=dcm)
