@@ -117,8 +117,12 @@ def bench_find(peer: Peer, uids: list[str], query_files: list[str]) -> dict[str,
     return {"ours_qps": ours, "findscu_qps": dcmtk}
 
 
-def dcmtk_move(peer: Peer, query_files: list[str], work: Path, port: int) -> tuple[float, Path]:
-    """movescu with all query files on one association into storescp (+B)."""
+def dcmtk_move(
+    peer: Peer, query_files: list[str], work: Path, port: int, *, accept_all: bool = False
+) -> tuple[float, Path]:
+    """movescu with all query files on one association into storescp (+B; with
+    ``accept_all``, +xa and -pm: every transfer syntax and SOP class it supports;
+    then a failed sub-operation is counted by what arrived, not an error)."""
     out = _fresh(work / "move-dcmtk")
     storescp = Server(
         "storescp",
@@ -127,6 +131,7 @@ def dcmtk_move(peer: Peer, query_files: list[str], work: Path, port: int) -> tup
             "-aet",
             DCMTK_SCP_AE,
             "+B",
+            *(["+xa", "-pm"] if accept_all else []),
             "-od",
             str(out),
             str(port),
@@ -151,7 +156,7 @@ def dcmtk_move(peer: Peer, query_files: list[str], work: Path, port: int) -> tup
                 str(peer.port),
                 *query_files,
             ],  # fmt: skip
-            check=True,
+            check=not accept_all,
             capture_output=True,
             env=DCMTK_ENV,
         )

@@ -33,6 +33,17 @@ the default) shows every cost per message; 256 (~130 KB, an MR slice) and 512
 Target: pipeline >= 0.9x DCMTK's instances/s for each method. With
 --memory-instances N, a C-GET job of N instances also samples the resident
 memory of the worker processes at each tenth of the job: it should stay flat.
+
+--corpus N runs over N copies of the real-archive corpus instead
+(pulls.sandbox.corpus: 13 transfer syntaxes, multi-frame, SR, RT, PR, KO,
+PDF, raw data, a private and a retired class), from rows naming the studies:
+C-MOVE beside movescu + storescp +xa (it accepts every syntax it supports),
+C-GET beside getscu (it offers the uncompressed syntaxes, or one compressed
+one beside them: it has no way to accept them all, so Orthanc converts for it
+or fails the study). Each side's count of instances received, instances/s and
+MB/s as stored; where getscu does not receive every study, the C-GET ratio is
+taken on the studies it does receive, both sides timed on those alone.
+Targets: every instance for us; >= 0.9x DCMTK where DCMTK receives them too.
 """
 
 from __future__ import annotations
@@ -203,6 +214,63 @@ def _dcmtk_rate(tool, *args) -> float:
     return _count_files(out)[0] / seconds
 
 
+def synthetic_runs(
+    args, *, node, owner, project, uids, peer, queries, pids: dict[str, int], instances: int
+) -> dict:
+    """The synthetic data's runs: C-MOVE and C-GET from rows and from a find,
+    beside movescu + storescp and getscu, alternating, CPU counted per process."""
+    from engine import dcmtk_get, dcmtk_move
+
+    from pulls.models import JobKind
+
+    find_job = run_find(node, owner, project, uids)
+    assert find_job.matches == len(uids), find_job.matches
+    keys = ["move", "move_found", "dcmtk_move", "get", "get_found", "getscu"]
+    runs: dict[str, list] = {key: [] for key in keys}
+    cpu: dict[str, list[dict[str, float]]] = {key: [] for key in keys}
+    kernel: dict[str, list[dict[str, float]]] = {key: [] for key in keys}
+
+    def timed(key: str, measure, *margs, **kwargs) -> None:
+        meter = CpuMeter(pids).start()
+        runs[key].append(measure(*margs, **kwargs))
+        cpu[key].append(meter.stop())
+        kernel[key].append(dict(meter.system))
+
+    for run in range(1, args.runs + 1):
+        for kind, key in ((JobKind.MOVE, "move"), (JobKind.GET, "get")):
+            fresh = fresh_project(owner, f"{key}-{run}")
+            timed(key, _pipeline_rate, kind, node, owner, fresh, uids)
+            found_in = fresh_project(owner, f"{key}-found-{run}")
+            found = run_find(node, owner, found_in, uids)  # untimed, as said above
+            timed(
+                f"{key}_found", _pipeline_rate, kind, node, owner, found_in, uids,
+                find_job=found,
+            )  # fmt: skip
+            out_dir = WORK / "dcmtk" / f"{key}-{run}"
+            if kind == JobKind.MOVE:
+                timed("dcmtk_move", _dcmtk_rate, dcmtk_move, peer, queries, out_dir, DCMTK_PORT)
+            else:
+                timed("getscu", _dcmtk_rate, dcmtk_get, peer, queries, out_dir)
+        last = {key: values[-1] for key, values in runs.items()}
+        print(
+            f"run {run}: move {last['move']:.0f} / from a find {last['move_found']:.0f} "
+            f"inst/s (DCMTK {last['dcmtk_move']:.0f}), get {last['get']:.0f} / from a find "
+            f"{last['get_found']:.0f} inst/s (getscu {last['getscu']:.0f})",
+            flush=True,
+        )
+    medians = {key: statistics.median(values) for key, values in runs.items()}
+    return dict(
+        instances=instances,
+        medians=medians,
+        cpu_ms_per_instance=_per_instance(cpu, instances),
+        kernel_ms_per_instance=_per_instance(kernel, instances),
+        ratio_move=medians["move"] / medians["dcmtk_move"],
+        ratio_move_found=medians["move_found"] / medians["dcmtk_move"],
+        ratio_get=medians["get"] / medians["getscu"],
+        ratio_get_found=medians["get_found"] / medians["getscu"],
+    )
+
+
 def main() -> None:
     exit_on_sigterm()  # a terminated run stops its servers too
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -229,6 +297,10 @@ def main() -> None:
         default=DEFAULT_WORK,
         help="folder for everything the run writes, both sides' files included (e.g. a tmpfs)",
     )
+    parser.add_argument(
+        "--corpus", type=int, default=0,
+        help="N copies of the real-archive corpus instead of synthetic studies (see above)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     # The previous results are deleted after this run's timing, not before it.
@@ -240,7 +312,7 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from engine import _query, _write_queries, dcmtk_get, dcmtk_move
+    from engine import _query, _write_queries
 
     from accounts.models import User
     from pulls.dicom import Peer
@@ -250,17 +322,27 @@ def main() -> None:
     from pulls.sandbox.redis import redis_server
     from pulls.sandbox.synthetic import generate
 
-    manifest = generate(
-        WORK / "data", patients=args.studies, studies=1, series=args.series,
-        instances=args.instances, seed=31, size=args.size,
-    )  # fmt: skip
-    uids = sorted(manifest.studies)
+    if args.corpus:
+        from pulls.sandbox.corpus import generate_corpus
+
+        copies = [generate_corpus(WORK / "data" / f"copy{n}", seed=n) for n in range(args.corpus)]
+        files = [path for copy in copies for path in copy.files()]
+        by_study = {uid: insts for copy in copies for uid, insts in copy.studies.items()}
+    else:
+        manifest = generate(
+            WORK / "data", patients=args.studies, studies=1, series=args.series,
+            instances=args.instances, seed=31, size=args.size,
+        )  # fmt: skip
+        files = [WORK / "data" / inst.path for inst in manifest.instances]
+        by_study = manifest.studies
+    uids = sorted(by_study)
     orthanc = Orthanc(
         WORK / "orthanc",
         modalities={
             "pacsnpull": ("PACSNPULL", "127.0.0.1", SCP_PORT),
             "dcmtk": ("DCMTKSCP", "127.0.0.1", DCMTK_PORT),
         },
+        extra_config={"UnknownSopClassAccepted": True},
     )
     redis = redis_server(WORK / "redis", port=REDIS_PORT)
     scp = Server(
@@ -293,7 +375,7 @@ def main() -> None:
     results: dict[str, object] = {}
     try:
         orthanc.start()
-        orthanc.upload(WORK / "data" / inst.path for inst in manifest.instances)
+        orthanc.upload(files)
         redis.start()
         scp.start()
         owner = User.objects.create_user("bench")
@@ -313,58 +395,33 @@ def main() -> None:
         wait_for_quiet_disk(WORK)
         peer = Peer("127.0.0.1", orthanc.dicom_port, "ORTHANC", "PACSNPULL")
         queries = _write_queries(WORK / "queries", uids, _query)
-        find_job = run_find(node, owner, project, uids)
-        assert find_job.matches == len(uids), find_job.matches
-        keys = ["move", "move_found", "dcmtk_move", "get", "get_found", "getscu"]
-        runs: dict[str, list] = {key: [] for key in keys}
-        cpu: dict[str, list[dict[str, float]]] = {key: [] for key in keys}
-        kernel: dict[str, list[dict[str, float]]] = {key: [] for key in keys}
         pids = {
             "PACS": orthanc.server.pid, "worker": worker.pid, "storage SCP": scp.pid,
             "redis": redis.pid,
         }  # fmt: skip
         if os.environ.get("PACSNPULL_SANDBOX_POSTGRES_PID"):  # under pulls.sandbox.postgres
             pids["database"] = int(os.environ["PACSNPULL_SANDBOX_POSTGRES_PID"])
+        if args.corpus:
+            from corpus_runs import corpus_runs
 
-        def timed(key: str, measure, *args, **kwargs) -> None:
-            meter = CpuMeter(pids).start()
-            runs[key].append(measure(*args, **kwargs))
-            cpu[key].append(meter.stop())
-            kernel[key].append(dict(meter.system))
-
-        for run in range(1, args.runs + 1):
-            for kind, key in ((JobKind.MOVE, "move"), (JobKind.GET, "get")):
-                fresh = fresh_project(owner, f"{key}-{run}")
-                timed(key, _pipeline_rate, kind, node, owner, fresh, uids)
-                found_in = fresh_project(owner, f"{key}-found-{run}")
-                found = run_find(node, owner, found_in, uids)  # untimed, as said above
-                timed(
-                    f"{key}_found", _pipeline_rate, kind, node, owner, found_in, uids,
-                    find_job=found,
+            results["corpus"] = corpus_runs(
+                args.runs, node=node, owner=owner, by_study=by_study, peer=peer, work=WORK,
+                dcmtk_port=DCMTK_PORT, run_pipeline=run_pipeline, fresh_project=fresh_project,
+            )  # fmt: skip
+        else:
+            results.update(
+                synthetic_runs(
+                    args,
+                    node=node,
+                    owner=owner,
+                    project=project,
+                    uids=uids,
+                    peer=peer,
+                    queries=queries,
+                    pids=pids,
+                    instances=len(files),
                 )  # fmt: skip
-                out_dir = WORK / "dcmtk" / f"{key}-{run}"
-                if kind == JobKind.MOVE:
-                    timed("dcmtk_move", _dcmtk_rate, dcmtk_move, peer, queries, out_dir, DCMTK_PORT)
-                else:
-                    timed("getscu", _dcmtk_rate, dcmtk_get, peer, queries, out_dir)
-            last = {key: values[-1] for key, values in runs.items()}
-            print(
-                f"run {run}: move {last['move']:.0f} / from a find {last['move_found']:.0f} "
-                f"inst/s (DCMTK {last['dcmtk_move']:.0f}), get {last['get']:.0f} / from a find "
-                f"{last['get_found']:.0f} inst/s (getscu {last['getscu']:.0f})",
-                flush=True,
             )
-        medians = {key: statistics.median(values) for key, values in runs.items()}
-        results.update(
-            instances=len(manifest.instances),
-            medians=medians,
-            cpu_ms_per_instance=_per_instance(cpu, len(manifest.instances)),
-            kernel_ms_per_instance=_per_instance(kernel, len(manifest.instances)),
-            ratio_move=medians["move"] / medians["dcmtk_move"],
-            ratio_move_found=medians["move_found"] / medians["dcmtk_move"],
-            ratio_get=medians["get"] / medians["getscu"],
-            ratio_get_found=medians["get_found"] / medians["getscu"],
-        )
         if args.memory_instances:
             big = generate(
                 WORK / "big", patients=args.memory_instances // 100, studies=1, series=4,
@@ -383,6 +440,8 @@ def main() -> None:
         orthanc.stop()
         discard(previous, WORK)
     (WORK / "retrieve.json").write_text(json.dumps(results, indent=2))
+    if "corpus" in results:
+        return
     m = results["medians"]
     q = args.queries_per_minute
     limit = f", the node allowing {q} C-FINDs a minute" if q else ""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import random
 import shutil
 import struct
@@ -560,6 +561,7 @@ def _character_set_studies(b: _Builder) -> None:
 def generate_corpus(out_dir: Path, *, seed: int = 7) -> Corpus:
     """Write the corpus under ``out_dir`` and return (and write) its manifest."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("openjpeg").setLevel(logging.WARNING)  # a line per tile otherwise
     builder = _Builder(out_dir, seed)
     try:
         _syntaxes_study(builder)
