@@ -203,7 +203,7 @@ def bench_move(
         [
             sys.executable,
             "-m",
-            "pulls.dicom.storage_scp",
+            "pulls.dicom.scp_processes",
             "--aet",
             OUR_AE,
             "--port",

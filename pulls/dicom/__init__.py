@@ -4,7 +4,7 @@ Functions and small classes take a :class:`Peer` (host, port, AE titles,
 timeouts) and return dataclasses or raise the typed errors of ``errors``.
 """
 
-from pulls.dicom.client import Peer, Session, echo
+from pulls.dicom.client import Session, echo
 from pulls.dicom.errors import (
     PacsAborted,
     PacsError,
@@ -13,6 +13,7 @@ from pulls.dicom.errors import (
     PacsTimeout,
     PacsUnavailable,
 )
+from pulls.dicom.peer import Peer
 
 __all__ = [
     "PacsAborted",

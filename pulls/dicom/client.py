@@ -51,6 +51,7 @@ from pulls.dicom.errors import (
     PacsUnavailable,
 )
 from pulls.dicom.pacing import ResponsePacing
+from pulls.dicom.peer import Peer
 from pulls.dicom.proposals import (
     FIND_MODELS,
     GET_MODELS,
@@ -62,23 +63,6 @@ from pulls.dicom.proposals import (
 )
 from pulls.dicom.receiving import InstanceWriter, StoreCounters
 from pulls.dicom.wire import Connection, PeerGone
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Where a PACS is and how to talk to it."""
-
-    host: str
-    port: int
-    called_ae: str
-    calling_ae: str
-    connect_timeout: float = 10  # TCP connect
-    acse_timeout: float = 30  # answer to the association request
-    dimse_timeout: float = 60  # answer to a C-ECHO / each C-FIND response
-    network_timeout: float = 120  # silence between the sub-operations of a C-MOVE / C-GET
-
-    def describe(self) -> str:
-        return f"{self.called_ae}@{self.host}:{self.port}"
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 from pynetdicom import StoragePresentationContexts, build_role
 from pynetdicom.presentation import PresentationContext
@@ -31,11 +30,9 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from pulls.dicom.peer import Peer
 from pulls.dicom.transfer_syntaxes import IMAGE_SYNTAXES, KNOWN, syntaxes_for
 from pulls.dicom.wire import AssociationRequest, encode_association_request
-
-if TYPE_CHECKING:
-    from pulls.dicom.client import Peer
 
 FIND_MODELS = {
     "S": StudyRootQueryRetrieveInformationModelFind,

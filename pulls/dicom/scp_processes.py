@@ -163,3 +163,24 @@ def serve_processes(
         failed=sum(totals[i] for i in range(1, len(totals), _FIELDS)),
         bytes=sum(totals[i] for i in range(2, len(totals), _FIELDS)),
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the SCP alone (benchmarks, debugging): python -m pulls.dicom.scp_processes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="pacsnpull storage SCP")
+    parser.add_argument("--aet", default="PACSNPULL")
+    parser.add_argument("--port", type=int, default=11113)
+    parser.add_argument("--bind", default="127.0.0.1")
+    parser.add_argument("--staging", type=Path, required=True)
+    parser.add_argument("--processes", type=int, default=1)
+    args = parser.parse_args(argv)
+    serve_processes(
+        processes=args.processes, ae_title=args.aet, port=args.port, bind=args.bind,
+        staging_dir=args.staging, stop=StopSignal(),
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -216,29 +216,3 @@ class StorageSCP:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Run the SCP alone (benchmarks, debugging): python -m pulls.dicom.storage_scp."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="pacsnpull storage SCP")
-    parser.add_argument("--aet", default="PACSNPULL")
-    parser.add_argument("--port", type=int, default=11113)
-    parser.add_argument("--bind", default="127.0.0.1")
-    parser.add_argument("--staging", type=Path, required=True)
-    parser.add_argument("--processes", type=int, default=1)
-    args = parser.parse_args(argv)
-    from pulls.dicom.scp_processes import serve_processes
-    from pulls.dicom.stopping import StopSignal
-
-    stop = StopSignal()
-
-    serve_processes(
-        processes=args.processes, ae_title=args.aet, port=args.port, bind=args.bind,
-        staging_dir=args.staging, stop=stop,
-    )  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()

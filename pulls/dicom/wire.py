@@ -20,7 +20,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
@@ -33,9 +33,6 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from pulls.dicom.commands import C_STORE_RQ, NO_DATASET, SHARED_LAYOUTS
-
-if TYPE_CHECKING:
-    from pulls.dicom.receiving import InstanceWriter
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +48,23 @@ P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = 0x04, 0x05, 0x06, 0x07
 
 class PeerGone(Exception):
     """The peer released, aborted or dropped the connection."""
+
+
+class StoreReceiver(Protocol):
+    """What takes the C-STOREs that arrive on a connection (``receiving``): one
+    ``begin`` per C-STORE-RQ, its data set's fragments to ``write``, then
+    ``finish`` (which answers the peer), or ``discard`` when the association
+    ends first."""
+
+    def begin(self, conn: Connection, context_id: int, command: dict[int, object]) -> StoreSink: ...
+
+
+class StoreSink(Protocol):
+    def write(self, data: memoryview) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def discard(self) -> None: ...
 
 
 # --- the connection --------------------------------------------------------------
@@ -419,7 +433,7 @@ class Connection:
     # --- messages -----------------------------------------------------------------
 
     def messages(
-        self, store: InstanceWriter | None
+        self, store: StoreReceiver | None
     ) -> Iterator[tuple[int, dict[int, object], bytes | None]]:
         """Yield (context id, command, data set bytes or None) for every complete
         message except C-STOREs, which ``store`` writes and answers on its own.

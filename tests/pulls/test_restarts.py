@@ -43,7 +43,7 @@ def test_a_restart_of_the_storage_scp_loses_nothing(settings, tmp_path, alice, p
             [
                 sys.executable,
                 "-m",
-                "pulls.dicom.storage_scp",
+                "pulls.dicom.scp_processes",
                 "--aet",
                 "RESTARTED",
                 "--port",
@@ -154,12 +154,18 @@ def test_a_restart_of_redis_in_the_middle_of_a_c_get_loses_nothing(
     env = _short_leases(settings, storage, 3)
     studies = sorted(dicom_data.studies)[:8]
     instances = [i for uid in studies for i in dicom_data.studies[uid]]
+    restarted = threading.Event()
     with ScriptedPacs(
         [dicom_data.root / i.path for i in instances],
         behaviour="slow",
         delay=0.02,
         destinations={},
     ) as pacs:
+        # Each C-GET sends two instances, then waits until Redis is back: the
+        # restart falls in the middle of the job however slow the machine.
+        pacs.pause = lambda number, index, event: (
+            index == 2 and ScriptedPacs.until(restarted.is_set)
+        )
         node = make_node("SLOW", pacs.port, pacs.ae_title)
         node.granted_users.add(alice)
         worker = Worker(
@@ -167,9 +173,10 @@ def test_a_restart_of_redis_in_the_middle_of_a_c_get_loses_nothing(
         ).start()
         try:
             job = retrieval_job(alice, project, node, studies, kind="get", start=True)
-            wait_for(lambda: list(storage.rglob("*.dcm")), timeout=30, what="the first files")
+            wait_for(lambda: list(storage.rglob("*.dcm")), timeout=60, what="the first files")
             redis_service.kill_and_restart()
             assert Job.objects.get(pk=job.pk).status == JobStatus.RUNNING
+            restarted.set()
 
             def done() -> bool:
                 items.items_reconcile(enqueue=enqueue_chunks)  # as the scheduled reconciler
@@ -177,6 +184,7 @@ def test_a_restart_of_redis_in_the_middle_of_a_c_get_loses_nothing(
 
             wait_for(done, timeout=90, what=f"the job; worker log:\n{worker.log_tail()}")
         finally:
+            restarted.set()
             worker.stop()
     job = Job.objects.get(pk=job.pk)
     assert job.instances_received == job.instances_expected == len(instances)
@@ -215,8 +223,11 @@ def test_a_job_started_while_redis_is_down_is_saved_and_sent_once_it_is_back(
 @contextlib.contextmanager
 def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, project, dicom_data):
     """A job of three studies from a slow PACS, run here; ``stop`` (job_cancel or
-    job_pause) is called as soon as its first instance has arrived. Yields the
-    job as run_inline left it, the PACS (still serving) and the instances."""
+    job_pause) is called as soon as its first instance has arrived. The PACS
+    sends no second instance of that study before the C-CANCEL has come (a
+    minute at most), so the stop lands mid-study however slow the machine.
+    Yields the job as run_inline left it, the PACS (still serving) and the
+    instances."""
     settings.PACSNPULL_STAGING_DIR = staging
     settings.PACSNPULL_STORAGE_ROOT = storage
     settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
@@ -228,6 +239,9 @@ def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, proje
         delay=0.3,
         destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
     ) as pacs:
+        pacs.pause = lambda number, index, event: (
+            number == 1 and index == 1 and ScriptedPacs.until(lambda: pacs.cancel_came(event))
+        )
         node = make_node("SLOW", pacs.port, pacs.ae_title)
         node.granted_users.add(alice)
         job = retrieval_job(alice, project, node, studies, kind=method)
@@ -236,7 +250,7 @@ def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, proje
 
         def stop_when_the_first_instance_arrives() -> None:
             try:
-                wait_for(lambda: list(arriving.rglob("*.dcm")), timeout=30, what="an instance")
+                wait_for(lambda: list(arriving.rglob("*.dcm")), timeout=60, what="an instance")
                 stop(job=Job.objects.get(pk=job.pk), user=alice)
             finally:
                 connection.close()
