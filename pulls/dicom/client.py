@@ -193,6 +193,11 @@ class Session:
         )
         # C-GET: one transfer syntax alone offered per class (getting), else None.
         self.storage_syntax: str | None = None
+        # C-GET: the PACS named a study's SOP classes wrongly (its lists are not
+        # trusted for the rest of the session); it does not name them at IMAGE
+        # level (not asked again on this session: each query is one of its tokens).
+        self.class_lists_wrong = False
+        self.names_no_classes = False
         self.conn: Connection | None = None
         self._messages: Iterator | None = None
         self._msg_id = 0

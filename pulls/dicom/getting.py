@@ -11,13 +11,14 @@ one context per transfer syntax (``proposals``), and:
    broad set (every standard class: the PACS then chooses the syntax);
 2. classes too many for one association (128 contexts) are fetched series by
    series, each on an association offering that series' classes;
-3. a PACS that picks a context by SOP class alone, whatever the instance's
+3. a list of classes from the PACS that proves wrong (a failure, instances
+   missing) is checked by an IMAGE-level C-FIND, and the C-GET done again with
+   the classes left out (where the PACS cannot say, with the broad set);
+4. a PACS that picks a context by SOP class alone, whatever the instance's
    syntax (DCMTK's dcmqrscp), fails the sub-operations of the instances it
    cannot convert to the first syntax it accepted: the C-GET is done again,
    one compressed syntax at a time (lossless ones first), keeping what arrived
-   as it was and taking only what is new;
-4. a list of classes from the PACS that proves wrong (a failure, instances
-   missing) is checked by an IMAGE-level C-FIND, and the C-GET done again.
+   as it was and taking only what is new.
 
 A stop (cancel, pause, a stalled PACS) ends it at once. No Django here.
 """
@@ -64,13 +65,19 @@ def get_as_stored(
     writer receives the instances. ``classes``: what the PACS named (None: not
     known); ``arrived()``: the instances of the study (series) received so far;
     ``stopped()``: whether the caller stopped the transfer (cancel, stall)."""
+    if session.class_lists_wrong:
+        classes = None  # a list of this PACS proved wrong on this session
     from_list = classes is not None
 
     def find(series: str | None = None) -> dict[str, set[str]] | None:
-        return find_classes(
+        if session.names_no_classes:
+            return None
+        found = find_classes(
             session, study_uid=study_uid, series_uid=series or series_uid,
             patient_id=patient_id, model=model,
         )  # fmt: skip
+        session.names_no_classes = found is None
+        return found
 
     if classes is None:
         found = find()
@@ -85,36 +92,44 @@ def get_as_stored(
             session, study_uid=study_uid, patient_id=patient_id, model=model,
             classes=classes, find=find, on_progress=on_progress, stopped=stopped,
         )  # fmt: skip
+
+    def complete(result: RetrieveResult) -> bool:
+        return stopped() or (not result.failed and arrived() >= expected)
+
+    failure: PacsStatusError | None = None
     try:
         result = session.get(identifier, model=model, on_progress=on_progress)
     except PacsStatusError as exc:
         if stopped() or not from_list:
             raise
-        failure: PacsStatusError | None = exc
-        result = None
-    else:
-        failure = None
-        if stopped() or (not result.failed and arrived() >= expected):
-            return result
-    if result is not None and result.failed:
+        result, failure = None, exc  # Orthanc fails a whole C-GET for an instance it cannot send
+    if result is not None and complete(result):
+        return result
+    if from_list:
+        # The PACS's list may have left a class out: what do its instances say?
+        found = find()
+        if found is None:  # it cannot say: every standard class, from now on
+            session.class_lists_wrong = True
+            return _broad(
+                session, identifier, model=model, expected=expected, arrived=arrived,
+                on_progress=on_progress, stopped=stopped,
+            )  # fmt: skip
+        missing = sorted(set().union(*found.values()).difference(classes))
+        if missing and session.propose_storage([*classes, *missing]):
+            classes = [*classes, *missing]
+            result = session.get(identifier, model=model, on_progress=on_progress)
+            if complete(result):
+                return result
+            note = f"the PACS's list of SOP classes left out {_class_names(missing)}"
+            result = replace(result, note=note)
+        elif failure is not None:
+            raise failure  # not for want of a class
+    if result.failed:
+        # The classes are right: a PACS that picks a context by SOP class alone.
         result = _syntax_by_syntax(
             session, identifier, model=model, classes=classes, first=result,
             expected=expected, arrived=arrived, on_progress=on_progress, stopped=stopped,
         )  # fmt: skip
-        if stopped() or (not result.failed and arrived() >= expected):
-            return result
-    if from_list:
-        # The PACS's list may have left a class out: what do its instances say?
-        found = find()
-        if found:
-            missing = sorted(set().union(*found.values()).difference(classes))
-            if missing and session.propose_storage([*classes, *missing]):
-                again = session.get(identifier, model=model, on_progress=on_progress)
-                note = f"the PACS's list of SOP classes left out {_class_names(missing)}"
-                return replace(again, note=note) if again.failed or again.status else again
-    if result is None:
-        assert failure is not None
-        raise failure
     return result
 
 

@@ -63,12 +63,13 @@ class TooManyClasses(ValueError):
 
 
 def storage_classes_named(classes: Iterable[str] | None) -> tuple[str, ...] | None:
-    """The storage classes to propose for ``classes``, sorted (None: the broad set,
-    also when a value is no UID: the PACS's list is not to be trusted)."""
+    """The storage classes to propose for ``classes``, sorted: () for none yet (an
+    association that counts first), None for the broad set (also when a value
+    is no UID: the PACS's list is not to be trusted)."""
     if classes is None:
         return None
     named = tuple(sorted({uid for uid in classes if uid}))
-    if not named or not all(len(uid) <= 64 and _UID.fullmatch(uid) for uid in named):
+    if not all(len(uid) <= 64 and _UID.fullmatch(uid) for uid in named):
         return None
     return named
 
@@ -95,7 +96,7 @@ def storage_classes_fitting(
     services: Sequence[str], classes: tuple[str, ...] | None
 ) -> tuple[str, ...] | None:
     """``classes``, or as many of them (in order) as fit in one association."""
-    if classes is None or storage_fits(services, classes):
+    if not classes or storage_fits(services, classes):
         return classes
     room = MAX_CONTEXTS - _service_contexts(services)
     kept: list[str] = []
