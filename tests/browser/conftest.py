@@ -31,9 +31,12 @@ def browser(transactional_db, monkeypatch):
     in this thread while it lives; the test's own ORM calls are still plain
     synchronous ones, so Django is told so (as its docs advise) for this test
     only, and the browser stops before the database is flushed."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # expect() waits 5 s by default (set_default_timeout below is for actions):
+    # too little for a page that a worker and a PACS on a busy machine update.
+    expect.set_options(timeout=30_000)
     args = ["--no-sandbox"] if os.geteuid() == 0 else []  # root cannot use the sandbox
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
@@ -54,7 +57,7 @@ def new_page(browser, live_server):
         context = browser.new_context(
             base_url=live_server.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
         )
-        context.set_default_timeout(20_000)
+        context.set_default_timeout(60_000)
         contexts.append(context)
         page = context.new_page()
         page.goto("/accounts/login/")

@@ -32,6 +32,12 @@ class ScriptedPacs:
     - "extra": a C-GET sends the first ``withhold`` instances of the other
       studies it holds after the study it was asked for (and counts them).
 
+    ``pause``, when set, is called before each instance a C-MOVE or C-GET sends,
+    with the retrieval's number (1 for the PACS's first C-MOVE or C-GET, 2 for
+    the next, ...), the instance's index in it (0, 1, ...) and pynetdicom's
+    event; it may block, to hold the transfer right there until the test has
+    done what it is about (``until`` waits for a condition, bounded).
+
     It may hold several studies: queries and retrievals name one by its UID;
     with ``uid_lists`` a C-FIND may name several (a UID list), as Orthanc allows.
     A study C-FIND that asks for SOPClassesInStudy gets it, as from Orthanc;
@@ -66,6 +72,9 @@ class ScriptedPacs:
         self.associations = 0
         self.finds = 0
         self.moves = 0
+        self.retrievals = 0  # C-MOVEs and C-GETs, in the order they came
+        self.pause: Callable[[int, int, evt.Event], None] | None = None
+        self._cancelled: list[evt.Event] = []
         self._count_lock = threading.Lock()
         self.port = free_port()
         self.ae_title = "SCRIPTED"
@@ -103,6 +112,13 @@ class ScriptedPacs:
             self.finds += 1
         if self.behaviour == "stall":
             time.sleep(30)
+        if self.behaviour == "refuse":  # a failure with what PS3.7 C lets a PACS say
+            status = Dataset()
+            status.Status = 0xA900
+            status.ErrorComment = "StudyDate not supported here"
+            status.OffendingElement = [0x00080020]
+            yield status, None
+            return
         for datasets in self._studies(event.identifier):
             match = Dataset()
             match.QueryRetrieveLevel = "STUDY"
@@ -115,9 +131,29 @@ class ScriptedPacs:
                 )
             yield 0xFF00, match
 
+    def _next_retrieval(self) -> int:
+        with self._count_lock:
+            self.retrievals += 1
+            return self.retrievals
+
+    def cancel_came(self, event: evt.Event) -> bool:
+        """Whether the C-CANCEL of this C-MOVE or C-GET has come (pynetdicom
+        answers that once, then forgets it: it is kept here)."""
+        if any(seen is event for seen in self._cancelled):
+            return True
+        if event.is_cancelled:
+            self._cancelled.append(event)
+            return True
+        return False
+
+    def _paused(self, number: int, index: int, event: evt.Event) -> None:
+        if self.pause is not None:
+            self.pause(number, index, event)
+
     def _move(self, event: evt.Event):
         with self._count_lock:
             self.moves += 1
+        number = self._next_retrieval()
         destination = self.destinations.get(str(event.move_destination).strip())
         if destination is None:
             yield None, None  # pynetdicom answers 0xA801
@@ -128,7 +164,8 @@ class ScriptedPacs:
             to_send = to_send[: -self.withhold]
         yield len(to_send)
         for n, ds in enumerate(to_send):
-            if self.honour_cancel and event.is_cancelled:
+            self._paused(number, n, event)
+            if self.honour_cancel and self.cancel_came(event):
                 yield 0xFE00, None
                 return
             if self.behaviour == "slow":
@@ -145,6 +182,7 @@ class ScriptedPacs:
         with self._count_lock:
             self.gets += 1
             self.proposed_at_get.append(len(event.assoc.requestor.requested_contexts))
+        number = self._next_retrieval()
         if self.behaviour == "stall":
             time.sleep(30)
         to_send = self._study(event.identifier)
@@ -156,13 +194,26 @@ class ScriptedPacs:
             others = [ds for ds in self.datasets if ds not in to_send]
             to_send = to_send + others[: self.withhold]
         yield len(to_send)
-        for ds in to_send:
-            if self.honour_cancel and event.is_cancelled:
+        for n, ds in enumerate(to_send):
+            self._paused(number, n, event)
+            if self.honour_cancel and self.cancel_came(event):
                 yield 0xFE00, None
                 return
             if self.behaviour == "slow":
                 time.sleep(self.delay)
             yield 0xFF00, ds
+
+    @staticmethod
+    def until(condition: Callable[[], object], *, timeout: float = 60) -> bool:
+        """Wait (in a handler) until ``condition()`` holds; False if it did not
+        within ``timeout`` (the transfer then goes on, and the test that needed
+        the condition fails on what it checks)."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def start(self) -> ScriptedPacs:
         ae = AE(ae_title=self.ae_title)

@@ -177,7 +177,7 @@ def test_rows_deferred_while_the_nodes_only_slot_is_taken_are_worked_by_its_hold
         instances,
         chunks,
     ):
-        holder = throttle.association_slot(job.node, ttl=30)  # another worker's chunk, say
+        holder = throttle.association_slot(job.node, ttl=600)  # another worker's chunk, say
         for chunk in chunks[1:]:
             assert run_chunk(chunk).startswith(f"{DEFERRED_SOON} job {job.pk}: waiting")
         holder.release()
@@ -205,6 +205,10 @@ def test_a_bulk_worker_does_not_go_on_while_interactive_work_waits_for_the_node(
     from pulls.runner import run_chunk
 
     monkeypatch.setitem(queueing.CHUNK_SIZES, "get", 1)
+    # The interactive work goes on waiting while the chunk works (it would ask
+    # again, marking the node again): its mark must not lapse meanwhile, however
+    # long the chunk takes on a busy machine (5 s otherwise).
+    monkeypatch.setattr(throttle, "PRIORITY_HOLD_MS", 600_000)
     studies = sorted(dicom_data.studies)
     with ScriptedPacs(
         [dicom_data.root / i.path for i in dicom_data.instances],

@@ -1,5 +1,6 @@
 """Faults lose no work: a worker SIGKILLed in the middle of a retrieval."""
 
+import threading
 import time
 
 import pytest
@@ -37,6 +38,13 @@ def test_a_killed_worker_loses_no_instance_and_places_none_twice(
         delay=0.1,
         destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
     ) as pacs:
+        # The first study goes through; every later transfer stops after its
+        # first instance until the worker has been killed: the kill lands in
+        # the middle of the chunk (and of a transfer) however slow the machine.
+        killed = threading.Event()
+        pacs.pause = lambda number, index, event: (
+            number > 1 and index == 1 and ScriptedPacs.until(killed.is_set)
+        )
         node = make_node("SLOW", pacs.port, pacs.ae_title)
         node.granted_users.add(alice)
         job = retrieval_job(alice, project, node, studies, kind=method, start=True)
@@ -60,9 +68,10 @@ def test_a_killed_worker_loses_no_instance_and_places_none_twice(
                 what=f"a first study; log:\n{first.log_tail()}",
             )
             first.kill()  # SIGKILL, main process and pool, mid-chunk
+            killed.set()
             left = job.items.exclude(status=ItemStatus.DONE).count()
             assert left > 0, "the worker finished before it could be killed"
-            time.sleep(LEASE + 1)
+            time.sleep(LEASE + 1)  # a lower bound: the leases it held have expired
             counts = items.items_reconcile(enqueue=enqueue_chunks)
             assert counts["released"] == left
             second = worker()
@@ -72,6 +81,7 @@ def test_a_killed_worker_loses_no_instance_and_places_none_twice(
                 what=f"the job to finish; log:\n{second.log_tail()}",
             )
         finally:
+            killed.set()
             for w in workers:
                 w.stop()
     placed = sorted(p.stem for p in (storage / project.slug).rglob("*.dcm"))

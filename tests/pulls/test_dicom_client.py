@@ -74,5 +74,7 @@ def test_it_times_out_on_a_peer_that_accepts_and_never_answers():
             echo(peer_for(listener.getsockname()[1], "SILENT", acse_timeout=2))
     finally:
         listener.close()
-    assert time.monotonic() - started < 10
+    # It gave up by itself (the peer never closes): after its 2 s, not after the
+    # default 30 s. Generous: a busy machine stretches 2 s, not to 25.
+    assert time.monotonic() - started < 25
     assert "did not answer the association request within 2 s" in str(info.value)

@@ -1,7 +1,5 @@
 """PACS that lie, stall or refuse: the engine says what happened, in words a person can use."""
 
-import time
-
 import pytest
 from django.conf import settings
 from pydicom.dataset import Dataset
@@ -78,12 +76,12 @@ def test_failed_sub_operations_are_reported_with_their_uids(one_study, staging):
 
 
 def test_a_stalled_pacs_hits_the_dimse_timeout(one_study):
+    # The PACS answers after 30 s: a PacsTimeout is the client giving up by
+    # itself, on its 2 s (with the default 60 s it would have had the answer).
     with _scripted(one_study, "stall") as pacs:
         peer = peer_for(pacs.port, pacs.ae_title, dimse_timeout=2)
-        started = time.monotonic()
         with pytest.raises(PacsTimeout) as info, Session(peer, services=("find",)) as s:
             list(s.find(_study(one_study[0])))
-    assert time.monotonic() - started < 10
     assert "did not answer C-FIND within 2 s" in str(info.value)
 
 
@@ -152,15 +150,15 @@ def test_a_get_with_instances_withheld_is_caught(one_study, tmp_path):
 
 
 def test_a_stalled_get_hits_the_network_timeout(one_study, tmp_path):
+    # The PACS answers after 30 s: a PacsTimeout is the client giving up by
+    # itself, on its 2 s (with the default 120 s it would have had the answer).
     with _scripted(one_study, "stall") as pacs:
         peer = peer_for(pacs.port, pacs.ae_title, network_timeout=2)
-        started = time.monotonic()
         with (
             pytest.raises(PacsTimeout) as info,
             Session(peer, services=("get",), staging_dir=tmp_path) as g,
         ):
             g.get(_study(one_study[0]))
-    assert time.monotonic() - started < 10
     assert "did not answer C-GET within 2 s" in str(info.value)
 
 
@@ -198,7 +196,17 @@ def test_instances_arriving_after_the_final_response_are_waited_for(dicom_data, 
 
     land(instances[:-2])
     late = threading.Timer(0.5, land, args=(instances[-2:],))
-    late.start()
+
+    counts = []
+
+    def count_received() -> int:
+        # The last two land half a second after the count at the final response
+        # (the first count), however late this thread gets to run.
+        counts.append(len(staged_sop_files(tmp_path, study_uid)))
+        if len(counts) == 1:
+            late.start()
+        return counts[-1]
+
     said = RetrieveResult(
         status=0, completed=len(instances), failed=0, warning=0,
         failed_sop_uids=[], responses=len(instances) + 1, seconds=0.1,
@@ -206,8 +214,8 @@ def test_instances_arriving_after_the_final_response_are_waited_for(dicom_data, 
     verdict = assess(
         said,
         expected=len(instances),
-        count_received=lambda: len(staged_sop_files(tmp_path, study_uid)),
-        idle_timeout=3,
+        count_received=count_received,
+        idle_timeout=60,  # a bound on the wait only: it ends when they are in
     )
     late.join()
     assert verdict.verdict is Verdict.COMPLETE
@@ -228,6 +236,14 @@ def test_a_cancelled_move_stops_or_the_association_is_aborted(dicom_data, stagin
         honour_cancel=honour,
         destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
     ) as pacs:
+        if honour:
+            # It sends no second instance before the C-CANCEL has come (else a
+            # busy client could ask only after all were sent).
+            pacs.pause = lambda number, index, event: (
+                index == 1 and ScriptedPacs.until(lambda: pacs.cancel_came(event))
+            )
+        # Ignored, the C-CANCEL is followed by a pending response per instance:
+        # the client counts them (_CANCEL_GRACE), whatever the pace.
         peer = peer_for(pacs.port, pacs.ae_title)
         with Session(peer, services=("move",)) as s:
             if honour:
@@ -235,7 +251,25 @@ def test_a_cancelled_move_stops_or_the_association_is_aborted(dicom_data, stagin
                     _study(study_uid), destination="PACSNPULL", on_progress=lambda p: False
                 )
                 assert result.cancelled and result.status == 0xFE00
-                assert result.completed < len(many)
+                assert result.completed == 1 < len(many)
             else:
                 with pytest.raises(PacsAborted, match="ignored the C-CANCEL of the C-MOVE"):
                     s.move(_study(study_uid), destination="PACSNPULL", on_progress=lambda p: False)
+
+
+def test_a_pacs_failure_response_comes_through_with_its_comment_and_element(one_study):
+    """What a PACS says in a failure response (ErrorComment, OffendingElement)
+    reaches the message a person reads, with the operation and the status."""
+    from pulls.dicom import PacsStatusError
+
+    study_uid, _ = one_study
+    with (
+        _scripted(one_study, "refuse") as pacs,
+        Session(peer_for(pacs.port, pacs.ae_title), services=("find",)) as session,
+        pytest.raises(PacsStatusError) as info,
+    ):
+        list(session.find(_study(study_uid)))
+    message = str(info.value)
+    assert message.startswith("C-FIND failed with status 0xA900")
+    assert "offending element StudyDate (0008,0020)" in message
+    assert "(PACS says: StudyDate not supported here)" in message

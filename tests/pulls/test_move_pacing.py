@@ -34,32 +34,41 @@ def big_study(sandbox):
 
 
 def test_a_move_reads_its_pending_responses_in_batches_and_misses_none(big_study, staging):
+    """Paced reads miss no response: each is counted, in order, and the
+    association goes on serving. How many reads it took (about log2(30) + 2
+    here, against 30 read as they come) depends on how the PACS's responses
+    and the worker's waits fall on a given machine: the benchmarks measure it
+    (the CPU and context switches of a C-MOVE job), the test does not."""
     peer, study_uid, instances = big_study
     seen = []
     with Session(peer, services=("move",)) as s:
-        reads_before = s.conn.reads
         result = s.move(
-            _study(study_uid), destination=settings.PACSNPULL_AE_TITLE, on_progress=seen.append
+            _study(study_uid),
+            destination=settings.PACSNPULL_AE_TITLE,
+            on_progress=lambda progress: seen.append(progress.completed),
         )
-        reads = s.conn.reads - reads_before
+        again = s.move(_study(study_uid), destination=settings.PACSNPULL_AE_TITLE)
     assert (result.status, result.completed, result.failed) == (0, INSTANCES, 0)
     # Orthanc answers each sub-operation but the last with a pending response.
     assert result.responses == INSTANCES
-    assert seen[-1].completed == INSTANCES
+    # Each response seen, in order (the last call is the final one's).
+    assert seen == [*range(1, INSTANCES), INSTANCES]
+    assert (again.status, again.completed, again.responses) == (0, INSTANCES, INSTANCES)
     received = {p.stem for p in staged_sop_files(staging, study_uid)}
     assert received == {i.sop_instance_uid for i in instances}
-    # Read as they come, that is a read per response (30); halving the waits
-    # gives about log2(30) + 2.
-    assert reads <= 15, reads
 
 
 def test_a_move_cancelled_midway_stops_although_its_responses_are_paced(dicom_data, staging):
-    # pynetdicom's PACS takes ~50 ms per instance here: every wait is MAX_WAIT.
+    # The PACS sends no fifth instance before the C-CANCEL has come (a minute at
+    # most): the paced reads must still see the fourth response and cancel then.
     study_uid, instances = sorted(dicom_data.studies.items())[5]
     pacs = ScriptedPacs(
         [dicom_data.root / i.path for i in instances] * 2,  # 12 sub-operations
         behaviour="honest",
         destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+    )
+    pacs.pause = lambda number, index, event: (
+        number == 1 and index == 4 and ScriptedPacs.until(lambda: pacs.cancel_came(event))
     )
     with pacs, Session(peer_for(pacs.port, pacs.ae_title), services=("move",)) as s:
         result = s.move(
@@ -70,7 +79,7 @@ def test_a_move_cancelled_midway_stops_although_its_responses_are_paced(dicom_da
         # The association goes on serving: the cancelled move's responses were all read.
         again = s.move(_study(study_uid), destination=settings.PACSNPULL_AE_TITLE)
     assert result.cancelled and result.status == 0xFE00
-    assert 4 <= result.completed <= 6, result.completed
+    assert result.completed == 4
     assert again.completed == len(instances) * 2
 
 

@@ -1,6 +1,6 @@
 """Operator controls: hourly retrieval limit, priorities, echo, audited changes, lockout."""
 
-import time
+import threading
 
 import pytest
 from django.core.exceptions import PermissionDenied
@@ -88,7 +88,15 @@ def test_a_small_find_is_not_stuck_behind_a_big_retrieval(
     flushable_db, sandbox, staging, settings, tmp_path, monkeypatch, alice, project, dicom_data
 ):
     """Two real workers as `make run` starts them (one serves the interactive queue
-    only); the node allows one association, a slow retrieval job holds it."""
+    only); the node allows one association, a slow retrieval job holds it. The
+    small find is done while the retrieval still has studies to go: the bulk
+    worker let the node's slot go between two of its studies.
+
+    The PACS starts each of the retrieval's studies after its first only while
+    interactive work waits for the node (throttle.interactive_waiting), so the
+    retrieval cannot simply run out before the find has come, however the
+    machine schedules the workers; a retrieval that did not step aside would
+    go on through all its studies (the find re-marks the node as it retries)."""
     monkeypatch.setitem(queueing.CHUNK_SIZES, "move", 1)
     studies = sorted(dicom_data.studies)
     files = [dicom_data.root / i.path for uid in studies for i in dicom_data.studies[uid]]
@@ -107,6 +115,7 @@ def test_a_small_find_is_not_stuck_behind_a_big_retrieval(
         )
         for queues in ("interactive,bulk", "interactive")
     ]
+    over = threading.Event()
     with ScriptedPacs(
         files,
         behaviour="slow",
@@ -115,16 +124,20 @@ def test_a_small_find_is_not_stuck_behind_a_big_retrieval(
     ) as pacs:
         node = make_node("BUSY", pacs.port, pacs.ae_title, max_associations=1)
         node.granted_users.add(alice)
+        pacs.pause = lambda number, index, event: (
+            number > 1
+            and index == 0
+            and ScriptedPacs.until(lambda: over.is_set() or throttle.interactive_waiting(node))
+        )
         for worker in workers:
             worker.start()
         try:
             big = retrieval_job(alice, project, node, studies, start=True)
             wait_for(
-                lambda: Job.objects.get(pk=big.pk).items_done >= 1,
+                lambda: big.items.filter(status=ItemStatus.DONE).exists(),
                 timeout=60,
                 what="the retrieval to get going",
             )
-            started = time.monotonic()
             small = job_create(
                 kind=JobKind.FIND,
                 owner=alice,
@@ -135,17 +148,16 @@ def test_a_small_find_is_not_stuck_behind_a_big_retrieval(
             )
             wait_for(
                 lambda: Job.objects.get(pk=small.pk).status == JobStatus.DONE,
-                timeout=60,
+                timeout=120,
                 what=f"the small find; log:\n{workers[1].log_tail()}",
             )
-            took = time.monotonic() - started
-            big.refresh_from_db()
+            still_going = big.items.exclude(status=ItemStatus.DONE).count()
         finally:
+            over.set()
             for worker in workers:
                 worker.stop()
-    assert big.items_pending + big.items_running > 0  # the retrieval was still going
+    assert still_going > 0  # the retrieval was still going
     assert Job.objects.get(pk=small.pk).matches == 1
-    assert took < 15, f"the small find waited {took:.1f} s behind the retrieval"
 
 
 def test_a_job_started_behind_a_long_one_gets_its_turn(
@@ -163,6 +175,12 @@ def test_a_job_started_behind_a_long_one_gets_its_turn(
     monkeypatch.setattr(queueing, "PRIORITY_UP_TO_ROW", ((2, 0),))
     node = make_node("TURNS", orthanc.dicom_port, orthanc.aet, queries_per_minute=1200)
     node.granted_users.add(alice)
+    rows = [{"QueryRetrieveLevel": "STUDY", "PatientID": f"NOBODY{n}"} for n in range(150)]
+    long = find_job(alice, project, node, rows, start=True)
+    short = find_job(alice, project, node, start=True)
+    # Both are queued before the worker takes anything (first the long job's
+    # first chunk, then the short one's), however slowly this test gets to the
+    # second job_start on a busy machine.
     worker = Worker(
         redis_url=settings.REDIS_URL,
         log_path=sandbox / "turns.log",
@@ -170,29 +188,31 @@ def test_a_job_started_behind_a_long_one_gets_its_turn(
         concurrency=1,
     ).start()
     try:
-        rows = [{"QueryRetrieveLevel": "STUDY", "PatientID": f"NOBODY{n}"} for n in range(150)]
-        long = find_job(alice, project, node, rows, start=True)
-        short = find_job(alice, project, node, start=True)
         wait_for(
             lambda: Job.objects.get(pk=short.pk).status == JobStatus.DONE,
-            timeout=60,
+            timeout=120,
             what=f"the short find; log:\n{worker.log_tail()}",
         )
-        long.refresh_from_db()
     finally:
         worker.stop()
-    # Its first chunk and one turn's worth (2 + 50 rows), a few more meanwhile.
-    assert long.items_done <= 80, (long.status, long.items_done)
+    # The long job's rows done before the short one was (by the rows' own
+    # times, not by when this test looked): its first chunk and one turn's
+    # worth (2 + 50 rows), not all 150.
+    short_done = short.items.get().finished_at
+    before = long.items.filter(status=ItemStatus.DONE, finished_at__lte=short_done).count()
+    assert before <= 52, before
 
 
 def test_echo_never_waits_for_the_limits_but_a_suspended_node_is_left_alone(orthanc, operator):
     node = make_node("ECHO", orthanc.dicom_port, orthanc.aet, max_associations=1)
-    held = throttle.association_slot(node, ttl=30)  # every slot taken by a job
+    held = throttle.association_slot(node, ttl=600)  # every slot taken by a job
     try:
-        started = time.monotonic()
         message = node_echo(node=node, user=operator)
         assert node.last_echo_ok, message
-        assert time.monotonic() - started < 2
+        # Sent while the job's slot was held (for ten minutes yet): the echo
+        # neither waited for it to expire nor took a slot of its own.
+        assert throttle.slots_in_use(node) == 1
+        assert throttle.association_slot(node, ttl=600) is None
     finally:
         held.release()
     node.suspended = True

@@ -519,14 +519,14 @@ def test_the_jobs_counters_move_while_a_chunk_works_without_holding_it_up(
             finisher.submit(item, items.Outcome({"matches": 4}))
         wait_for(
             lambda: job.items.filter(status=ItemStatus.DONE).count() == 2,
-            timeout=5, what="the two rows written",
+            timeout=60, what="the two rows written",
         )  # fmt: skip
         finisher.refresh_counters()
         counters = Job.objects.filter(pk=job.pk).values_list(
             "items_done", "items_running", "matches"
         )
         wait_for(
-            lambda: counters.get() == (2, 1, 8), timeout=5, what="the job's counters refreshed"
+            lambda: counters.get() == (2, 1, 8), timeout=60, what="the job's counters refreshed"
         )
     finally:
         finisher.close()
@@ -537,14 +537,15 @@ def test_a_jobs_last_rows_are_written_as_soon_as_they_are_finished(
     flushable_db, alice, project, nowhere_node, monkeypatch
 ):
     """Rows finished while a job has many left wait to be written together
-    (here a minute, to tell them apart); once the chunk found fewer rows than a
+    (here an hour, to tell them apart); once the chunk found fewer rows than a
     chunk's worth (runner._more_rows), the finisher hurries: what it holds is
     written at once, and each later row as soon as it is finished. The job
-    ends with its last transfer, not a batch later."""
+    ends with its last transfer, not a batch later. (An hour here: the waits
+    below give up after a minute, long before a batch would be due.)"""
     from pulls import outcomes
     from pulls.models import AuditAction
 
-    monkeypatch.setattr(outcomes, "_WRITE_WITHIN", 60.0)
+    monkeypatch.setattr(outcomes, "_WRITE_WITHIN", 3600.0)
     job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}] * 3)
     Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
     token, claimed = items.items_claim(list(job.items.values_list("pk", flat=True)), worker="w")
@@ -555,9 +556,9 @@ def test_a_jobs_last_rows_are_written_as_soon_as_they_are_finished(
         time.sleep(0.5)
         assert done.count() == 0, "a row was written before its batch was due"
         finisher.hurry()
-        wait_for(lambda: done.count() == 1, timeout=5, what="the held row written at once")
+        wait_for(lambda: done.count() == 1, timeout=60, what="the held row written at once")
         finisher.submit(claimed[1], items.Outcome({"matches": 2}))
-        wait_for(lambda: done.count() == 2, timeout=5, what="the next row written as it came")
+        wait_for(lambda: done.count() == 2, timeout=60, what="the next row written as it came")
     finally:
         finisher.close()
     assert sorted(done.values_list("matches", flat=True)) == [1, 2]

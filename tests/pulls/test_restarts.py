@@ -13,6 +13,7 @@ from django.db import connection
 from pulls import items, queueing
 from pulls.cli import run_inline
 from pulls.models import Job, JobStatus, RetrievedInstance
+from pulls.retrieval import StallGuard
 from pulls.sandbox.procs import Server, free_port
 from pulls.tasks import enqueue_chunks
 from tests.conftest import REPO, SCP_PORT, Worker, find_job, make_node, retrieval_job, wait_for
@@ -223,11 +224,15 @@ def test_a_job_started_while_redis_is_down_is_saved_and_sent_once_it_is_back(
 @contextlib.contextmanager
 def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, project, dicom_data):
     """A job of three studies from a slow PACS, run here; ``stop`` (job_cancel or
-    job_pause) is called as soon as its first instance has arrived. The PACS
-    sends no second instance of that study before the C-CANCEL has come (a
-    minute at most), so the stop lands mid-study however slow the machine.
-    Yields the job as run_inline left it, the PACS (still serving) and the
-    instances."""
+    job_pause) is called as soon as its first instance has arrived. Yields the
+    job as run_inline left it, the PACS (still serving) and the instances.
+
+    The stop lands mid-study however slow the machine: the PACS sends the
+    study's second instance only once the job is stopped, and no third before
+    the C-CANCEL has come (each bounded by a minute). The worker looks at the
+    job when a response comes, at most every half second (StallGuard): the
+    second instance goes more than that after the stop, so its response is
+    one it looks at."""
     settings.PACSNPULL_STAGING_DIR = staging
     settings.PACSNPULL_STORAGE_ROOT = storage
     settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
@@ -239,12 +244,24 @@ def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, proje
         delay=0.3,
         destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
     ) as pacs:
-        pacs.pause = lambda number, index, event: (
-            number == 1 and index == 1 and ScriptedPacs.until(lambda: pacs.cancel_came(event))
-        )
         node = make_node("SLOW", pacs.port, pacs.ae_title)
         node.granted_users.add(alice)
         job = retrieval_job(alice, project, node, studies, kind=method)
+        stopped = Job.objects.filter(pk=job.pk, status__in=(JobStatus.CANCELLED, JobStatus.PAUSED))
+
+        def stop_lands_mid_study(number: int, index: int, event) -> None:
+            if number != 1:
+                return
+            if index == 1:
+                try:
+                    ScriptedPacs.until(lambda: pacs.cancel_came(event) or stopped.exists())
+                finally:
+                    connection.close()
+                time.sleep(StallGuard(0).check_every + 0.1)  # a lower bound only
+            elif index == 2:
+                ScriptedPacs.until(lambda: pacs.cancel_came(event))
+
+        pacs.pause = stop_lands_mid_study
         # C-MOVE: instances arrive in the staging area; C-GET: in the project.
         arriving = staging if method == "move" else storage
 

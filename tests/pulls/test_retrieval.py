@@ -154,11 +154,12 @@ def test_retrieve_these_keeps_the_matches_its_filters_name(alice, project, ortha
     with pytest.raises(ValidationError, match="No matches"):
         rows(description="100_ dose*")
     # A pattern that makes a backtracking regular expression take hours on a
-    # 64-character description: the database's LIKE answers at once.
+    # 64-character description: the database's LIKE answers at once. (Generous:
+    # it tells hours from a query; a busy machine does not make it a minute.)
     started = time.monotonic()
     with pytest.raises(ValidationError, match="No matches"):
         rows(description="*a*a*a*a*a*a*a*a*a*a*a*a*b")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 60
 
 
 @pytest.mark.parametrize("method", ["move", "get"])

@@ -40,9 +40,9 @@ def test_a_script_terminated_with_sigterm_stops_the_servers_it_started(tmp_path)
     try:
         assert port_open(port)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 128 + signal.SIGTERM
+        assert proc.wait(60) == 128 + signal.SIGTERM
         wait_for(
-            lambda: not os.path.exists(f"/proc/{server_pid}"), timeout=10, what="the server to end"
+            lambda: not os.path.exists(f"/proc/{server_pid}"), timeout=60, what="the server to end"
         )
         assert not port_open(port)
     finally:  # when it failed: nothing of the test's is left running

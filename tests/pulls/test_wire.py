@@ -63,7 +63,7 @@ def test_pdus_are_read_whole_whatever_the_segments():
 
     sender = threading.Thread(target=trickle, daemon=True)
     sender.start()
-    conn = Connection(ours, timeout=5)
+    conn = Connection(ours, timeout=60)  # a guard only: the sender goes on at once
     assert [conn.read_pdu() for _ in range(3)] == [(4, small), (4, large), (4, small)]
     sender.join()
     theirs.close()
@@ -78,12 +78,14 @@ def test_a_silent_peer_times_out_and_a_changed_timeout_applies():
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         conn.read_pdu()
-    assert 0.15 < time.monotonic() - started < 2
+    # Lower bounds: a busy machine makes them later, never sooner. The upper
+    # ones only tell "timed out" from "waited for a peer that never writes".
+    assert 0.15 < time.monotonic() - started < 30
     conn.set_timeout(0.5)
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         conn.read_pdu()
-    assert 0.4 < time.monotonic() - started < 2
+    assert 0.4 < time.monotonic() - started < 30
     conn.close()
     theirs.close()
 
