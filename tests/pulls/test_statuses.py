@@ -43,4 +43,3 @@ def test_a_failure_names_the_offending_element_and_the_pacs_comment():
     error = PacsStatusError("C-FIND", 0xA900, comment="no", offending=(0x00080020, 0x00091001))
     assert "offending element StudyDate (0008,0020), (0009,1001)" in str(error)
     assert "(PACS says: no)" in str(error)
-
