@@ -76,7 +76,7 @@ def _queries(manifest, count: int) -> list[dict[str, str]]:
 
 def bench_pipeline(node, owner, project, rows: list[dict[str, str]]) -> dict[str, float]:
     from pulls.models import Job, JobKind, JobStatus
-    from pulls.queryfiles import parse_query_file
+    from pulls.queries.files import parse_query_file
     from pulls.services import job_create, job_start
 
     started = time.perf_counter()
@@ -160,7 +160,7 @@ def bench_validation(manifest, count: int) -> dict[str, float]:
 def bench_job_page(node, owner, project, manifest, count: int) -> dict[str, float]:
     from django.test import Client
 
-    from pulls.items import job_refresh_counters
+    from pulls.jobs.items import job_refresh_counters
     from pulls.models import FindResult, ItemStatus, Job, JobItem, JobKind, JobStatus
 
     job = Job.objects.create(

@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 
-from pulls.cli import run_inline
+from pulls.cli.inline import run_inline
 from pulls.models import ItemStatus, JobStatus
 from tests.conftest import make_node, retrieval_job
 from tests.pulls.retrieval_support import QUIET, assert_project_holds_exactly
@@ -115,7 +115,7 @@ def _get_job_in_chunks(
     """A started C-GET job of every study from a scripted PACS (answering UID
     lists or not), ``chunk`` rows per chunk: (the PACS, the job, its
     instances, its chunks)."""
-    from pulls import queueing
+    from pulls.jobs import queueing
 
     monkeypatch.setitem(queueing.CHUNK_SIZES, "get", chunk)
     studies = sorted(dicom_data.studies)
@@ -140,7 +140,7 @@ def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
     Every instance is in the project exactly once. (Two associations: the first,
     which counts the first row's study, proposes no storage class yet; the
     second proposes the classes the count named.)"""
-    from pulls.runner import run_chunk
+    from pulls.workers.runner import run_chunk
 
     with _get_job_in_chunks(alice, project, dicom_data, monkeypatch) as (
         pacs, job, instances, chunks,
@@ -168,8 +168,8 @@ def test_rows_deferred_while_the_nodes_only_slot_is_taken_are_worked_by_its_hold
     back to the queue for a retry in seconds, and the worker that holds the
     slot goes on with them on its association. (Before, it could not see them:
     a job ran one chunk per retry, 25 times slower.)"""
-    from pulls import throttle
-    from pulls.runner import DEFERRED_SOON, run_chunk
+    from pulls.limits import throttle
+    from pulls.workers.runner import DEFERRED_SOON, run_chunk
 
     with _get_job_in_chunks(alice, project, dicom_data, monkeypatch, max_associations=1) as (
         pacs,
@@ -201,8 +201,9 @@ def test_a_bulk_worker_does_not_go_on_while_interactive_work_waits_for_the_node(
 ):
     """Interactive work that found every slot of the node taken marks the node:
     the bulk worker finishes its own chunk, then lets its slot go."""
-    from pulls import queueing, throttle
-    from pulls.runner import run_chunk
+    from pulls.jobs import queueing
+    from pulls.limits import throttle
+    from pulls.workers.runner import run_chunk
 
     monkeypatch.setitem(queueing.CHUNK_SIZES, "get", 1)
     studies = sorted(dicom_data.studies)
@@ -236,7 +237,7 @@ def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allow
     """Rows naming studies (not from a find) need the PACS's counts: one C-FIND
     naming all of the chunk's studies in a UID list; a PACS that does not answer
     lists gets one C-FIND per study. Either way every instance arrives, counted."""
-    from pulls.runner import run_chunk
+    from pulls.workers.runner import run_chunk
 
     studies = sorted(dicom_data.studies)
     with _get_job_in_chunks(
@@ -272,8 +273,9 @@ def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
     test). A chunk of more studies than COUNT_AHEAD is counted whole, with
     nothing ahead. Every instance arrives, counted; the ``noted`` rows counted
     ahead keep the SOP classes the PACS named (a C-GET proposes them)."""
-    from pulls import retrieval, throttle
-    from pulls.runner import run_chunk
+    from pulls.limits import throttle
+    from pulls.retrieval import work as retrieval
+    from pulls.workers.runner import run_chunk
 
     monkeypatch.setattr(retrieval, "COUNT_AHEAD", count_ahead)
     with _get_job_in_chunks(
@@ -309,10 +311,10 @@ def test_a_c_move_counts_its_first_rows_alone_and_a_c_get_counts_ahead_at_once(
     of 50 studies; a C-GET's first count also names the job's next studies
     (its association is opened again after the count anyway, with the
     classes named): one C-FIND either way, with the right counts."""
-    from pulls import items, queueing
     from pulls.dicom import Session
-    from pulls.retrieval import prepare_rows
-    from pulls.runner import node_peer
+    from pulls.jobs import items, queueing
+    from pulls.retrieval.work import prepare_rows
+    from pulls.workers.runner import node_peer
 
     monkeypatch.setitem(queueing.CHUNK_SIZES, kind, 2)
     studies = sorted(dicom_data.studies)
@@ -347,8 +349,8 @@ def test_a_worker_does_not_count_ahead_while_another_worker_of_the_job_does(
     counted the same 50 studies each, a C-FIND of 10-16 ms on Orthanc). Here
     another worker holds the turn throughout: each chunk of one row is
     counted alone, 8 C-FINDs instead of 2, and every count is still right."""
-    from pulls import throttle
-    from pulls.runner import run_chunk
+    from pulls.limits import throttle
+    from pulls.workers.runner import run_chunk
 
     with _get_job_in_chunks(
         alice, project, dicom_data, monkeypatch, chunk=1, uid_lists=True, queries_per_minute=0

@@ -4,10 +4,11 @@ import time
 
 import pytest
 
-from pulls import queueing, throttle
+from pulls.jobs import queueing
+from pulls.limits import throttle
 from pulls.models import ItemStatus, Job, JobKind, JobStatus, RetrievedInstance
-from pulls.runner import run_chunk
 from pulls.services import job_create
+from pulls.workers.runner import run_chunk
 from tests.conftest import SCP_PORT, Worker, find_job, make_node, retrieval_job, wait_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
