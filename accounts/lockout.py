@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from pulls.audit import client_ip as audit_client_ip
+from pulls.audit.events import client_ip as audit_client_ip
 
 
 def client_ip(request: HttpRequest) -> str | None:

@@ -72,7 +72,7 @@ def _job(rows: int, owner, project, node):
     from django.db import connection
     from django.utils import timezone
 
-    from pulls import items
+    from pulls.jobs import items
     from pulls.models import Job, JobItem, JobKind, JobStatus
 
     job = Job.objects.create(
@@ -113,7 +113,7 @@ def _records_upto(project, job, rows: int) -> None:
     """The project's records of the job's first ``rows`` rows (30 instances each)."""
     from django.db import transaction
 
-    from pulls import records
+    from pulls.retrieval import records
 
     have = project.instances.count() // 30
     with transaction.atomic():
@@ -124,8 +124,9 @@ def _records_upto(project, job, rows: int) -> None:
 def one_size(rows: int, calls: int, owner, project, node) -> list[dict[str, object]]:
     from django.db import transaction
 
-    from pulls import items, records
+    from pulls.jobs import items
     from pulls.models import ItemStatus, JobItem
+    from pulls.retrieval import records
 
     job = _job(rows, owner, project, node)
     results = []

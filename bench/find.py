@@ -76,7 +76,7 @@ def _queries(manifest, count: int) -> list[dict[str, str]]:
 
 def bench_pipeline(node, owner, project, rows: list[dict[str, str]]) -> dict[str, float]:
     from pulls.models import Job, JobKind, JobStatus
-    from pulls.queryfiles import parse_query_file
+    from pulls.queries.files import parse_query_file
     from pulls.services import job_create, job_start
 
     started = time.perf_counter()
@@ -139,7 +139,7 @@ def bench_validation(manifest, count: int) -> dict[str, float]:
     path.write_bytes(_csv(_queries(manifest, count)))
     code = (
         "import resource, sys, time\n"
-        "from pulls.queryfiles import parse_query_file\n"
+        "from pulls.queries.files import parse_query_file\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "t = time.perf_counter()\n"
         "p = parse_query_file(data, name='q.csv', max_rows=10**7, max_bytes=1 << 30)\n"
@@ -160,7 +160,7 @@ def bench_validation(manifest, count: int) -> dict[str, float]:
 def bench_job_page(node, owner, project, manifest, count: int) -> dict[str, float]:
     from django.test import Client
 
-    from pulls.items import job_refresh_counters
+    from pulls.jobs.items import job_refresh_counters
     from pulls.models import FindResult, ItemStatus, Job, JobItem, JobKind, JobStatus
 
     job = Job.objects.create(

@@ -49,7 +49,7 @@ def _csv(rows: int, salt: int) -> bytes:
 
 def one_run(rows: int, salt: int, owner, project, node) -> dict[str, float]:
     from pulls.models import JobKind
-    from pulls.queryfiles import parse_query_file
+    from pulls.queries.files import parse_query_file
     from pulls.services import job_create, job_start
 
     data = _csv(rows, salt)

@@ -75,7 +75,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "pulls.audit.AuditRequestMiddleware",
+    "pulls.audit.events.AuditRequestMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: turns a locked-out login into its answer.
     "axes.middleware.AxesMiddleware",
@@ -234,7 +234,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fix-up closes every database connection before and after each
-# task unless told to reuse them; pulls.tasks closes them as Django closes a
+# task unless told to reuse them; pulls.workers.tasks closes them as Django closes a
 # request's instead: past CONN_MAX_AGE, or unusable after an error.
 CELERY_DB_REUSE_MAX = 10_000
 CELERY_BEAT_SCHEDULE_FILENAME = str(INSTANCE_DIR / "celerybeat-schedule")
@@ -250,7 +250,7 @@ CELERY_TASK_ROUTES = {"pulls.tasks.reconcile": {"queue": "interactive"}}
 PACSNPULL_INTERACTIVE_ROWS = env.int("PACSNPULL_INTERACTIVE_ROWS", 200, minimum=0, maximum=100_000)
 # How long a worker goes on with one job's rows on its association before it
 # takes the next message from the queue, where other jobs' first rows come first
-# (pulls.queueing.chunk_priority): a job's turn.
+# (pulls.jobs.queueing.chunk_priority): a job's turn.
 PACSNPULL_TURN_SECONDS = env.int("PACSNPULL_TURN_SECONDS", 30, minimum=1, maximum=3600)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-leases": {

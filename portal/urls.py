@@ -7,5 +7,5 @@ admin.site.site_title = "pacsnpull admin"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
-    path("", include("pulls.urls")),
+    path("", include("pulls.web.urls")),
 ]

@@ -16,7 +16,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from pulls.dicom.identifiers import DEFAULT_QUERY_CHARACTER_SET, QUERY_CHARACTER_SETS
-from pulls.windows import Window, windows_parse, windows_validator
+from pulls.limits.windows import Window, windows_parse, windows_validator
 
 # PS3.5 6.2: at most 16 characters, no backslash or control characters.
 ae_title_validator = RegexValidator(

@@ -6,7 +6,6 @@ from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from accounts.models import User
-from pulls.lookups import like_pattern
 from pulls.models import (
     AuditEvent,
     FindResult,
@@ -18,6 +17,7 @@ from pulls.models import (
     Project,
     Role,
 )
+from pulls.queries.lookups import like_pattern
 
 
 def node_list_for_user(*, user: User) -> QuerySet[PacsNode]:

@@ -11,9 +11,11 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import User
-from pulls import items, queueing, selectors
-from pulls.audit import audit_record
+from pulls import selectors
+from pulls.audit.events import audit_record
+from pulls.cli.seedconfig import SeedConfig
 from pulls.dicom import PacsError, echo
+from pulls.jobs import items, queueing
 from pulls.models import (
     AuditAction,
     ItemStatus,
@@ -26,8 +28,7 @@ from pulls.models import (
     Project,
     Role,
 )
-from pulls.runner import node_peer
-from pulls.seedconfig import SeedConfig
+from pulls.workers.runner import node_peer
 
 
 def node_echo(*, node: PacsNode, user: User | None, request: HttpRequest | None = None) -> str:
@@ -133,7 +134,7 @@ def job_create(
 
 
 def _start(job: Job) -> None:
-    from pulls.tasks import enqueue_chunks, enqueue_rest
+    from pulls.workers.tasks import enqueue_chunks, enqueue_rest
 
     Job.objects.filter(pk=job.pk, status=JobStatus.DRAFT).update(status=JobStatus.QUEUED)
     job.status = JobStatus.QUEUED
@@ -170,7 +171,7 @@ def job_cancel(*, job: Job, user: User, request: HttpRequest | None = None) -> J
 
 
 def _require_space(job: Job) -> None:
-    from pulls.retrieval import DiskFull, check_free_space
+    from pulls.jobs.space import DiskFull, check_free_space
 
     if job.kind in (JobKind.MOVE, JobKind.GET):
         try:
@@ -193,7 +194,7 @@ def job_pause(*, job: Job, user: User, request: HttpRequest | None = None) -> Jo
 
 
 def job_resume(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
-    from pulls.tasks import enqueue_chunks, enqueue_rest
+    from pulls.workers.tasks import enqueue_chunks, enqueue_rest
 
     _require_writer(user=user, project=job.project)
     _require_node(user=user, node=job.node)
@@ -214,7 +215,7 @@ def job_resume(*, job: Job, user: User, request: HttpRequest | None = None) -> J
 
 def job_retry_failed(*, job: Job, user: User, request: HttpRequest | None = None) -> int:
     """Send the failed rows again, with fresh attempts. Returns how many."""
-    from pulls.tasks import enqueue_chunks, enqueue_rest
+    from pulls.workers.tasks import enqueue_chunks, enqueue_rest
 
     _require_writer(user=user, project=job.project)
     _require_node(user=user, node=job.node)
@@ -244,7 +245,7 @@ def job_retry_failed(*, job: Job, user: User, request: HttpRequest | None = None
 def job_mark_urgent(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
     """Operators only: the job's waiting rows go to the interactive queue, and its
     chunks go ahead of bulk work for the node's association slots."""
-    from pulls.tasks import enqueue_chunks, enqueue_rest
+    from pulls.workers.tasks import enqueue_chunks, enqueue_rest
 
     if not user.is_operator:
         raise PermissionDenied("Only operators can mark a job urgent.")

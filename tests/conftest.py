@@ -434,7 +434,7 @@ MIN_FREE = 1 << 20
 @pytest.fixture(autouse=True)
 def _test_redis_for_limits(redis_url, settings):
     """Limits shared through Redis use the test Redis, never a developer's portal."""
-    from pulls import throttle
+    from pulls.limits import throttle
 
     settings.REDIS_URL = redis_url
     throttle._client.cache_clear()

@@ -59,37 +59,6 @@ def _series_count(
     return sum(1 for _ in session.find(images, model=model))
 
 
-def count_instances(
-    session: Session,
-    *,
-    study_uid: str,
-    series_uid: str | None = None,
-    patient_id: str | None = None,
-    model: str = "S",
-) -> int:
-    """Instances of the study (or of one series of it) according to the PACS."""
-    patient = {"PatientID": patient_id} if model == "P" and patient_id else {}
-    if series_uid:
-        return _series_count(
-            session, model=model, study_uid=study_uid, series_uid=series_uid, patient=patient
-        )
-    study = _query("STUDY", **patient, StudyInstanceUID=study_uid, NumberOfStudyRelatedInstances="")
-    for match in session.find(study, model=model):
-        count = _count(match.get("NumberOfStudyRelatedInstances", ""))
-        if count is not None:
-            return count
-    series = _query("SERIES", **patient, StudyInstanceUID=study_uid, SeriesInstanceUID="")
-    # A set: pynetdicom's qrscp answers a SERIES query with one match per instance.
-    series_uids = {str(m.SeriesInstanceUID) for m in session.find(series, model=model)}
-    return sum(
-        _series_count(session, model=model, study_uid=study_uid, series_uid=uid, patient=patient)
-        for uid in sorted(series_uids)
-    )
-
-
-_STUDY_UID, _STUDY_COUNT, _STUDY_CLASSES = 0x0020000D, 0x00201208, 0x00080062
-
-
 class StudyCount(NamedTuple):
     """What the PACS says a study holds: instances, and of which SOP classes
     (SOPClassesInStudy; None when it does not say)."""
@@ -101,6 +70,60 @@ class StudyCount(NamedTuple):
 def _classes(value: str) -> tuple[str, ...] | None:
     classes = tuple(uid for part in value.split("\\") if (uid := part.strip("\x00 ")))
     return classes or None
+
+
+def count_instances(
+    session: Session,
+    *,
+    study_uid: str,
+    series_uid: str | None = None,
+    patient_id: str | None = None,
+    model: str = "S",
+) -> int:
+    """Instances of the study (or of one series of it) according to the PACS."""
+    return count_one(
+        session, study_uid=study_uid, series_uid=series_uid, patient_id=patient_id, model=model
+    ).instances
+
+
+def count_one(
+    session: Session,
+    *,
+    study_uid: str,
+    series_uid: str | None = None,
+    patient_id: str | None = None,
+    model: str = "S",
+    classes: bool = False,
+) -> StudyCount:
+    """Instances of the study (or of one series of it) according to the PACS, and
+    with ``classes`` the SOP classes it names for the study in the same C-FIND
+    (SOPClassesInStudy: what a C-GET proposes; None when it does not say)."""
+    patient = {"PatientID": patient_id} if model == "P" and patient_id else {}
+    if series_uid:
+        count = _series_count(
+            session, model=model, study_uid=study_uid, series_uid=series_uid, patient=patient
+        )
+        return StudyCount(count, None)
+    keys = {"NumberOfStudyRelatedInstances": "", **({"SOPClassesInStudy": ""} if classes else {})}
+    study = _query("STUDY", **patient, StudyInstanceUID=study_uid, **keys)
+    for match in session.find(study, model=model):
+        count = _count(match.get("NumberOfStudyRelatedInstances", ""))
+        if count is not None:
+            named = match.get("SOPClassesInStudy", None)
+            if named is not None and not isinstance(named, str):
+                named = "\\".join(str(uid) for uid in named)
+            return StudyCount(count, _classes(str(named or "")))
+    series = _query("SERIES", **patient, StudyInstanceUID=study_uid, SeriesInstanceUID="")
+    # A set: pynetdicom's qrscp answers a SERIES query with one match per instance.
+    series_uids = {str(m.SeriesInstanceUID) for m in session.find(series, model=model)}
+    count = sum(
+        _series_count(session, model=model, study_uid=study_uid, series_uid=uid, patient=patient)
+        for uid in sorted(series_uids)
+    )
+    return StudyCount(count, None)
+
+
+_STUDY_UID, _STUDY_COUNT, _STUDY_CLASSES = 0x0020000D, 0x00201208, 0x00080062
 
 
 def _study_count(data: bytes, ts) -> tuple[str, int | None, tuple[str, ...] | None]:

@@ -46,3 +46,26 @@ def test_compose_runs_the_same_commands_as_the_procfile():
             continue  # compose uses the redis image instead of the embedded server
         program = " ".join(command.split()[:3]).replace("$PORT", "")
         assert program.split(" --")[0] in compose, f"{name}: {program!r} not in docker-compose.yml"
+
+
+def test_the_workers_scale_out(tmp_path):
+    """`docker-compose up --scale worker=N` (docs/operations.md): the worker service
+    binds no host port and names no container, so N of them can run; and every
+    service that reaches the storage shares the one volume at the same path."""
+    import yaml
+
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose is not installed: apt-get install docker-compose"
+    result = subprocess.run(
+        [binary, "config"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    worker = services["worker"]
+    assert "ports" not in worker and "container_name" not in worker
+    for name in ("web", "worker", "interactive", "storescp"):
+        mounts = {
+            v["target"] if isinstance(v, dict) else v.split(":")[1]
+            for v in services[name]["volumes"]
+        }
+        assert "/srv/pacsnpull/storage" in mounts, name

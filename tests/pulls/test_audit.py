@@ -3,7 +3,7 @@
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from pulls.audit import audit_record
+from pulls.audit.events import audit_record
 from pulls.models import AuditAction, AuditEvent, AuditEventIsAppendOnly
 
 

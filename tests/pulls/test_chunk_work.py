@@ -6,7 +6,8 @@ import contextlib
 
 import pytest
 
-from pulls.cli import run_inline
+from pulls.cli.inline import run_inline
+from pulls.dicom.transfer_syntaxes import syntaxes_for
 from pulls.models import ItemStatus, JobStatus
 from tests.conftest import make_node, retrieval_job
 from tests.pulls.retrieval_support import QUIET, assert_project_holds_exactly
@@ -46,12 +47,14 @@ def test_a_c_get_proposes_the_classes_the_pacs_named_and_all_if_they_were_wrong(
     classes = {i.sop_class_uid for i in instances}
     if not misnamed:
         assert pacs.gets == len(studies)
-        # C-FIND and C-GET (two models each) and the named classes, not ~120.
-        assert max(pacs.proposed_at_get) == 4 + len(classes)
+        # C-FIND and C-GET (two models each) and the named classes, each in a
+        # context per transfer syntax (19 for an image class); not ~120 classes.
+        assert max(pacs.proposed_at_get) == 4 + sum(len(syntaxes_for(c)) for c in classes)
     else:
-        # The first study's C-GET, again proposing all; the others on that association.
+        # The first study's C-GET, again proposing all (this PACS cannot say at
+        # IMAGE level); the others on that association, its lists no longer trusted.
         assert pacs.gets == len(studies) + 1
-        assert pacs.proposed_at_get[0] == 4 + 1  # CR only
+        assert pacs.proposed_at_get[0] == 4 + len(syntaxes_for(_CR))  # CR only
         assert min(pacs.proposed_at_get[1:]) > 100
 
 
@@ -115,7 +118,7 @@ def _get_job_in_chunks(
     """A started C-GET job of every study from a scripted PACS (answering UID
     lists or not), ``chunk`` rows per chunk: (the PACS, the job, its
     instances, its chunks)."""
-    from pulls import queueing
+    from pulls.jobs import queueing
 
     monkeypatch.setitem(queueing.CHUNK_SIZES, "get", chunk)
     studies = sorted(dicom_data.studies)
@@ -137,10 +140,11 @@ def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
 ):
     """Chunks of one row: the first chunk's worker works the job's other queued
     rows too, on its association; their own messages then find nothing to do.
-    Every instance is in the project exactly once. (Two associations: the first,
-    which counts the first row's study, proposes no storage class yet; the
-    second proposes the classes the count named.)"""
-    from pulls.runner import run_chunk
+    Every instance is in the project exactly once. (Associations: the first,
+    which counts the first row's study, proposes no storage class yet; then one
+    more for each SOP class that a later count names first, as this PACS
+    counts one study at a time; not one per chunk.)"""
+    from pulls.workers.runner import run_chunk
 
     with _get_job_in_chunks(alice, project, dicom_data, monkeypatch) as (
         pacs, job, instances, chunks,
@@ -150,10 +154,11 @@ def test_a_worker_goes_on_with_the_jobs_queued_rows_on_its_association(
             run_chunk(chunks[0])
             == f"job {job.pk}: {len(chunks)} done, 0 failed or retrying, 0 deferred"
         )
-        assert pacs.associations == 2
+        classes = {i.sop_class_uid for i in instances}
+        assert pacs.associations == 1 + len(classes)
         for chunk in chunks[1:]:
             assert run_chunk(chunk) == "nothing to do"
-        assert pacs.associations == 2
+        assert pacs.associations == 1 + len(classes)
     job.refresh_from_db()
     assert job.status == JobStatus.DONE
     assert job.instances_received == len(instances)
@@ -168,8 +173,8 @@ def test_rows_deferred_while_the_nodes_only_slot_is_taken_are_worked_by_its_hold
     back to the queue for a retry in seconds, and the worker that holds the
     slot goes on with them on its association. (Before, it could not see them:
     a job ran one chunk per retry, 25 times slower.)"""
-    from pulls import throttle
-    from pulls.runner import DEFERRED_SOON, run_chunk
+    from pulls.limits import throttle
+    from pulls.workers.runner import DEFERRED_SOON, run_chunk
 
     with _get_job_in_chunks(alice, project, dicom_data, monkeypatch, max_associations=1) as (
         pacs,
@@ -187,9 +192,9 @@ def test_rows_deferred_while_the_nodes_only_slot_is_taken_are_worked_by_its_hold
         )
         for chunk in chunks[1:]:  # their retries
             assert run_chunk(chunk) == "nothing to do"
-        # One to count, one proposing every storage class (this PACS counts one
-        # study at a time, without naming its classes); not one per chunk.
-        assert pacs.associations == 2
+        # One to count, then one more for each SOP class a count names first
+        # (this PACS counts one study at a time); not one per chunk.
+        assert pacs.associations == 1 + len({i.sop_class_uid for i in instances})
     job.refresh_from_db()
     assert job.status == JobStatus.DONE
     assert set(job.items.values_list("attempts", flat=True)) == {1}
@@ -201,8 +206,9 @@ def test_a_bulk_worker_does_not_go_on_while_interactive_work_waits_for_the_node(
 ):
     """Interactive work that found every slot of the node taken marks the node:
     the bulk worker finishes its own chunk, then lets its slot go."""
-    from pulls import queueing, throttle
-    from pulls.runner import run_chunk
+    from pulls.jobs import queueing
+    from pulls.limits import throttle
+    from pulls.workers.runner import run_chunk
 
     monkeypatch.setitem(queueing.CHUNK_SIZES, "get", 1)
     # The interactive work goes on waiting while the chunk works (it would ask
@@ -240,7 +246,7 @@ def test_the_rows_a_worker_takes_are_counted_with_one_query_where_the_pacs_allow
     """Rows naming studies (not from a find) need the PACS's counts: one C-FIND
     naming all of the chunk's studies in a UID list; a PACS that does not answer
     lists gets one C-FIND per study. Either way every instance arrives, counted."""
-    from pulls.runner import run_chunk
+    from pulls.workers.runner import run_chunk
 
     studies = sorted(dicom_data.studies)
     with _get_job_in_chunks(
@@ -276,8 +282,9 @@ def test_a_count_covers_the_studies_of_the_jobs_next_rows_too(
     test). A chunk of more studies than COUNT_AHEAD is counted whole, with
     nothing ahead. Every instance arrives, counted; the ``noted`` rows counted
     ahead keep the SOP classes the PACS named (a C-GET proposes them)."""
-    from pulls import retrieval, throttle
-    from pulls.runner import run_chunk
+    from pulls.limits import throttle
+    from pulls.retrieval import work as retrieval
+    from pulls.workers.runner import run_chunk
 
     monkeypatch.setattr(retrieval, "COUNT_AHEAD", count_ahead)
     with _get_job_in_chunks(
@@ -313,10 +320,10 @@ def test_a_c_move_counts_its_first_rows_alone_and_a_c_get_counts_ahead_at_once(
     of 50 studies; a C-GET's first count also names the job's next studies
     (its association is opened again after the count anyway, with the
     classes named): one C-FIND either way, with the right counts."""
-    from pulls import items, queueing
     from pulls.dicom import Session
-    from pulls.retrieval import prepare_rows
-    from pulls.runner import node_peer
+    from pulls.jobs import items, queueing
+    from pulls.retrieval.work import prepare_rows
+    from pulls.workers.runner import node_peer
 
     monkeypatch.setitem(queueing.CHUNK_SIZES, kind, 2)
     studies = sorted(dicom_data.studies)
@@ -351,8 +358,8 @@ def test_a_worker_does_not_count_ahead_while_another_worker_of_the_job_does(
     counted the same 50 studies each, a C-FIND of 10-16 ms on Orthanc). Here
     another worker holds the turn throughout: each chunk of one row is
     counted alone, 8 C-FINDs instead of 2, and every count is still right."""
-    from pulls import throttle
-    from pulls.runner import run_chunk
+    from pulls.limits import throttle
+    from pulls.workers.runner import run_chunk
 
     with _get_job_in_chunks(
         alice, project, dicom_data, monkeypatch, chunk=1, uid_lists=True, queries_per_minute=0

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from pulls import items
+from pulls.jobs import items
 from pulls.models import ItemStatus, Job, JobStatus, RetrievedInstance
-from pulls.tasks import enqueue_chunks
+from pulls.workers.tasks import enqueue_chunks
 from tests.conftest import SCP_PORT, Worker, make_node, retrieval_job, wait_for
 from tests.pulls.retrieval_support import assert_project_holds_exactly
 from tests.pulls.scripted_pacs import ScriptedPacs

@@ -175,7 +175,7 @@ def test_failed_rows_can_be_retried(
     wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.DONE, timeout=60, what="job")
     # What a PACS outage leaves behind: a row that used up its attempts.
     job.items.filter(row=2).update(status=ItemStatus.FAILED, attempts=3, error_message="PACS down")
-    from pulls.items import job_refresh_counters
+    from pulls.jobs.items import job_refresh_counters
 
     job_refresh_counters(job.pk)
     response = client.post(f"/jobs/{job.code}/retry/", follow=True)
@@ -200,7 +200,7 @@ def test_cancel_stops_a_draft_and_its_rows(client, alice, project, orthanc_node,
 
 
 def test_export_cells_never_become_formulas():
-    from pulls.exports import spreadsheet_safe as _cell
+    from pulls.jobs.exports import spreadsheet_safe as _cell
 
     assert _cell('=HYPERLINK("x")') == '\'=HYPERLINK("x")'
     assert _cell("-12.5") == "-12.5"

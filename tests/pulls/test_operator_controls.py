@@ -5,7 +5,8 @@ import threading
 import pytest
 from django.core.exceptions import PermissionDenied
 
-from pulls import queueing, throttle
+from pulls.jobs import queueing
+from pulls.limits import throttle
 from pulls.models import (
     QUEUE_BULK,
     QUEUE_INTERACTIVE,
@@ -18,8 +19,8 @@ from pulls.models import (
     Membership,
     Role,
 )
-from pulls.runner import run_chunk
 from pulls.services import job_create, job_mark_urgent, node_echo
+from pulls.workers.runner import run_chunk
 from tests.conftest import SCP_PORT, Worker, find_job, make_node, retrieval_job, wait_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
@@ -293,8 +294,8 @@ def test_a_chunk_goes_to_its_queue_only(redis_url):
     delivered to the bulk workers (nor the other way round)."""
     import redis as redis_lib
 
-    from pulls.queueing import Chunk
-    from pulls.tasks import enqueue_chunks
+    from pulls.jobs.queueing import Chunk
+    from pulls.workers.tasks import enqueue_chunks
 
     broker = redis_lib.Redis.from_url(redis_url)
     before = {q: broker.llen(q) for q in (QUEUE_INTERACTIVE, QUEUE_BULK)}

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from pulls.cli import run_inline
+from pulls.cli.inline import run_inline
 from pulls.dicom.receiving import UNREQUESTED
 from pulls.models import AuditAction, AuditEvent, JobKind, JobStatus
-from pulls.quarantine import staging_sweep
+from pulls.retrieval.quarantine import staging_sweep
 from pulls.services import job_create
 from tests.conftest import make_node, retrieval_job, small_tmpfs
 from tests.pulls.retrieval_support import QUIET, assert_project_holds_exactly

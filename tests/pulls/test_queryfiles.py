@@ -6,7 +6,7 @@ import json
 import pytest
 from openpyxl import Workbook
 
-from pulls.queryfiles import parse_query_file
+from pulls.queries.files import parse_query_file
 
 
 def _xlsx(rows: list[list[object]]) -> bytes:

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from pulls import items, queueing
+from pulls.jobs import items, queueing
 from pulls.models import FindResult, ItemStatus, Job, JobItem, JobKind, JobStatus
 from pulls.services import job_create
-from pulls.tasks import enqueue_chunks
+from pulls.workers.tasks import enqueue_chunks
 from tests.conftest import make_node, wait_for
 
 
@@ -188,7 +188,7 @@ def test_the_reconciler_requeues_an_expired_lease_and_a_worker_finishes_it(
 
 
 def test_a_worker_rechecks_access_before_sending_anything(alice, project, orthanc_node):
-    from pulls.runner import run_chunk
+    from pulls.workers.runner import run_chunk
 
     job = _job(owner=alice, project=project, node=orthanc_node, rows=[{"PatientID": "1"}])
     orthanc_node.granted_users.remove(alice)
@@ -309,8 +309,8 @@ def test_a_big_job_is_started_with_its_first_chunks_and_a_worker_sends_the_rest(
     exactly one chunk message, in row order."""
     import redis as redis_lib
 
-    from pulls import tasks
     from pulls.services import job_start
+    from pulls.workers import tasks
 
     monkeypatch.setitem(queueing.CHUNK_SIZES, "find", 2)
     monkeypatch.setattr(queueing, "ENQUEUE_AT_ONCE", 3)
@@ -508,7 +508,7 @@ def test_the_jobs_counters_move_while_a_chunk_works_without_holding_it_up(
     chunk asks (every second), brings the job's counters up to date, while the
     chunk's own thread goes on with the next transfer."""
     from pulls.models import AuditAction
-    from pulls.outcomes import RowFinisher
+    from pulls.workers.outcomes import RowFinisher
 
     job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}] * 3)
     Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
@@ -542,8 +542,8 @@ def test_a_jobs_last_rows_are_written_as_soon_as_they_are_finished(
     written at once, and each later row as soon as it is finished. The job
     ends with its last transfer, not a batch later. (An hour here: the waits
     below give up after a minute, long before a batch would be due.)"""
-    from pulls import outcomes
     from pulls.models import AuditAction
+    from pulls.workers import outcomes
 
     monkeypatch.setattr(outcomes, "_WRITE_WITHIN", 3600.0)
     job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}] * 3)

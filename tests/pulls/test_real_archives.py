@@ -11,9 +11,9 @@ import pytest
 from django.conf import settings
 from pydicom import dcmread
 
-from pulls.cli import run_inline
-from pulls.manifests import manifest_chunks
+from pulls.cli.inline import run_inline
 from pulls.models import ItemStatus, JobStatus, RetrievedInstance
+from pulls.retrieval.manifests import manifest_chunks
 from pulls.sandbox.corpus import Corpus, generate_corpus
 from pulls.sandbox.dcmqrscp import Dcmqrscp
 from pulls.sandbox.orthanc import Orthanc
@@ -301,7 +301,7 @@ def test_a_query_value_beyond_ascii_is_sent_in_the_nodes_character_set(
     ISO_IR 192 (the node's default) and matches; a node set to Latin-1 refuses a
     Cyrillic value at upload, naming the row, the key and the fix."""
     from pulls.models import FindResult, JobKind
-    from pulls.queryfiles import parse_query_file
+    from pulls.queries.files import parse_query_file
     from pulls.services import job_create
 
     node = _node(request, "orthanc", alice)

@@ -3,7 +3,7 @@
 import pytest
 from django.conf import settings
 
-from pulls.cli import run_inline
+from pulls.cli.inline import run_inline
 from pulls.models import JobKind
 from pulls.sandbox.orthanc import Orthanc
 from pulls.services import job_create

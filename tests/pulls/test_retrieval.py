@@ -10,9 +10,8 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from pulls.cli import run_inline
+from pulls.cli.inline import run_inline
 from pulls.dicom.receiving import Placed
-from pulls.manifests import COLUMNS, manifest_chunks
 from pulls.models import (
     AuditAction,
     AuditEvent,
@@ -22,7 +21,8 @@ from pulls.models import (
     JobStatus,
     RetrievedInstance,
 )
-from pulls.records import record_instances
+from pulls.retrieval.manifests import COLUMNS, manifest_chunks
+from pulls.retrieval.records import record_instances
 from pulls.services import job_create, job_retry_failed, retrieval_create_from_find
 from tests.conftest import SCP_PORT, make_node, retrieval_job
 from tests.pulls.retrieval_support import QUIET, assert_project_holds_exactly
@@ -423,7 +423,7 @@ def test_retrieve_these_from_the_find_page(
 def test_pause_holds_the_work_and_resume_releases_it(
     client, orthanc, storage, alice, bob, project, dicom_data
 ):
-    from pulls.runner import run_chunk
+    from pulls.workers.runner import run_chunk
 
     node = make_node("ORTHANC", orthanc.dicom_port, "ORTHANC")
     node.granted_users.add(alice, bob)

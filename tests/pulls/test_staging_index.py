@@ -4,7 +4,7 @@ import os
 
 from pulls.dicom.staging import INDEX_NAME, staged_index, study_dir
 from pulls.dicom.storage_scp import StorageSCP
-from pulls.retrieval import _place_staged
+from pulls.retrieval.work import _place_staged
 from pulls.sandbox.procs import free_port
 from tests.pulls.test_storage_scp import _send
 

@@ -7,7 +7,7 @@ from celery.signals import task_postrun, task_prerun
 from django.db import connection
 
 from portal.celery import app
-from pulls.tasks import run_items
+from pulls.workers.tasks import run_items
 
 
 def _task_boundary() -> None:

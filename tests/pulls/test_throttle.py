@@ -6,10 +6,11 @@ from types import SimpleNamespace
 import pytest
 from django.db import connection
 
-from pulls import queueing, throttle
+from pulls.jobs import queueing
+from pulls.limits import throttle
 from pulls.models import ItemStatus, Job, JobKind, JobStatus, RetrievedInstance
-from pulls.runner import run_chunk
 from pulls.services import job_create
+from pulls.workers.runner import run_chunk
 from tests.conftest import SCP_PORT, Worker, find_job, make_node, retrieval_job, wait_for
 from tests.pulls.scripted_pacs import ScriptedPacs
 
@@ -236,7 +237,7 @@ def test_suspending_a_node_stops_a_transfer_in_flight(
     no further one before the C-CANCEL has come (a minute at most): however
     slow the machine, the cancel must come from the suspension."""
     from pulls.models import PacsNode
-    from pulls.retrieval import StallGuard
+    from pulls.retrieval.work import StallGuard
 
     settings.PACSNPULL_STAGING_DIR = staging
     settings.PACSNPULL_STORAGE_ROOT = tmp_path / "storage"

@@ -7,10 +7,10 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from pulls import items
+from pulls.jobs import items
+from pulls.limits.windows import window_closes, window_next_opening, window_open, windows_parse
 from pulls.models import ItemStatus
-from pulls.runner import run_chunk
-from pulls.windows import window_closes, window_next_opening, window_open, windows_parse
+from pulls.workers.runner import run_chunk
 from tests.conftest import SCP_PORT, find_job, make_node
 from tests.pulls.scripted_pacs import ScriptedPacs
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from pulls.cli import database_ready, seed_config
+from pulls.cli.inline import database_ready, seed_config
 from pulls.services import cli_setup, node_echo
 
 

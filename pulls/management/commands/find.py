@@ -9,10 +9,16 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pulls import throttle
-from pulls.cli import database_ready, load_inputs, output_folder, run_inline, write_find_results
+from pulls.cli.inline import (
+    database_ready,
+    load_inputs,
+    output_folder,
+    run_inline,
+    write_find_results,
+)
+from pulls.cli.seedconfig import describe_limits
+from pulls.limits import throttle
 from pulls.models import JobKind
-from pulls.seedconfig import describe_limits
 from pulls.services import cli_setup, job_create
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pulls import throttle
-from pulls.cli import (
+from pulls.cli.inline import (
     database_ready,
     load_inputs,
     output_folder,
@@ -23,13 +22,14 @@ from pulls.cli import (
     write_find_results,
     write_retrieval_results,
 )
+from pulls.cli.seedconfig import describe_limits
 from pulls.dicom import PacsError, Peer, echo
 from pulls.dicom.storage_scp import StorageSCP
-from pulls.forms import retrieval_problems
+from pulls.limits import throttle
 from pulls.models import JobKind
 from pulls.sandbox.procs import port_open
-from pulls.seedconfig import describe_limits
 from pulls.services import cli_project, cli_setup, job_create, retrieval_create_from_find
+from pulls.web.forms import retrieval_problems
 
 
 def _direct(rows: list[dict[str, str]], numbers: list[int], *, patient_root: bool) -> bool:

@@ -1,4 +1,8 @@
-"""Celery tasks: thin, take ids, call a service, return a short status string."""
+"""Celery tasks: thin, take ids, call a service, return a short status string.
+
+Their names are kept as they were when this module was ``pulls.tasks``
+(``TASK_NAMES``): messages queued by a portal of an earlier version are
+worked by this one, and the settings route and schedule them by name."""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ from celery.signals import task_postrun, task_prerun, worker_process_init
 from django.db import close_old_connections, connections
 from kombu.exceptions import KombuError
 
-from pulls import items, quarantine, queueing, runner
+from pulls.jobs import items, queueing
 from pulls.models import QUEUE_BULK, QUEUE_INTERACTIVE
+from pulls.retrieval import quarantine
+from pulls.workers import runner
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +43,21 @@ def enqueue_rest(job_id: int, after_row: int) -> None:
         raise queueing.QueueUnreachable(str(exc)) from exc
 
 
-@shared_task(acks_late=True)
+# The names messages carry (see above).
+TASK_NAMES = {
+    "queue_rest": "pulls.tasks.queue_rest",
+    "run_items": "pulls.tasks.run_items",
+    "reconcile": "pulls.tasks.reconcile",
+}
+
+
+@shared_task(name=TASK_NAMES["queue_rest"], acks_late=True)
 def queue_rest(job_id: int, after_row: int) -> str:
     sent = queueing.items_enqueue_after(job_id, after_row, enqueue=enqueue_chunks)
     return f"job {job_id}: {sent} more rows queued"
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=TASK_NAMES["run_items"], bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_items(self, item_ids: list[int]) -> str:
     message = runner.run_chunk(item_ids)
     if message.startswith(runner.DEFERRED_SOON):
@@ -60,7 +74,7 @@ def run_items(self, item_ids: list[int]) -> str:
     return message
 
 
-@shared_task(acks_late=True)
+@shared_task(name=TASK_NAMES["reconcile"], acks_late=True)
 def reconcile() -> str:
     counts = items.items_reconcile(enqueue=enqueue_chunks)
     swept = quarantine.staging_sweep()

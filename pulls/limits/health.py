@@ -21,8 +21,8 @@ from celery.signals import worker_ready
 from django.conf import settings
 from django.utils import timezone
 
-from pulls import throttle
-from pulls import windows as windows_lib
+from pulls.limits import throttle
+from pulls.limits import windows as windows_lib
 from pulls.models import PacsNode
 
 log = logging.getLogger(__name__)

@@ -10,10 +10,13 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from pulls import exports, health, manifests, progress, selectors, services
-from pulls.audit import audit_record
-from pulls.forms import FindJobForm
+from pulls import selectors, services
+from pulls.audit.events import audit_record
+from pulls.jobs import exports, progress
+from pulls.limits import health
 from pulls.models import ACTIVE_JOB_STATUSES, AuditAction, ItemStatus, JobKind, Role
+from pulls.retrieval import manifests
+from pulls.web.forms import FindJobForm
 
 
 class SmallControlsMixin:

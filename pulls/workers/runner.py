@@ -13,9 +13,6 @@ from django.conf import settings
 from django.utils import timezone
 from pydicom.dataset import Dataset
 
-from pulls import items as item_life
-from pulls import queueing, throttle
-from pulls import windows as windows_lib
 from pulls.dicom import PacsError, Peer, Session
 from pulls.dicom.identifiers import (
     IdentifierError,
@@ -26,6 +23,11 @@ from pulls.dicom.identifiers import (
 from pulls.dicom.proposals import association_request_prepare
 from pulls.dicom.receiving import ProjectWriter
 from pulls.dicom.staging import remove_cut_writes
+from pulls.jobs import items as item_life
+from pulls.jobs import queueing
+from pulls.jobs.space import DiskFull
+from pulls.limits import throttle
+from pulls.limits import windows as windows_lib
 from pulls.models import (
     QUEUE_INTERACTIVE,
     AuditAction,
@@ -36,15 +38,14 @@ from pulls.models import (
     JobStatus,
     PacsNode,
 )
-from pulls.outcomes import RowFinisher, pause_for_disk, record_failure
-from pulls.retrieval import (
+from pulls.retrieval.work import (
     SUSPENDED,
-    DiskFull,
     JobStopped,
     prepare_rows,
     retrieve_item,
     storage_classes_known,
 )
+from pulls.workers.outcomes import RowFinisher, pause_for_disk, record_failure
 
 log = logging.getLogger(__name__)
 

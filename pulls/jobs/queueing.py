@@ -2,7 +2,7 @@
 each with a priority from its first row, all of one call in one go.
 
 The queue itself is reached through the ``enqueue`` callables that
-``pulls.tasks`` passes in, so this module stays importable without Celery.
+``pulls.workers.tasks`` passes in, so this module stays importable without Celery.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Chunk:
 
 
 # How the queue is reached (the chunks of one call, sent together): set by
-# pulls.tasks.
+# pulls.workers.tasks.
 Enqueue = Callable[[list[Chunk]], None]
 # A chunk's priority on its queue (Redis hands out 0 first, then 3, 6, 9), from
 # the number of the first row it carries: a job's first rows go ahead of other

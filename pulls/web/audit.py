@@ -15,8 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from pulls import selectors
-from pulls.audit import audit_record
-from pulls.exports import csv_stream
+from pulls.audit.events import audit_record
+from pulls.jobs.exports import csv_stream
 from pulls.models import AuditAction, AuditEvent
 
 EXPORT_COLUMNS = [

@@ -1,6 +1,6 @@
 """Node, limit, grant and membership changes go to the audit log, whichever
 code path makes them (the admin, a service, the shell): model signals, with
-the person taken from the request being served (pulls.audit.current_request).
+the person taken from the request being served (pulls.audit.events.current_request).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from pulls.audit import audit_record
+from pulls.audit.events import audit_record
 from pulls.models import AuditAction, Membership, PacsNode
 
 # Fields of a node whose changes are recorded (all but bookkeeping).

@@ -18,11 +18,11 @@ import uuid
 
 from django.db import connection, connections, transaction
 
-from pulls import items as item_life
-from pulls.audit import audit_event, audit_record_many
+from pulls.audit.events import audit_event, audit_record_many
 from pulls.dicom import PacsError
+from pulls.jobs import items as item_life
+from pulls.jobs.space import DiskFull
 from pulls.models import AuditAction, AuditEvent, Job, JobItem, JobStatus
-from pulls.retrieval import DiskFull
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,8 @@
 from django.urls import path, re_path
 
-from pulls import audit_views, project_views, views
+from pulls.web import audit as audit_views
+from pulls.web import projects as project_views
+from pulls.web import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),

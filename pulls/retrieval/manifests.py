@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from django.db.models import Q
 
-from pulls.exports import csv_stream
+from pulls.jobs.exports import csv_stream
 from pulls.models import Job, RetrievedInstance
 
 COLUMNS = [

@@ -15,7 +15,7 @@ _HOLDING = ("allowed_windows", "retrievals_per_hour", "suspended")
 
 @receiver(post_save, sender=PacsNode, dispatch_uid="node_limits_release_held_rows")
 def _release_held_rows(sender, instance: PacsNode, created: bool, raw=False, **kwargs) -> None:
-    before = getattr(instance, "_audit_before", None)  # set by pulls.change_audit
+    before = getattr(instance, "_audit_before", None)  # set by pulls.audit.changes
     if raw or created or before is None:
         return
     if all(before[field] == getattr(instance, field) for field in _HOLDING):

@@ -5,7 +5,7 @@ from django.conf import settings
 
 from pulls import selectors
 from pulls.dicom.identifiers import LEVELS
-from pulls.queryfiles import ParsedQueries, human_size, parse_query_file
+from pulls.queries.files import ParsedQueries, human_size, parse_query_file
 
 # How many problems the form lists before "and N more".
 _SHOWN_PROBLEMS = 50

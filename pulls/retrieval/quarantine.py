@@ -23,7 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from pulls.audit import audit_record
+from pulls.audit.events import audit_record
 from pulls.dicom.paths import safe_component
 from pulls.dicom.receiving import UNREQUESTED, Placed
 from pulls.dicom.staging import INDEX_NAME, TEMP_PREFIX, remove_cut_writes

@@ -11,7 +11,6 @@ import errno
 import functools
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from pulls.dicom import (
 )
 from pulls.dicom.client import Progress, RetrieveResult
 from pulls.dicom.completeness import assess, wait_for_arrivals
-from pulls.dicom.counting import StudyCount, count_instances, count_studies
+from pulls.dicom.counting import StudyCount, count_one, count_studies
 from pulls.dicom.getting import get_as_stored
 from pulls.dicom.identifiers import retrieve_identifier
 from pulls.dicom.placement import header_keys, place_instance
@@ -42,7 +41,9 @@ from pulls.dicom.staging import (
     staged_names,
     study_dir,
 )
-from pulls.items import Outcome, Pending
+from pulls.jobs.items import Outcome, Pending
+from pulls.jobs.space import DiskFull, check_free_space
+from pulls.limits.throttle import count_ahead_turn
 from pulls.models import (
     ItemStatus,
     Job,
@@ -51,15 +52,14 @@ from pulls.models import (
     JobStatus,
     Project,
 )
-from pulls.quarantine import set_aside_unrequested
-from pulls.records import (
+from pulls.retrieval.quarantine import set_aside_unrequested
+from pulls.retrieval.records import (
     of_row,
     present_by_study,
     present_count,
     present_sops,
     record_instances,
 )
-from pulls.throttle import count_ahead_turn
 
 log = logging.getLogger(__name__)
 
@@ -72,30 +72,6 @@ class IncompleteRetrieval(PacsError):
     def __init__(self, message: str, **counts: int) -> None:
         super().__init__(message)
         self.counts = counts
-
-
-class DiskFull(Exception):
-    """The project's storage (or the staging area) is full: the job pauses."""
-
-
-def free_bytes(path: Path) -> int:
-    """Free space of the file system holding ``path`` (or its nearest existing parent)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
-def check_free_space(project: Project, *, then: str = "resume the job") -> None:
-    """DiskFull when the project's disk or the staging area's has less than
-    PACSNPULL_MIN_FREE_BYTES free; its message ends with what to do ``then``."""
-    minimum = settings.PACSNPULL_MIN_FREE_BYTES
-    for path in (project.storage_dir, settings.PACSNPULL_STAGING_DIR):
-        free = free_bytes(path)
-        if free < minimum:
-            raise DiskFull(
-                f"only {free / 1e6:.1f} MB free on the disk of {path}; at least "
-                f"{minimum / 1e6:.0f} MB are needed: free some space, then {then}"
-            )
 
 
 # JobStopped.status when an operator suspended the node during the transfer.
@@ -477,10 +453,13 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
     elif getattr(item, "expected_now", None) is not None:
         expected = item.expected_now  # counted with the rows around it (prepare_rows)
     else:
-        expected = count_instances(
+        counted = count_one(
             session, study_uid=study, series_uid=series, patient_id=keys.get("PatientID"),
-            model=model,
+            model=model, classes=job.kind == JobKind.GET,
         )  # fmt: skip
+        expected = counted.instances
+        if counted.sop_classes:
+            item.classes_now = "\\".join(counted.sop_classes)
     present = getattr(item, "present_now", None)
     if present is None:
         present = present_sops(job.project, study, series)

@@ -21,7 +21,7 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import F, Q
 from django.utils import timezone
 
-from pulls import queueing
+from pulls.jobs import queueing
 from pulls.models import (
     ACTIVE_JOB_STATUSES,
     FINAL_ITEM_STATUSES,

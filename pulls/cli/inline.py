@@ -16,10 +16,11 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.text import slugify
 
-from pulls import exports, items, queueing, runner
+from pulls.cli.seedconfig import ConfigError, SeedConfig, load_seed_config
+from pulls.jobs import exports, items, queueing
 from pulls.models import ItemStatus, Job, JobItem, JobStatus
-from pulls.queryfiles import ParsedQueries, parse_query_file
-from pulls.seedconfig import ConfigError, SeedConfig, load_seed_config
+from pulls.queries.files import ParsedQueries, parse_query_file
+from pulls.workers import runner
 
 
 def database_ready(say: Callable[[str], None]) -> None:
