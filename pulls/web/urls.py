@@ -26,8 +26,10 @@ urlpatterns = [
     path("jobs/<uuid:code>/resume/", views.job_resume, name="job_resume"),
     path("jobs/<uuid:code>/retrieve/", views.job_retrieve, name="job_retrieve"),
     path("jobs/<uuid:code>/manifest.csv", views.job_manifest, name="job_manifest"),
+    # The code as Django's uuid converter takes it: a malformed one is a 404.
     re_path(
-        r"^jobs/(?P<code>[0-9a-f-]{36})/matches\.(?P<fmt>csv|xlsx)$",
+        r"^jobs/(?P<code>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+        r"/matches\.(?P<fmt>csv|xlsx)$",
         views.job_export,
         name="job_export",
     ),

@@ -153,8 +153,12 @@ def job_new(request: HttpRequest) -> HttpResponse:
             source_name=form.cleaned_data["query_file"].name,
             request=request,
         )
+        merged = parsed.merged_text()
         messages.info(
-            request, f"{len(parsed.rows)} rows are valid. Check the preview, then start the job."
+            request,
+            f"{len(parsed.rows)} rows are valid"
+            + (f" ({merged})" if merged else "")
+            + ". Check the preview, then start the job.",
         )
         return redirect("job_detail", code=job.code)
     return render(request, "pulls/job_new.html", {"form": form, "nav": "new"})

@@ -169,8 +169,10 @@ def test_the_live_rows_fragment_keeps_the_filter_and_shows_statuses(client, alic
     assert f'data-live-url="/jobs/{job.code}/rows/?status=done"' in page
 
 
-def _portal_urls():
-    """Every URL the portal's own apps define, with placeholder arguments."""
+def _portal_urls(code: str | None = None):
+    """Every URL the portal's own apps define, with placeholder arguments
+    (``code``: what stands in for a job's or node's code)."""
+    import re
     import uuid
 
     from django.urls import URLPattern, URLResolver, get_resolver
@@ -184,14 +186,14 @@ def _portal_urls():
             elif isinstance(entry, URLPattern):
                 yield entry.name, prefix + str(entry.pattern)
 
-    code = str(uuid.uuid4())
+    code = code or str(uuid.uuid4())
     for name, route in walk(get_resolver().url_patterns):
+        url = re.sub(r"\(\?P<code>[^)]*\)", code, route)
         url = (
-            route.replace("<uuid:code>", code)
+            url.replace("<uuid:code>", code)
             .replace("<slug:slug>", "some-project")
             .replace("^", "")
             .replace("$", "")
-            .replace("(?P<code>[0-9a-f-]{36})", code)
             .replace("(?P<fmt>csv|xlsx)", "csv")
             .replace("\\.", ".")
         )
@@ -212,3 +214,17 @@ def test_no_portal_page_answers_without_a_login(client):
             assert response["Location"].startswith("/accounts/login/"), (name, url)
         checked += 1
     assert checked >= 20
+
+
+@pytest.mark.parametrize("bad", ["-" * 36, "z" * 36, "0" * 35, "0" * 8 + "-" * 28])
+def test_a_malformed_code_in_any_url_is_a_404(client, alice, bad):
+    """Codes that are not UUIDs, in every URL that takes one: 404, never a 500."""
+    client.force_login(alice)
+    checked = 0
+    for name, url in _portal_urls(code=bad):
+        if bad not in url:
+            continue
+        response = client.get(url)
+        assert response.status_code == 404, (name, url, response.status_code)
+        checked += 1
+    assert checked >= 10
