@@ -113,6 +113,31 @@ def job_matches(
     return matches.order_by(*MATCH_SORTS.get(sort, MATCH_SORTS["row"])).select_related("item")
 
 
+def filters_without_keys(
+    *, job: Job, modality: str = "", description: str = "", date_from=None, date_to=None, **_
+) -> list[str]:
+    """Filters that name a key the PACS returned for none of the job's matches
+    (they would keep nothing, and the person should know why)."""
+    matches = FindResult.objects.filter(job=job)
+    said = []
+    if modality and not matches.exclude(modality="").exists():
+        said.append("Modality (nor ModalitiesInStudy)")
+    if (
+        description
+        and not matches.filter(
+            Q(attributes__StudyDescription__gt="") | Q(attributes__SeriesDescription__gt="")
+        ).exists()
+    ):
+        said.append("StudyDescription (nor SeriesDescription)")
+    if (date_from or date_to) and not matches.exclude(study_date=None).exists():
+        said.append("StudyDate")
+    return [
+        f"the PACS returned no {key} for any of these matches, so a filter on it keeps "
+        "nothing: clear that filter, or ask an operator whether the node leaves the key out"
+        for key in said
+    ]
+
+
 def job_list_for_user(*, user: User) -> QuerySet[Job]:
     jobs = Job.objects.select_related("project", "node", "owner")
     if user.is_operator:

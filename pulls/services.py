@@ -405,7 +405,14 @@ def retrieval_create_from_find(
                 "These matches have no StudyInstanceUID: run the find again with "
                 "StudyInstanceUID as a return key (an empty column)."
             )
-        raise ValidationError("No matches to retrieve with these filters.")
+        missing = selectors.filters_without_keys(
+            job=find_job, modality=modality, description=description, date_from=date_from,
+            date_to=date_to,
+        )  # fmt: skip
+        raise ValidationError(
+            "No matches to retrieve with these filters"
+            + (f": {'; '.join(missing)}." if missing else ".")
+        )
     kind = JobKind.GET if method == "get" else JobKind.MOVE
     return job_create(
         kind=kind,

@@ -168,30 +168,41 @@ def _page(request: HttpRequest, queryset, param: str, per_page: int = 50):
     return Paginator(queryset, per_page).get_page(request.GET.get(param))
 
 
-@login_required
-def job_detail(request: HttpRequest, code: str) -> HttpResponse:
-    job = selectors.job_get_for_user(user=request.user, code=code)
+def _job_page(
+    request: HttpRequest, job, *, retrieve_form: RetrieveForm | None = None, status: int = 200
+) -> HttpResponse:
     role = selectors.project_role_for(user=request.user, project=job.project)
-    status = request.GET.get("status", "")
+    row_status = request.GET.get("status", "")
     filters = MatchFilterForm(request.GET or None)
-    match_args = filters.cleaned_data if filters.is_valid() else {}
+    cleaned = filters.cleaned_data if filters.is_valid() else {}
+    match_args = {k: v for k, v in cleaned.items() if v}
+    matches = _page(request, selectors.job_matches(job=job, **match_args), "matches_page")
     context = {
         "job": job,
         "can_write": role in (Role.OWNER, Role.MEMBER),
-        "rows": _page(request, selectors.job_items(job=job, status=status), "rows_page"),
-        "row_status": status,
+        "rows": _page(request, selectors.job_items(job=job, status=row_status), "rows_page"),
+        "row_status": row_status,
         "row_statuses": ItemStatus.choices,
-        "matches": _page(
-            request,
-            selectors.job_matches(job=job, **{k: v for k, v in match_args.items() if v}),
-            "matches_page",
-        ),
+        "matches": matches,
         "filters": filters,
-        "retrieve_form": RetrieveForm(initial={"method": job.node.retrieve_method}),
+        # Filters that keep nothing because the PACS did not return their key.
+        "filter_notes": (
+            selectors.filters_without_keys(job=job, **match_args)
+            if match_args and not matches.paginator.count
+            else []
+        ),
+        "retrieve_form": retrieve_form
+        or RetrieveForm(initial={"method": job.node.retrieve_method}),
         "progress": progress.job_progress(job),
         "nav": "jobs",
     }
-    return render(request, "pulls/job_detail.html", context)
+    return render(request, "pulls/job_detail.html", context, status=status)
+
+
+@login_required
+def job_detail(request: HttpRequest, code: str) -> HttpResponse:
+    job = selectors.job_get_for_user(user=request.user, code=code)
+    return _job_page(request, job)
 
 
 def _job_action(request: HttpRequest, code: str, action, done: str) -> HttpResponse:
@@ -288,16 +299,16 @@ def job_export(request: HttpRequest, code: str, fmt: str) -> HttpResponse:
 def job_retrieve(request: HttpRequest, code: str) -> HttpResponse:
     find_job = selectors.job_get_for_user(user=request.user, code=code)
     form = RetrieveForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Check the retrieval options.")
-        return redirect("job_detail", code=find_job.code)
-    try:
-        job = services.retrieval_create_from_find(
-            find_job=find_job, user=request.user, request=request, **form.cleaned_data
-        )
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-        return redirect("job_detail", code=find_job.code)
+    if form.is_valid():
+        try:
+            job = services.retrieval_create_from_find(
+                find_job=find_job, user=request.user, request=request, **form.cleaned_data
+            )
+        except ValidationError as exc:
+            form.add_error(None, " ".join(exc.messages))
+    if form.errors:
+        # The job page again, the form as it was typed, saying what is wrong.
+        return _job_page(request, find_job, retrieve_form=form, status=400)
     messages.info(request, f"{job.items_total} items to retrieve. Start the job when ready.")
     return redirect("job_detail", code=job.code)
 

@@ -143,7 +143,10 @@ def test_every_job_endpoint_for_owner_viewer_and_outsider(
         assert response.status_code == reads, (who, suffix)
     for suffix in JOB_WRITES:
         response = client.post(f"/jobs/{job.code}/{suffix}", {"method": "move", "level": "STUDY"})
-        assert response.status_code == writes, (who, suffix)
+        # The owner's "retrieve these" of a find with no matches: the page again,
+        # saying so, with the form as it was sent.
+        expected = 400 if (who, suffix) == ("alice", "retrieve/") else writes
+        assert response.status_code == expected, (who, suffix)
     # Reads are audited only for those who may read.
     exports = AuditEvent.objects.filter(action=AuditAction.EXPORT, actor=user).count()
     assert exports == (3 if reads == 200 else 0)
