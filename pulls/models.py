@@ -257,6 +257,10 @@ class Job(models.Model):
     status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.DRAFT)
     title = models.CharField(max_length=200, blank=True)
     source_name = models.CharField(max_length=255, blank=True, help_text="Uploaded file name.")
+    # The job whose failed rows this one's file corrected (the failed-rows round trip).
+    follows = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="followed_by"
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
     )

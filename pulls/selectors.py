@@ -12,6 +12,8 @@ from pulls.models import (
     ItemStatus,
     Job,
     JobItem,
+    JobKind,
+    JobStatus,
     Membership,
     PacsNode,
     Project,
@@ -136,6 +138,16 @@ def filters_without_keys(
         "nothing: clear that filter, or ask an operator whether the node leaves the key out"
         for key in said
     ]
+
+
+def job_rows_to_correct(*, job: Job) -> int:
+    """Rows of a finished job that failed or (a find's) matched nothing."""
+    if job.status not in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
+        return 0
+    wanted = Q(status=ItemStatus.FAILED)
+    if job.kind == JobKind.FIND:
+        wanted |= Q(status=ItemStatus.DONE, matches=0)
+    return job.items.filter(wanted).count()
 
 
 def job_list_for_user(*, user: User) -> QuerySet[Job]:

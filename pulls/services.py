@@ -100,10 +100,12 @@ def job_create(
     title: str = "",
     source_name: str = "",
     start: bool = False,
+    follows: Job | None = None,
     request: HttpRequest | None = None,
 ) -> Job:
     """Save a job with one item per row, as a draft to preview or started at once.
-    ``expected`` and ``sop_classes``: what a find said of each row's study."""
+    ``expected`` and ``sop_classes``: what a find said of each row's study;
+    ``follows``: the job whose failed rows these correct."""
     _require_writer(user=owner, project=project)
     _require_node(user=owner, node=node)
     with transaction.atomic():
@@ -115,6 +117,7 @@ def job_create(
             title=title[:200],
             source_name=source_name[:255],
             status=JobStatus.DRAFT,
+            follows=follows,
         )
         numbers = row_numbers or range(1, len(rows) + 1)
         counts = expected or [0] * len(rows)
@@ -125,7 +128,12 @@ def job_create(
             job=job,
             user=owner,
             request=request,
-            details={"kind": kind, "rows": len(rows), "file": source_name},
+            details={
+                "kind": kind,
+                "rows": len(rows),
+                "file": source_name,
+                **({"follows": str(follows.code)} if follows is not None else {}),
+            },  # fmt: skip
         )
         if start:
             _start(job)

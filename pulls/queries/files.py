@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pulls.dicom.identifiers import DEFAULT_QUERY_CHARACTER_SET, LEVELS, row_errors
-from pulls.queries.readers import READERS, Problem, QueryFileError
+from pulls.queries.readers import NOTE, READERS, Problem, QueryFileError
 
 FORMATS = ("json", "csv", "xlsx")
 # Patient-level queries need one of these with an exact value: a bare or wildcard
@@ -111,7 +111,7 @@ def check_rows(
         if count > max_rows:
             report(Problem(None, "", f"has more than {max_rows} rows: split it into several files"))
             break
-        row = {k: v for k, v in row.items() if k}
+        row = {k: v for k, v in row.items() if k and not k.startswith(NOTE)}
         level = row.get("QueryRetrieveLevel", "").strip().upper() or default_level
         if level:
             row["QueryRetrieveLevel"] = level

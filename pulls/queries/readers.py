@@ -39,6 +39,9 @@ class QueryFileError(ValueError):
 
 Rows = Iterator[tuple[int, dict[str, str] | Problem]]
 
+# A column or key whose name starts with it is a note (the reason a row failed,
+# in a file of failed rows to correct): read past, never queried.
+NOTE = "#"
 # No DICOM value needs more (a UID list of a thousand UIDs does not).
 MAX_CELL = 65_536
 MAX_COLUMNS = 256
@@ -204,6 +207,8 @@ def json_rows(data: bytes) -> Rows:
         row: dict[str, str] = {}
         problem = None
         for key, value in item.items():
+            if str(key).strip().startswith(NOTE):
+                continue
             got = _value(n, str(key).strip(), value)
             if isinstance(got, Problem):
                 problem = problem or got

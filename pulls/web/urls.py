@@ -26,6 +26,13 @@ urlpatterns = [
     path("jobs/<uuid:code>/resume/", views.job_resume, name="job_resume"),
     path("jobs/<uuid:code>/retrieve/", views.job_retrieve, name="job_retrieve"),
     path("jobs/<uuid:code>/manifest.csv", views.job_manifest, name="job_manifest"),
+    re_path(
+        r"^jobs/(?P<code>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+        r"/failed\.(?P<fmt>csv|json|xlsx)$",
+        views.job_failed_rows,
+        name="job_failed_rows",
+    ),
+    re_path(r"^jobs/example\.(?P<fmt>csv|json|xlsx)$", views.query_example, name="query_example"),
     # The code as Django's uuid converter takes it: a malformed one is a 404.
     re_path(
         r"^jobs/(?P<code>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"

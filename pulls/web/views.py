@@ -15,6 +15,7 @@ from pulls.audit.events import audit_record
 from pulls.jobs import exports, progress
 from pulls.limits import health
 from pulls.models import ACTIVE_JOB_STATUSES, AuditAction, ItemStatus, JobKind, Role
+from pulls.queries import examples
 from pulls.retrieval import manifests
 from pulls.web.forms import FindJobForm
 
@@ -138,7 +139,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
         request.POST or None,
         request.FILES or None,
         user=request.user,
-        initial={"project": request.GET.get("project")},
+        initial={"project": request.GET.get("project"), "follows": request.GET.get("follows")},
     )
     if request.method == "POST" and form.is_valid():
         parsed = form.parsed
@@ -150,7 +151,8 @@ def job_new(request: HttpRequest) -> HttpResponse:
             rows=parsed.rows,
             row_numbers=parsed.numbers,
             title=form.cleaned_data["title"],
-            source_name=form.cleaned_data["query_file"].name,
+            source_name=form.source_name,
+            follows=form.followed,
             request=request,
         )
         merged = parsed.merged_text()
@@ -194,6 +196,8 @@ def _job_page(
         "retrieve_form": retrieve_form
         or RetrieveForm(initial={"method": job.node.retrieve_method}),
         "progress": progress.job_progress(job),
+        "failed_format": examples.format_of(job.source_name),
+        "rows_to_correct": selectors.job_rows_to_correct(job=job),
         "nav": "jobs",
     }
     return render(request, "pulls/job_detail.html", context, status=status)
@@ -311,6 +315,35 @@ def job_retrieve(request: HttpRequest, code: str) -> HttpResponse:
         return _job_page(request, find_job, retrieve_form=form, status=400)
     messages.info(request, f"{job.items_total} items to retrieve. Start the job when ready.")
     return redirect("job_detail", code=job.code)
+
+
+@login_required
+def job_failed_rows(request: HttpRequest, code: str, fmt: str) -> HttpResponse:
+    """The rows that failed or matched nothing, as a query file in the format the
+    job came in (or the one asked), with the reason in a note column: to correct
+    and upload again as a job that follows this one."""
+    job = selectors.job_get_for_user(user=request.user, code=code)
+    columns, rows = exports.failed_rows(job)
+    audit_record(
+        action=AuditAction.EXPORT,
+        request=request,
+        job=job,
+        target=f"failed.{fmt}",
+        details={"format": fmt, "rows": len(rows)},
+    )
+    response = HttpResponse(
+        examples.query_file(rows, columns, fmt), content_type=examples.FORMATS[fmt]
+    )
+    response["Content-Disposition"] = f'attachment; filename="pacsnpull-{job.code}-failed.{fmt}"'
+    return response
+
+
+@login_required
+def query_example(request: HttpRequest, fmt: str) -> HttpResponse:
+    """An example query file to start from."""
+    response = HttpResponse(examples.example_file(fmt), content_type=examples.FORMATS[fmt])
+    response["Content-Disposition"] = f'attachment; filename="pacsnpull-query-example.{fmt}"'
+    return response
 
 
 @login_required

@@ -192,12 +192,12 @@ def _portal_urls(code: str | None = None):
     code = code or str(uuid.uuid4())
     for name, route in walk(get_resolver().url_patterns):
         url = re.sub(r"\(\?P<code>[^)]*\)", code, route)
+        url = re.sub(r"\(\?P<fmt>(\w+)[^)]*\)", r"\1", url)  # a format: its first
         url = (
             url.replace("<uuid:code>", code)
             .replace("<slug:slug>", "some-project")
             .replace("^", "")
             .replace("$", "")
-            .replace("(?P<fmt>csv|xlsx)", "csv")
             .replace("\\.", ".")
         )
         yield name, "/" + url
