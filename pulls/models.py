@@ -257,6 +257,8 @@ class Job(models.Model):
     status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.DRAFT)
     title = models.CharField(max_length=200, blank=True)
     source_name = models.CharField(max_length=255, blank=True, help_text="Uploaded file name.")
+    # A search of the Search page: a find job kept out of the job lists unless saved.
+    is_search = models.BooleanField(default=False)
     # The job whose failed rows this one's file corrected (the failed-rows round trip).
     follows = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="followed_by"

@@ -62,7 +62,9 @@ class MatchFilterForm(SmallControlsMixin, forms.Form):
 
 def _recent_jobs(request: HttpRequest):
     """The user's own jobs, running ones first, then the latest."""
-    jobs = selectors.job_list_for_user(user=request.user).filter(owner=request.user)
+    jobs = selectors.job_list_for_user(user=request.user).filter(
+        owner=request.user, is_search=False
+    )
     running = list(jobs.filter(status__in=ACTIVE_JOB_STATUSES)[:20])
     recent = list(jobs.exclude(status__in=ACTIVE_JOB_STATUSES)[: max(5, 15 - len(running))])
     return [progress.job_progress(job) for job in running + recent]

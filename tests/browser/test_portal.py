@@ -199,9 +199,7 @@ def test_a_pasted_list_and_its_failed_rows_round_trip(
         ("NO-SUCH-ACC", "matched nothing")
     ]
     corrected = tmp_path / "corrected.csv"
-    corrected.write_text(
-        Path(download.value.path()).read_text().replace("NO-SUCH-ACC", good[1])
-    )
+    corrected.write_text(Path(download.value.path()).read_text().replace("NO-SUCH-ACC", good[1]))
     first = Job.objects.get()
     alice.get_by_role("link", name="Upload the corrected file").click()
     alice.get_by_label("Query file").set_input_files(str(corrected))
@@ -211,3 +209,39 @@ def test_a_pasted_list_and_its_failed_rows_round_trip(
     expect(alice.locator("#job-state")).to_have_text("Done", timeout=60_000)
     follower = Job.objects.exclude(pk=first.pk).get()
     assert follower.follows == first and follower.matches == 1
+
+
+def test_search_expand_tick_and_retrieve(portal, new_page, orthanc_node, dicom_data, tmp_path):
+    """The Search page in a browser: a patient's studies within seconds, one
+    study expanded into its series, one series ticked and retrieved by C-GET;
+    its files arrive in the project."""
+    from django.conf import settings
+
+    patient = sorted(dicom_data.patients)[2]
+    study = sorted({i.study_instance_uid for i in dicom_data.patients[patient]})[0]
+    alice = new_page("alice", "alice-password-1")
+    alice.get_by_role("link", name="Search").click()
+    alice.get_by_label("Patient ID").fill(patient)
+    alice.get_by_role("button", name="Search").click()
+    results = alice.locator("#search-results")
+    expect(results).to_be_visible(timeout=60_000)
+    studies = {i.study_instance_uid for i in dicom_data.patients[patient]}
+    expect(results.locator("tbody tr")).to_have_count(len(studies))
+    screenshot(alice, "search")
+    row = results.locator("tr", has_text=dicom_data.studies[study][0].study_description).first
+    row.get_by_role("button", name="Series").click()
+    expect(alice.get_by_role("heading", name=re.compile("series of"))).to_be_visible()
+    series = alice.locator("#search-results")
+    expect(series.locator("tbody tr")).to_have_count(
+        len({i.series_instance_uid for i in dicom_data.studies[study]}), timeout=60_000
+    )
+    series.locator("input[name=match]").first.check()
+    alice.get_by_label(re.compile("Retrieve the ticked series with")).select_option("get")
+    alice.get_by_role("button", name=re.compile("Retrieve into")).click()
+    expect(alice.locator("#job-state")).to_have_text("Done", timeout=120_000)
+    retrieval = Job.objects.get(kind=JobKind.GET)
+    files = list((settings.PACSNPULL_STORAGE_ROOT / retrieval.project.slug).rglob("*.dcm"))
+    ticked = retrieval.items.get().identifier["SeriesInstanceUID"]
+    assert {p.stem for p in files} == {
+        i.sop_instance_uid for i in dicom_data.studies[study] if i.series_instance_uid == ticked
+    }
