@@ -14,8 +14,10 @@ from pathlib import Path
 HEADER = "QueryRetrieveLevel,PatientID"
 
 
-def _xlsx(sheet_xml: str, *, shared: str | None = None, extra: dict | None = None) -> bytes:
-    """A minimal XLSX around one sheet's XML."""
+def _xlsx(
+    sheet_xml: str | list[bytes], *, shared: str | None = None, extra: dict | None = None
+) -> bytes:
+    """A minimal XLSX around one sheet's XML (a string, or chunks written in turn)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(
@@ -61,7 +63,12 @@ def _xlsx(sheet_xml: str, *, shared: str | None = None, extra: dict | None = Non
             )
             + "</Relationships>",
         )
-        z.writestr("xl/worksheets/sheet1.xml", sheet_xml)
+        if isinstance(sheet_xml, str):
+            z.writestr("xl/worksheets/sheet1.xml", sheet_xml)
+        else:
+            with z.open("xl/worksheets/sheet1.xml", "w") as member:
+                for chunk in sheet_xml:
+                    member.write(chunk)
         if shared is not None:
             z.writestr("xl/sharedStrings.xml", shared)
         for name, data in (extra or {}).items():
@@ -92,6 +99,20 @@ def _bomb(unpacked: int) -> bytes:
                 member.write(block)
             member.write(b"</sheetData></worksheet>")
     return buffer.getvalue()
+
+
+def _lying_bomb() -> bytes:
+    """An XLSX whose sheet unpacks to 200 MiB while its zip headers say 1 KiB."""
+    head = _sheet([["QueryRetrieveLevel", "PatientID"], ["STUDY", "1"]]).encode()
+    blank = b" " * (1 << 20)
+    data = bytearray(_xlsx([head[:-30], *[blank] * 200, head[-30:]]))
+    sheet = b"xl/worksheets/sheet1.xml"
+    for signature, size_at, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+        at = data.index(signature)
+        while data[at + name_at : at + name_at + len(sheet)] != sheet:
+            at = data.index(signature, at + 4)
+        data[at + size_at : at + size_at + 4] = (1024).to_bytes(4, "little")
+    return bytes(data)
 
 
 def _laughs() -> str:
@@ -217,6 +238,7 @@ def _xlsx_cases() -> list[tuple[str, bytes]]:
     cases: list[tuple[str, bytes]] = [
         ("bomb-1-GiB", _bomb(1 << 30)),
         ("bomb-300-MiB", _bomb(300 << 20)),
+        ("bomb-lying-size", _lying_bomb()),
         ("laughs", _xlsx(_sheet([["QueryRetrieveLevel"]]), shared=_laughs())),
         (
             "shared-strings-70-MiB",

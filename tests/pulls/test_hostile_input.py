@@ -49,6 +49,7 @@ def test_every_hostile_file_gives_rows_or_named_problems(corpus):
     ("name", "expected"),
     [
         ("bomb-1-GiB.xlsx", "unpacks to 1024 MB"),
+        ("bomb-lying-size.xlsx", "cannot read this XLSX file"),
         ("shared-strings-70-MiB.xlsx", "text takes 74 MB unpacked; at most 64 MB"),
         ("many-members.xlsx", "parts: it is no spreadsheet"),
         ("deep-50000.json", "nests deeper than 3 levels"),
