@@ -405,6 +405,10 @@ class FindResult(models.Model):
     accession_number = models.CharField(max_length=64, blank=True)
     study_date = models.DateField(null=True, blank=True)
     modality = models.CharField(max_length=64, blank=True)
+    # The description filter reads these columns, not the JSON: a scan of a
+    # 100,000-match job's descriptions stays within the job page's budget.
+    study_description = models.CharField(max_length=256, blank=True)
+    series_description = models.CharField(max_length=256, blank=True)
 
     class Meta:
         ordering = ["job", "id"]
@@ -417,6 +421,13 @@ class FindResult(models.Model):
             models.Index(fields=["job", "accession_number"], name="findresult_accession"),
             models.Index(fields=["job", "study_date"], name="findresult_date"),
             models.Index(fields=["job", "modality"], name="findresult_modality"),
+            # the default order, in row order (selectors.MATCH_SORTS).
+            models.Index(fields=["job", "item"], name="findresult_row"),
+            # the description filter reads the index, not the wide rows.
+            models.Index(
+                fields=["job", "study_description", "series_description"],
+                name="findresult_description",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -75,7 +75,9 @@ MATCH_SORTS = {
     "patient": ("patient_id", "id"),
     "modality": ("modality", "id"),
     "accession": ("accession_number", "id"),
-    "row": ("item__row", "id"),
+    # Items are saved in row order (jobs.items.items_insert): their keys sort
+    # as their rows do, and an index holds them (no join, no sort of the job).
+    "row": ("item_id", "id"),
 }
 
 
@@ -85,13 +87,9 @@ def description_filter(pattern: str) -> Q:
     ``?`` one) the whole description must fit it; without, it contains it."""
     pattern = pattern.strip()
     if "*" not in pattern and "?" not in pattern:
-        return Q(attributes__StudyDescription__icontains=pattern) | Q(
-            attributes__SeriesDescription__icontains=pattern
-        )
+        return Q(study_description__icontains=pattern) | Q(series_description__icontains=pattern)
     like = like_pattern(pattern)
-    return Q(attributes__StudyDescription__ilike=like) | Q(
-        attributes__SeriesDescription__ilike=like
-    )
+    return Q(study_description__ilike=like) | Q(series_description__ilike=like)
 
 
 def job_matches(
@@ -126,9 +124,7 @@ def filters_without_keys(
         said.append("Modality (nor ModalitiesInStudy)")
     if (
         description
-        and not matches.filter(
-            Q(attributes__StudyDescription__gt="") | Q(attributes__SeriesDescription__gt="")
-        ).exists()
+        and not matches.filter(Q(study_description__gt="") | Q(series_description__gt="")).exists()
     ):
         said.append("StudyDescription (nor SeriesDescription)")
     if (date_from or date_to) and not matches.exclude(study_date=None).exists():

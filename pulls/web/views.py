@@ -18,6 +18,7 @@ from pulls.models import ACTIVE_JOB_STATUSES, AuditAction, ItemStatus, JobKind, 
 from pulls.queries import examples
 from pulls.retrieval import manifests
 from pulls.web.forms import FindJobForm
+from pulls.web.paging import KeysFirstPaginator
 
 
 class SmallControlsMixin:
@@ -168,8 +169,9 @@ def job_new(request: HttpRequest) -> HttpResponse:
     return render(request, "pulls/job_new.html", {"form": form, "nav": "new"})
 
 
-def _page(request: HttpRequest, queryset, param: str, per_page: int = 50):
-    return Paginator(queryset, per_page).get_page(request.GET.get(param))
+def _page(request: HttpRequest, queryset, param: str, per_page: int = 50, *, wide=False):
+    paginator = (KeysFirstPaginator if wide else Paginator)(queryset, per_page)
+    return paginator.get_page(request.GET.get(param))
 
 
 def _job_page(
@@ -180,7 +182,9 @@ def _job_page(
     filters = MatchFilterForm(request.GET or None)
     cleaned = filters.cleaned_data if filters.is_valid() else {}
     match_args = {k: v for k, v in cleaned.items() if v}
-    matches = _page(request, selectors.job_matches(job=job, **match_args), "matches_page")
+    matches = _page(
+        request, selectors.job_matches(job=job, **match_args), "matches_page", wide=True
+    )
     context = {
         "job": job,
         "can_write": role in (Role.OWNER, Role.MEMBER),

@@ -164,6 +164,8 @@ def _find_one(session: Session, job: Job, item: JobItem) -> item_life.Outcome:
                 accession_number=attrs.get("AccessionNumber", "")[:64],
                 study_date=_date(attrs.get("StudyDate", "")),
                 modality=(attrs.get("Modality") or attrs.get("ModalitiesInStudy", ""))[:64],
+                study_description=attrs.get("StudyDescription", "")[:256],
+                series_description=attrs.get("SeriesDescription", "")[:256],
             )
         )
 

@@ -76,6 +76,7 @@ def _find_without_modality(alice, project, node) -> Job:
         FindResult.objects.create(
             job=find, item=find.items.get(), attributes={"StudyDescription": "CT CHEST"},
             patient_id="P1", study_instance_uid=uid, study_date=date(2020, 1, 5),
+            study_description="CT CHEST",
         )  # fmt: skip
     return find
 
