@@ -37,6 +37,7 @@ class PacsNodeAdmin(admin.ModelAdmin):
                     "query_model",
                     "retrieve_method",
                     "character_set",
+                    "return_keys_omitted",
                 )
             },
         ),

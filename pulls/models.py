@@ -6,6 +6,7 @@ only say "work on these item ids" and can be lost without losing work.
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from pydicom.datadict import tag_for_keyword
 
 from pulls.dicom.identifiers import DEFAULT_QUERY_CHARACTER_SET, QUERY_CHARACTER_SETS
 from pulls.limits.windows import Window, windows_parse, windows_validator
@@ -23,6 +25,16 @@ ae_title_validator = RegexValidator(
     r"^[\x20-\x5b\x5d-\x7e]{1,16}$",
     "An AE title has 1 to 16 printable ASCII characters and no backslash.",
 )
+
+
+def return_keys_validator(value: str) -> None:
+    """Every word a DICOM keyword (the node's return keys left out)."""
+    unknown = [k for k in re.split(r"[\s,]+", value.strip()) if k and tag_for_keyword(k) is None]
+    if unknown:
+        raise ValidationError(
+            f"{', '.join(unknown)}: not DICOM keywords (check spelling and case, such as "
+            "ModalitiesInStudy)"
+        )
 
 
 class QueryModel(models.TextChoices):
@@ -108,6 +120,15 @@ class PacsNode(models.Model):
         "(SpecificCharacterSet). UTF-8 where the PACS reads it; answers are decoded in "
         "whatever set the PACS names.",
     )
+    return_keys_omitted = models.CharField(
+        "return keys left out",
+        max_length=500,
+        blank=True,
+        validators=[return_keys_validator],
+        help_text="DICOM keywords, separated by spaces or commas, that finds on this node do "
+        "not ask back (for a PACS that is slow on some key, e.g. ModalitiesInStudy). The "
+        "unique keys and the instance counts are always asked.",
+    )
     suspended = models.BooleanField(
         default=False, help_text="Stops all traffic to this node at once."
     )
@@ -132,6 +153,9 @@ class PacsNode(models.Model):
     @property
     def windows(self) -> list[Window]:
         return windows_parse(self.allowed_windows)
+
+    def omitted_return_keys(self) -> set[str]:
+        return set(re.split(r"[\s,]+", self.return_keys_omitted.strip())) - {""}
 
     def effective_calling_ae(self) -> str:
         return self.calling_ae_title or settings.PACSNPULL_AE_TITLE
@@ -233,6 +257,12 @@ class Job(models.Model):
     status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.DRAFT)
     title = models.CharField(max_length=200, blank=True)
     source_name = models.CharField(max_length=255, blank=True, help_text="Uploaded file name.")
+    # A search of the Search page: a find job kept out of the job lists unless saved.
+    is_search = models.BooleanField(default=False)
+    # The job whose failed rows this one's file corrected (the failed-rows round trip).
+    follows = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="followed_by"
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
     )
@@ -375,6 +405,10 @@ class FindResult(models.Model):
     accession_number = models.CharField(max_length=64, blank=True)
     study_date = models.DateField(null=True, blank=True)
     modality = models.CharField(max_length=64, blank=True)
+    # The description filter reads these columns, not the JSON: a scan of a
+    # 100,000-match job's descriptions stays within the job page's budget.
+    study_description = models.CharField(max_length=256, blank=True)
+    series_description = models.CharField(max_length=256, blank=True)
 
     class Meta:
         ordering = ["job", "id"]
@@ -387,10 +421,27 @@ class FindResult(models.Model):
             models.Index(fields=["job", "accession_number"], name="findresult_accession"),
             models.Index(fields=["job", "study_date"], name="findresult_date"),
             models.Index(fields=["job", "modality"], name="findresult_modality"),
+            # the default order, in row order (selectors.MATCH_SORTS).
+            models.Index(fields=["job", "item"], name="findresult_row"),
+            # the description filter reads the index, not the wide rows.
+            models.Index(
+                fields=["job", "study_description", "series_description"],
+                name="findresult_description",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"match {self.pk} of job {self.job_id}"
+
+    @property
+    def instance_count(self) -> str:
+        """Instances of the series (or study) as the PACS counted them, or ""."""
+        attributes = self.attributes
+        return str(
+            attributes.get("NumberOfSeriesRelatedInstances")
+            or attributes.get("NumberOfStudyRelatedInstances")
+            or ""
+        )
 
 
 class AuditAction(models.TextChoices):

@@ -12,6 +12,8 @@ from pulls.models import (
     ItemStatus,
     Job,
     JobItem,
+    JobKind,
+    JobStatus,
     Membership,
     PacsNode,
     Project,
@@ -73,7 +75,9 @@ MATCH_SORTS = {
     "patient": ("patient_id", "id"),
     "modality": ("modality", "id"),
     "accession": ("accession_number", "id"),
-    "row": ("item__row", "id"),
+    # Items are saved in row order (jobs.items.items_insert): their keys sort
+    # as their rows do, and an index holds them (no join, no sort of the job).
+    "row": ("item_id", "id"),
 }
 
 
@@ -83,13 +87,9 @@ def description_filter(pattern: str) -> Q:
     ``?`` one) the whole description must fit it; without, it contains it."""
     pattern = pattern.strip()
     if "*" not in pattern and "?" not in pattern:
-        return Q(attributes__StudyDescription__icontains=pattern) | Q(
-            attributes__SeriesDescription__icontains=pattern
-        )
+        return Q(study_description__icontains=pattern) | Q(series_description__icontains=pattern)
     like = like_pattern(pattern)
-    return Q(attributes__StudyDescription__ilike=like) | Q(
-        attributes__SeriesDescription__ilike=like
-    )
+    return Q(study_description__ilike=like) | Q(series_description__ilike=like)
 
 
 def job_matches(
@@ -111,6 +111,39 @@ def job_matches(
     if description:
         matches = matches.filter(description_filter(description))
     return matches.order_by(*MATCH_SORTS.get(sort, MATCH_SORTS["row"])).select_related("item")
+
+
+def filters_without_keys(
+    *, job: Job, modality: str = "", description: str = "", date_from=None, date_to=None, **_
+) -> list[str]:
+    """Filters that name a key the PACS returned for none of the job's matches
+    (they would keep nothing, and the person should know why)."""
+    matches = FindResult.objects.filter(job=job)
+    said = []
+    if modality and not matches.exclude(modality="").exists():
+        said.append("Modality (nor ModalitiesInStudy)")
+    if (
+        description
+        and not matches.filter(Q(study_description__gt="") | Q(series_description__gt="")).exists()
+    ):
+        said.append("StudyDescription (nor SeriesDescription)")
+    if (date_from or date_to) and not matches.exclude(study_date=None).exists():
+        said.append("StudyDate")
+    return [
+        f"the PACS returned no {key} for any of these matches, so a filter on it keeps "
+        "nothing: clear that filter, or ask an operator whether the node leaves the key out"
+        for key in said
+    ]
+
+
+def job_rows_to_correct(*, job: Job) -> int:
+    """Rows of a finished job that failed or (a find's) matched nothing."""
+    if job.status not in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
+        return 0
+    wanted = Q(status=ItemStatus.FAILED)
+    if job.kind == JobKind.FIND:
+        wanted |= Q(status=ItemStatus.DONE, matches=0)
+    return job.items.filter(wanted).count()
 
 
 def job_list_for_user(*, user: User) -> QuerySet[Job]:

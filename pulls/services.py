@@ -76,7 +76,7 @@ def _audit_job(
     )  # fmt: skip
 
 
-def _require_writer(*, user: User, project: Project) -> None:
+def require_writer(*, user: User, project: Project) -> None:
     """Owners and members may start and change jobs; viewers only look (403)."""
     if selectors.project_role_for(user=user, project=project) not in (Role.OWNER, Role.MEMBER):
         raise PermissionDenied("Viewers cannot start, cancel or retry jobs in this project.")
@@ -100,11 +100,13 @@ def job_create(
     title: str = "",
     source_name: str = "",
     start: bool = False,
+    follows: Job | None = None,
     request: HttpRequest | None = None,
 ) -> Job:
     """Save a job with one item per row, as a draft to preview or started at once.
-    ``expected`` and ``sop_classes``: what a find said of each row's study."""
-    _require_writer(user=owner, project=project)
+    ``expected`` and ``sop_classes``: what a find said of each row's study;
+    ``follows``: the job whose failed rows these correct."""
+    require_writer(user=owner, project=project)
     _require_node(user=owner, node=node)
     with transaction.atomic():
         job = Job.objects.create(
@@ -115,6 +117,7 @@ def job_create(
             title=title[:200],
             source_name=source_name[:255],
             status=JobStatus.DRAFT,
+            follows=follows,
         )
         numbers = row_numbers or range(1, len(rows) + 1)
         counts = expected or [0] * len(rows)
@@ -125,7 +128,12 @@ def job_create(
             job=job,
             user=owner,
             request=request,
-            details={"kind": kind, "rows": len(rows), "file": source_name},
+            details={
+                "kind": kind,
+                "rows": len(rows),
+                "file": source_name,
+                **({"follows": str(follows.code)} if follows is not None else {}),
+            },  # fmt: skip
         )
         if start:
             _start(job)
@@ -142,7 +150,7 @@ def _start(job: Job) -> None:
 
 
 def job_start(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
-    _require_writer(user=user, project=job.project)
+    require_writer(user=user, project=job.project)
     _require_node(user=user, node=job.node)
     if job.status != JobStatus.DRAFT:
         raise ValidationError("This job has already been started.")
@@ -155,7 +163,7 @@ def job_start(*, job: Job, user: User, request: HttpRequest | None = None) -> Jo
 
 def job_cancel(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
     """Stop a job: pending rows are cancelled; rows being worked on finish first."""
-    _require_writer(user=user, project=job.project)
+    require_writer(user=user, project=job.project)
     if job.status not in (JobStatus.DRAFT, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED):
         raise ValidationError("This job has already ended.")
     with transaction.atomic():
@@ -182,7 +190,7 @@ def _require_space(job: Job) -> None:
 
 def job_pause(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
     """Stop sending new work; rows being worked on finish their current step."""
-    _require_writer(user=user, project=job.project)
+    require_writer(user=user, project=job.project)
     updated = Job.objects.filter(
         pk=job.pk, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)
     ).update(status=JobStatus.PAUSED, waiting_reason=f"paused by {user.get_username()}")
@@ -196,7 +204,7 @@ def job_pause(*, job: Job, user: User, request: HttpRequest | None = None) -> Jo
 def job_resume(*, job: Job, user: User, request: HttpRequest | None = None) -> Job:
     from pulls.workers.tasks import enqueue_chunks, enqueue_rest
 
-    _require_writer(user=user, project=job.project)
+    require_writer(user=user, project=job.project)
     _require_node(user=user, node=job.node)
     with transaction.atomic():
         _require_space(job)
@@ -217,7 +225,7 @@ def job_retry_failed(*, job: Job, user: User, request: HttpRequest | None = None
     """Send the failed rows again, with fresh attempts. Returns how many."""
     from pulls.workers.tasks import enqueue_chunks, enqueue_rest
 
-    _require_writer(user=user, project=job.project)
+    require_writer(user=user, project=job.project)
     _require_node(user=user, node=job.node)
     if job.status in (JobStatus.DRAFT, JobStatus.CANCELLED):
         raise ValidationError("Only a started job that is not cancelled can retry rows.")
@@ -354,13 +362,15 @@ def retrieval_create_from_find(
     description: str = "",
     date_from=None,
     date_to=None,
+    only: Sequence[int] | None = None,
     request: HttpRequest | None = None,
 ) -> Job:
-    """A draft C-MOVE/C-GET job for the matches of a find job ("retrieve these").
+    """A draft C-MOVE/C-GET job for the matches of a find job ("retrieve these"),
+    or for those of them whose ids are ``only`` (ticked on the Search page).
 
     One item per distinct study (or series), keyed by its unique UIDs.
     """
-    _require_writer(user=user, project=find_job.project)  # before saying anything else
+    require_writer(user=user, project=find_job.project)  # before saying anything else
     if find_job.kind != JobKind.FIND:
         raise ValidationError("Only the matches of a find job can be retrieved.")
     matches = selectors.job_matches(
@@ -370,6 +380,8 @@ def retrieval_create_from_find(
         date_from=date_from,
         date_to=date_to,
     ).order_by()
+    if only is not None:
+        matches = matches.filter(pk__in=list(only))
     patient_root = find_job.node.query_model == "P"
     if level == "SERIES":
         keys = (
@@ -405,7 +417,14 @@ def retrieval_create_from_find(
                 "These matches have no StudyInstanceUID: run the find again with "
                 "StudyInstanceUID as a return key (an empty column)."
             )
-        raise ValidationError("No matches to retrieve with these filters.")
+        missing = selectors.filters_without_keys(
+            job=find_job, modality=modality, description=description, date_from=date_from,
+            date_to=date_to,
+        )  # fmt: skip
+        raise ValidationError(
+            "No matches to retrieve with these filters"
+            + (f": {'; '.join(missing)}." if missing else ".")
+        )
     kind = JobKind.GET if method == "get" else JobKind.MOVE
     return job_create(
         kind=kind,

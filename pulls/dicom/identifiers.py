@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -254,36 +254,48 @@ def retrieve_identifier(row: Mapping[str, object], *, model: str) -> Dataset:
     )
 
 
-# Asked back from every C-FIND at each level (empty = "return it"): what a
-# retrieval, the storage layout and the exports need, whatever the file asked.
-# The instance counts let a retrieval made from the find skip one C-FIND per
-# study (and one of the node's query tokens), the SOP classes let its C-GET
-# propose only those (proposals); a PACS without them leaves them out.
+# Asked back from every C-FIND at each level (empty = "return it"), whatever
+# the file asked: the keys people read in the match table and the exports, the
+# ones the filters use, and what a retrieval needs (unique keys; instance
+# counts, so a retrieval made from the find skips a C-FIND per study; the SOP
+# classes, which its C-GET offers). A PACS without one leaves it out; a node
+# may leave out those its PACS is slow on (PacsNode.return_keys_omitted).
 RETURN_KEYS = {
-    "PATIENT": ("PatientID",),
+    "PATIENT": (
+        "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+        "NumberOfPatientRelatedStudies",
+    ),
     "STUDY": (
-        "PatientID",
-        "StudyInstanceUID",
-        "NumberOfStudyRelatedInstances",
-        "SOPClassesInStudy",
+        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+        "AccessionNumber", "StudyDescription", "ModalitiesInStudy", "StudyID",
+        "ReferringPhysicianName", "StudyInstanceUID", "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances", "SOPClassesInStudy",
     ),
     "SERIES": (
-        "PatientID",
-        "StudyInstanceUID",
-        "SeriesInstanceUID",
-        "Modality",
-        "NumberOfSeriesRelatedInstances",
+        "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesNumber",
+        "SeriesDescription", "BodyPartExamined", "SeriesDate", "NumberOfSeriesRelatedInstances",
     ),
-    "IMAGE": ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"),
-}
+    "IMAGE": (
+        "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+        "InstanceNumber",
+    ),
+}  # fmt: skip
+# What a retrieval needs back: never left out, whatever the node says.
+UNIQUE_KEYS = {
+    "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+    "NumberOfStudyRelatedInstances", "NumberOfSeriesRelatedInstances", "SOPClassesInStudy",
+}  # fmt: skip
 
 
-def find_row(row: Mapping[str, object]) -> dict[str, object]:
-    """A query row with its level's unique keys added as return keys if missing."""
+def find_row(row: Mapping[str, object], *, omitted: Iterable[str] = ()) -> dict[str, object]:
+    """A query row with its level's standard return keys added where it does not
+    name them (but those in ``omitted``, other than what a retrieval needs)."""
     level = str(row.get("QueryRetrieveLevel", "")).strip().upper()
+    leave_out = set(omitted) - UNIQUE_KEYS
     out = dict(row)
     for key in RETURN_KEYS.get(level, ()):
-        out.setdefault(key, "")
+        if key not in leave_out:
+            out.setdefault(key, "")
     return out
 
 

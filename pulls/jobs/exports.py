@@ -120,3 +120,30 @@ def xlsx_bytes(job: Job) -> bytes:
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
+
+
+def failed_rows(job: Job) -> tuple[list[str], list[dict[str, str]]]:
+    """The job's rows that failed, or (a find's) matched nothing, as query rows
+    to correct and upload again: their keys as they were sent, then two notes
+    (``#row``, the row's number in this job, and ``#reason``), which the
+    readers skip. Returns (columns, rows) in row order."""
+    from django.db.models import Q
+
+    from pulls.models import ItemStatus, JobKind
+
+    wanted = Q(status=ItemStatus.FAILED)
+    if job.kind == JobKind.FIND:
+        wanted |= Q(status=ItemStatus.DONE, matches=0)
+    keys: dict[str, None] = {}
+    rows = []
+    items = (
+        JobItem.objects.filter(job=job)
+        .filter(wanted)
+        .order_by("row")
+        .values_list("row", "identifier", "status", "error_message")
+    )
+    for row, identifier, status, error in items.iterator(chunk_size=2000):
+        keys.update(dict.fromkeys(identifier))
+        reason = error if status == ItemStatus.FAILED else "matched nothing"
+        rows.append({**identifier, "#row": str(row), "#reason": reason})
+    return [*keys, "#row", "#reason"], rows

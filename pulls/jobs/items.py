@@ -81,7 +81,9 @@ def items_insert(
     keys = JobItem._meta.get_field("identifier")
     values = []
     classes = sop_classes or [""] * len(rows)
-    for number, row, count, uids in zip(numbers, rows, expected, classes, strict=True):
+    # In row order: the keys then sort as the rows do (selectors.MATCH_SORTS).
+    in_order = sorted(zip(numbers, rows, expected, classes, strict=True), key=lambda r: r[0])
+    for number, row, count, uids in in_order:
         one = list(base)
         one[place["row"]] = number
         one[place["identifier"]] = keys.get_db_prep_save(dict(row), connection)

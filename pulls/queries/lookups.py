@@ -1,4 +1,4 @@
-"""``ilike``: a case-insensitive SQL LIKE on a JSON key's text (FindResult.attributes).
+"""``ilike``: a case-insensitive SQL LIKE on a text column or a JSON key's text.
 
 The description filter's patterns go to the database as LIKE patterns, not as
 regular expressions: SQLite's REGEXP is Python's backtracking ``re`` in the
@@ -8,11 +8,12 @@ per row; LIKE in SQLite and PostgreSQL gives up on a failed ``%`` at once.
 
 from __future__ import annotations
 
-from django.db.models import Lookup
+from django.db.models import CharField, Lookup
 from django.db.models.fields.json import KeyTransform, KeyTransformTextLookupMixin
 
 
-class _ILike(Lookup):
+@CharField.register_lookup
+class ILike(Lookup):
     lookup_name = "ilike"
     prepare_rhs = False
 
@@ -25,7 +26,7 @@ class _ILike(Lookup):
 
 
 @KeyTransform.register_lookup
-class KeyTransformILike(KeyTransformTextLookupMixin, _ILike):
+class KeyTransformILike(KeyTransformTextLookupMixin, ILike):
     pass
 
 

@@ -6,6 +6,7 @@ from django.conf import settings
 from pulls import selectors
 from pulls.dicom.identifiers import LEVELS
 from pulls.queries.files import ParsedQueries, human_size, parse_query_file
+from pulls.queries.pasted import PASTE_KEYS, parse_pasted
 
 # How many problems the form lists before "and N more".
 _SHOWN_PROBLEMS = 50
@@ -60,10 +61,33 @@ class FindJobForm(forms.Form):
     project = forms.ModelChoiceField(queryset=None, empty_label=None)
     node = forms.ModelChoiceField(queryset=None, empty_label=None, label="PACS node")
     query_file = forms.FileField(
+        required=False,
         help_text="JSON list of {keyword: value} objects, or CSV / XLSX with DICOM keywords "
         "as column headers (PatientID, StudyDate, AccessionNumber, ...). Empty or * values "
         "are returned by the PACS.",
     )
+    pasted = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 5}),
+        label="…or paste a list, one value per line",
+        help_text="Each line is a row (row numbers are line numbers).",
+    )
+    pasted_key = forms.ChoiceField(
+        choices=list(PASTE_KEYS.items()),
+        initial="AccessionNumber",
+        required=False,
+        label="The lines are",
+    )
+    date_from = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}), label="Studies from"
+    )
+    date_to = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}), label="Studies to"
+    )
+    modality = forms.CharField(
+        required=False, max_length=16, help_text="For every line of a pasted list, e.g. CT."
+    )
+    follows = forms.UUIDField(required=False, widget=forms.HiddenInput)
     default_level = forms.ChoiceField(
         choices=[("", "— only from the file —")] + [(lvl, lvl) for lvl in LEVELS],
         required=False,
@@ -79,38 +103,74 @@ class FindJobForm(forms.Form):
             is_active=True
         )
         self.parsed: ParsedQueries | None = None
+        self.source_name = ""
+        self.followed = None  # the job whose failed rows this file corrects
+        self._user = user
         self.helper = FormHelper()
         self.helper.add_input(Submit("submit", "Check the file and preview"))
 
-    def clean(self):
-        cleaned = super().clean()
-        upload = cleaned.get("query_file")
-        if upload is None:
-            return cleaned
+    def clean_follows(self):
+        code = self.cleaned_data.get("follows")
+        if code is None:
+            return None
+        job = selectors.job_list_for_user(user=self._user).filter(code=code).first()
+        if job is None:
+            raise forms.ValidationError("That job is not one you may see.")
+        self.followed = job
+        return code
+
+    def _read(self, cleaned) -> tuple[ParsedQueries, str] | None:
+        """The rows of the uploaded file or of the pasted list, and its name."""
+        upload, pasted = cleaned.get("query_file"), (cleaned.get("pasted") or "").strip()
+        node = cleaned.get("node")
+        charset = {"character_set": node.character_set} if node is not None else {}
+        if upload is not None and pasted:
+            raise forms.ValidationError("Upload a query file or paste a list, not both.")
+        if upload is None and not pasted:
+            raise forms.ValidationError("Upload a query file, or paste a list of values.")
+        if pasted:
+            parsed = parse_pasted(
+                pasted,
+                key=cleaned.get("pasted_key") or "AccessionNumber",
+                level=cleaned.get("default_level") or "STUDY",
+                date_from=cleaned.get("date_from"),
+                date_to=cleaned.get("date_to"),
+                modality=cleaned.get("modality") or "",
+                max_rows=settings.PACSNPULL_QUERY_MAX_ROWS,
+                **charset,
+            )
+            return parsed, "pasted list"
         limit = settings.PACSNPULL_QUERY_MAX_BYTES
         if upload.size > limit:
             raise forms.ValidationError(
                 f"The file is {human_size(upload.size)}; the limit is {human_size(limit)}: "
                 "split it into several files."
             )
-        node = cleaned.get("node")
         parsed = parse_query_file(
             upload.read(),
             name=upload.name,
             default_level=cleaned.get("default_level", ""),
             max_rows=settings.PACSNPULL_QUERY_MAX_ROWS,
             max_bytes=limit,
-            **({"character_set": node.character_set} if node is not None else {}),
+            **charset,
         )
+        return parsed, upload.name
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        parsed, name = self._read(cleaned)
         if not parsed.ok:
             shown = [str(p) for p in parsed.problems[:_SHOWN_PROBLEMS]]
             more = len(parsed.problems) - len(shown)
             if more or parsed.truncated:
                 shown.append("… and more problems: fix these first, then upload again.")
             raise forms.ValidationError(
-                [f"{upload.name}: nothing was saved. Fix these and upload again:", *shown]
+                [f"{name}: nothing was saved. Fix these and upload again:", *shown]
             )
         if cleaned.get("kind") in ("move", "get"):
+            node = cleaned.get("node")
             problems = retrieval_problems(
                 parsed.rows,
                 parsed.numbers,
@@ -119,7 +179,7 @@ class FindJobForm(forms.Form):
             if problems:
                 shown = problems[:_SHOWN_PROBLEMS]
                 raise forms.ValidationError(
-                    [f"{upload.name}: nothing was saved. Fix these and upload again:", *shown]
+                    [f"{name}: nothing was saved. Fix these and upload again:", *shown]
                 )
-        self.parsed = parsed
+        self.parsed, self.source_name = parsed, name
         return cleaned

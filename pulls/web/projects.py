@@ -33,7 +33,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         n=Count("pk"), size=Sum("size"), studies=Count("study_instance_uid", distinct=True)
     )
     jobs = Paginator(
-        Job.objects.filter(project=project).select_related("node", "owner"), 25
+        Job.objects.filter(project=project, is_search=False).select_related("node", "owner"), 25
     ).get_page(request.GET.get("page"))
     events = selectors.audit_list_for_user(user=request.user).filter(project=project)[:10]
     context = {

@@ -2,7 +2,7 @@ from django.urls import path, re_path
 
 from pulls.web import audit as audit_views
 from pulls.web import projects as project_views
-from pulls.web import views
+from pulls.web import search, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -15,6 +15,11 @@ urlpatterns = [
     path("audit/export.csv", audit_views.audit_export, name="audit_export"),
     path("nodes/<uuid:code>/echo/", views.node_echo, name="node_echo"),
     path("jobs/new/", views.job_new, name="job_new"),
+    path("search/", search.search_page, name="search"),
+    path("search/<uuid:code>/", search.search_results, name="search_results"),
+    path("search/<uuid:code>/expand/", search.search_expand, name="search_expand"),
+    path("search/<uuid:code>/retrieve/", search.search_retrieve, name="search_retrieve"),
+    path("search/<uuid:code>/save/", search.search_save, name="search_save"),
     path("jobs/<uuid:code>/", views.job_detail, name="job_detail"),
     path("jobs/<uuid:code>/progress/", views.job_progress, name="job_progress"),
     path("jobs/<uuid:code>/rows/", views.job_rows, name="job_rows"),
@@ -27,7 +32,16 @@ urlpatterns = [
     path("jobs/<uuid:code>/retrieve/", views.job_retrieve, name="job_retrieve"),
     path("jobs/<uuid:code>/manifest.csv", views.job_manifest, name="job_manifest"),
     re_path(
-        r"^jobs/(?P<code>[0-9a-f-]{36})/matches\.(?P<fmt>csv|xlsx)$",
+        r"^jobs/(?P<code>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+        r"/failed\.(?P<fmt>csv|json|xlsx)$",
+        views.job_failed_rows,
+        name="job_failed_rows",
+    ),
+    re_path(r"^jobs/example\.(?P<fmt>csv|json|xlsx)$", views.query_example, name="query_example"),
+    # The code as Django's uuid converter takes it: a malformed one is a 404.
+    re_path(
+        r"^jobs/(?P<code>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+        r"/matches\.(?P<fmt>csv|xlsx)$",
         views.job_export,
         name="job_export",
     ),

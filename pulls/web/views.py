@@ -15,8 +15,10 @@ from pulls.audit.events import audit_record
 from pulls.jobs import exports, progress
 from pulls.limits import health
 from pulls.models import ACTIVE_JOB_STATUSES, AuditAction, ItemStatus, JobKind, Role
+from pulls.queries import examples
 from pulls.retrieval import manifests
 from pulls.web.forms import FindJobForm
+from pulls.web.paging import KeysFirstPaginator
 
 
 class SmallControlsMixin:
@@ -61,7 +63,9 @@ class MatchFilterForm(SmallControlsMixin, forms.Form):
 
 def _recent_jobs(request: HttpRequest):
     """The user's own jobs, running ones first, then the latest."""
-    jobs = selectors.job_list_for_user(user=request.user).filter(owner=request.user)
+    jobs = selectors.job_list_for_user(user=request.user).filter(
+        owner=request.user, is_search=False
+    )
     running = list(jobs.filter(status__in=ACTIVE_JOB_STATUSES)[:20])
     recent = list(jobs.exclude(status__in=ACTIVE_JOB_STATUSES)[: max(5, 15 - len(running))])
     return [progress.job_progress(job) for job in running + recent]
@@ -138,7 +142,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
         request.POST or None,
         request.FILES or None,
         user=request.user,
-        initial={"project": request.GET.get("project")},
+        initial={"project": request.GET.get("project"), "follows": request.GET.get("follows")},
     )
     if request.method == "POST" and form.is_valid():
         parsed = form.parsed
@@ -150,44 +154,65 @@ def job_new(request: HttpRequest) -> HttpResponse:
             rows=parsed.rows,
             row_numbers=parsed.numbers,
             title=form.cleaned_data["title"],
-            source_name=form.cleaned_data["query_file"].name,
+            source_name=form.source_name,
+            follows=form.followed,
             request=request,
         )
+        merged = parsed.merged_text()
         messages.info(
-            request, f"{len(parsed.rows)} rows are valid. Check the preview, then start the job."
+            request,
+            f"{len(parsed.rows)} rows are valid"
+            + (f" ({merged})" if merged else "")
+            + ". Check the preview, then start the job.",
         )
         return redirect("job_detail", code=job.code)
     return render(request, "pulls/job_new.html", {"form": form, "nav": "new"})
 
 
-def _page(request: HttpRequest, queryset, param: str, per_page: int = 50):
-    return Paginator(queryset, per_page).get_page(request.GET.get(param))
+def _page(request: HttpRequest, queryset, param: str, per_page: int = 50, *, wide=False):
+    paginator = (KeysFirstPaginator if wide else Paginator)(queryset, per_page)
+    return paginator.get_page(request.GET.get(param))
+
+
+def _job_page(
+    request: HttpRequest, job, *, retrieve_form: RetrieveForm | None = None, status: int = 200
+) -> HttpResponse:
+    role = selectors.project_role_for(user=request.user, project=job.project)
+    row_status = request.GET.get("status", "")
+    filters = MatchFilterForm(request.GET or None)
+    cleaned = filters.cleaned_data if filters.is_valid() else {}
+    match_args = {k: v for k, v in cleaned.items() if v}
+    matches = _page(
+        request, selectors.job_matches(job=job, **match_args), "matches_page", wide=True
+    )
+    context = {
+        "job": job,
+        "can_write": role in (Role.OWNER, Role.MEMBER),
+        "rows": _page(request, selectors.job_items(job=job, status=row_status), "rows_page"),
+        "row_status": row_status,
+        "row_statuses": ItemStatus.choices,
+        "matches": matches,
+        "filters": filters,
+        # Filters that keep nothing because the PACS did not return their key.
+        "filter_notes": (
+            selectors.filters_without_keys(job=job, **match_args)
+            if match_args and not matches.paginator.count
+            else []
+        ),
+        "retrieve_form": retrieve_form
+        or RetrieveForm(initial={"method": job.node.retrieve_method}),
+        "progress": progress.job_progress(job),
+        "failed_format": examples.format_of(job.source_name),
+        "rows_to_correct": selectors.job_rows_to_correct(job=job),
+        "nav": "jobs",
+    }
+    return render(request, "pulls/job_detail.html", context, status=status)
 
 
 @login_required
 def job_detail(request: HttpRequest, code: str) -> HttpResponse:
     job = selectors.job_get_for_user(user=request.user, code=code)
-    role = selectors.project_role_for(user=request.user, project=job.project)
-    status = request.GET.get("status", "")
-    filters = MatchFilterForm(request.GET or None)
-    match_args = filters.cleaned_data if filters.is_valid() else {}
-    context = {
-        "job": job,
-        "can_write": role in (Role.OWNER, Role.MEMBER),
-        "rows": _page(request, selectors.job_items(job=job, status=status), "rows_page"),
-        "row_status": status,
-        "row_statuses": ItemStatus.choices,
-        "matches": _page(
-            request,
-            selectors.job_matches(job=job, **{k: v for k, v in match_args.items() if v}),
-            "matches_page",
-        ),
-        "filters": filters,
-        "retrieve_form": RetrieveForm(initial={"method": job.node.retrieve_method}),
-        "progress": progress.job_progress(job),
-        "nav": "jobs",
-    }
-    return render(request, "pulls/job_detail.html", context)
+    return _job_page(request, job)
 
 
 def _job_action(request: HttpRequest, code: str, action, done: str) -> HttpResponse:
@@ -284,18 +309,47 @@ def job_export(request: HttpRequest, code: str, fmt: str) -> HttpResponse:
 def job_retrieve(request: HttpRequest, code: str) -> HttpResponse:
     find_job = selectors.job_get_for_user(user=request.user, code=code)
     form = RetrieveForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Check the retrieval options.")
-        return redirect("job_detail", code=find_job.code)
-    try:
-        job = services.retrieval_create_from_find(
-            find_job=find_job, user=request.user, request=request, **form.cleaned_data
-        )
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-        return redirect("job_detail", code=find_job.code)
+    if form.is_valid():
+        try:
+            job = services.retrieval_create_from_find(
+                find_job=find_job, user=request.user, request=request, **form.cleaned_data
+            )
+        except ValidationError as exc:
+            form.add_error(None, " ".join(exc.messages))
+    if form.errors:
+        # The job page again, the form as it was typed, saying what is wrong.
+        return _job_page(request, find_job, retrieve_form=form, status=400)
     messages.info(request, f"{job.items_total} items to retrieve. Start the job when ready.")
     return redirect("job_detail", code=job.code)
+
+
+@login_required
+def job_failed_rows(request: HttpRequest, code: str, fmt: str) -> HttpResponse:
+    """The rows that failed or matched nothing, as a query file in the format the
+    job came in (or the one asked), with the reason in a note column: to correct
+    and upload again as a job that follows this one."""
+    job = selectors.job_get_for_user(user=request.user, code=code)
+    columns, rows = exports.failed_rows(job)
+    audit_record(
+        action=AuditAction.EXPORT,
+        request=request,
+        job=job,
+        target=f"failed.{fmt}",
+        details={"format": fmt, "rows": len(rows)},
+    )
+    response = HttpResponse(
+        examples.query_file(rows, columns, fmt), content_type=examples.FORMATS[fmt]
+    )
+    response["Content-Disposition"] = f'attachment; filename="pacsnpull-{job.code}-failed.{fmt}"'
+    return response
+
+
+@login_required
+def query_example(request: HttpRequest, fmt: str) -> HttpResponse:
+    """An example query file to start from."""
+    response = HttpResponse(examples.example_file(fmt), content_type=examples.FORMATS[fmt])
+    response["Content-Disposition"] = f'attachment; filename="pacsnpull-query-example.{fmt}"'
+    return response
 
 
 @login_required

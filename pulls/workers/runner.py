@@ -146,7 +146,8 @@ def _find_capped(
 def _find_one(session: Session, job: Job, item: JobItem) -> item_life.Outcome:
     node = job.node
     matches, truncated = _find_capped(
-        session, find_row(item.identifier), model=node.query_model, cap=node.result_cap,
+        session, find_row(item.identifier, omitted=node.omitted_return_keys()),
+        model=node.query_model, cap=node.result_cap,
         character_set=node.character_set,
     )  # fmt: skip
     rows = []
@@ -163,6 +164,8 @@ def _find_one(session: Session, job: Job, item: JobItem) -> item_life.Outcome:
                 accession_number=attrs.get("AccessionNumber", "")[:64],
                 study_date=_date(attrs.get("StudyDate", "")),
                 modality=(attrs.get("Modality") or attrs.get("ModalitiesInStudy", ""))[:64],
+                study_description=attrs.get("StudyDescription", "")[:256],
+                series_description=attrs.get("SeriesDescription", "")[:256],
             )
         )
 

@@ -50,8 +50,11 @@ def browser(transactional_db, monkeypatch):
 
 @pytest.fixture
 def new_page(browser, live_server):
-    """Pages in fresh browser contexts (separate cookies), logged in as someone."""
+    """Pages in fresh browser contexts (separate cookies), logged in as someone.
+    Every page of the test is watched for what the Content-Security-Policy
+    blocked (Chromium says so on its console): nothing may be."""
     contexts = []
+    blocked: list[str] = []
 
     def open_as(username: str, password: str):
         context = browser.new_context(
@@ -60,6 +63,12 @@ def new_page(browser, live_server):
         context.set_default_timeout(60_000)
         contexts.append(context)
         page = context.new_page()
+        page.on(
+            "console",
+            lambda message: (
+                "Content Security Policy" in message.text and blocked.append(message.text)
+            ),
+        )
         page.goto("/accounts/login/")
         page.get_by_label("Username").fill(username)
         page.get_by_label("Password").fill(password)
@@ -70,6 +79,7 @@ def new_page(browser, live_server):
     yield open_as
     for context in contexts:
         context.close()
+    assert blocked == [], "the Content-Security-Policy blocked something the portal serves"
 
 
 def screenshot(page, name: str) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -167,3 +168,80 @@ def test_operator_and_researcher_through_the_portal(
     expect(olivia.locator("main")).to_contain_text("node ORTHANC granted to users alice")
     screenshot(olivia, "audit")
     assert PacsNode.objects.get(name="ORTHANC").last_echo_ok
+
+
+def test_a_pasted_list_and_its_failed_rows_round_trip(
+    portal, new_page, orthanc_node, dicom_data, tmp_path
+):
+    """A researcher pastes accession numbers, one of them wrong; the find ends
+    with that row matching nothing; she downloads it as a file with the reason,
+    corrects it, and uploads it as a job that follows the first."""
+    studies = list(dicom_data.studies.values())
+    good = [studies[0][0].accession_number, studies[1][0].accession_number]
+    alice = new_page("alice", "alice-password-1")
+    alice.goto("/jobs/new/")
+    alice.get_by_label("…or paste a list, one value per line").fill(
+        f"{good[0]}\nNO-SUCH-ACC\n{good[1]}\n{good[0]}\n"
+    )
+    alice.get_by_label("The lines are").select_option("AccessionNumber")
+    alice.get_by_label("Title").fill("Pasted")
+    alice.get_by_role("button", name="Check the file and preview").click()
+    expect(alice.get_by_role("alert").first).to_contain_text("3 rows are valid")
+    expect(alice.get_by_role("alert").first).to_contain_text("row 4 (as row 1)")
+    alice.get_by_role("button", name="Start the job").click()
+    expect(alice.locator("#job-state")).to_have_text("Done", timeout=60_000)
+    expect(alice.locator("main")).to_contain_text("1 row failed or matched nothing")
+    with alice.expect_download() as download:
+        alice.get_by_role("link", name="Download the rows (CSV)").click()
+    with open(download.value.path(), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(row["AccessionNumber"], row["#reason"]) for row in rows] == [
+        ("NO-SUCH-ACC", "matched nothing")
+    ]
+    corrected = tmp_path / "corrected.csv"
+    corrected.write_text(Path(download.value.path()).read_text().replace("NO-SUCH-ACC", good[1]))
+    first = Job.objects.get()
+    alice.get_by_role("link", name="Upload the corrected file").click()
+    alice.get_by_label("Query file").set_input_files(str(corrected))
+    alice.get_by_role("button", name="Check the file and preview").click()
+    expect(alice.locator("main")).to_contain_text("corrects the rows of")
+    alice.get_by_role("button", name="Start the job").click()
+    expect(alice.locator("#job-state")).to_have_text("Done", timeout=60_000)
+    follower = Job.objects.exclude(pk=first.pk).get()
+    assert follower.follows == first and follower.matches == 1
+
+
+def test_search_expand_tick_and_retrieve(portal, new_page, orthanc_node, dicom_data, tmp_path):
+    """The Search page in a browser: a patient's studies within seconds, one
+    study expanded into its series, one series ticked and retrieved by C-GET;
+    its files arrive in the project."""
+    from django.conf import settings
+
+    patient = sorted(dicom_data.patients)[2]
+    study = sorted({i.study_instance_uid for i in dicom_data.patients[patient]})[0]
+    alice = new_page("alice", "alice-password-1")
+    alice.get_by_role("link", name="Search").click()
+    alice.get_by_label("Patient ID").fill(patient)
+    alice.get_by_role("button", name="Search").click()
+    results = alice.locator("#search-results")
+    expect(results).to_be_visible(timeout=60_000)
+    studies = {i.study_instance_uid for i in dicom_data.patients[patient]}
+    expect(results.locator("tbody tr")).to_have_count(len(studies))
+    screenshot(alice, "search")
+    row = results.locator("tr", has_text=dicom_data.studies[study][0].study_description).first
+    row.get_by_role("button", name="Series").click()
+    expect(alice.get_by_role("heading", name=re.compile("series of"))).to_be_visible()
+    series = alice.locator("#search-results")
+    expect(series.locator("tbody tr")).to_have_count(
+        len({i.series_instance_uid for i in dicom_data.studies[study]}), timeout=60_000
+    )
+    series.locator("input[name=match]").first.check()
+    alice.get_by_label(re.compile("Retrieve the ticked series with")).select_option("get")
+    alice.get_by_role("button", name=re.compile("Retrieve into")).click()
+    expect(alice.locator("#job-state")).to_have_text("Done", timeout=120_000)
+    retrieval = Job.objects.get(kind=JobKind.GET)
+    files = list((settings.PACSNPULL_STORAGE_ROOT / retrieval.project.slug).rglob("*.dcm"))
+    ticked = retrieval.items.get().identifier["SeriesInstanceUID"]
+    assert {p.stem for p in files} == {
+        i.sop_instance_uid for i in dicom_data.studies[study] if i.series_instance_uid == ticked
+    }

@@ -71,7 +71,7 @@ def test_a_bad_file_shows_every_problem_inline_and_saves_nothing(
     assert response.status_code == 200
     assert "queries.csv: nothing was saved" in page
     assert "row 1, StudyDate: &#x27;2020-01-31&#x27; looks like an ISO date" in page
-    assert "row 3: repeats row 1" in page
+    assert "row 3, StudyDate: &#x27;2020-01-31&#x27; looks like an ISO date" in page
     assert Job.objects.count() == 0
     assert not AuditEvent.objects.filter(action=AuditAction.JOB_CREATED).exists()
 

@@ -92,11 +92,6 @@ def test_xlsx_cells_become_dicom_text():
         ),
         (b"QueryRetrieveLevel,PatientName\nPATIENT,M*\n", "q.csv", "needs an exact PatientID"),
         (b"QueryRetrieveLevel\nPATIENT\n", "q.csv", "needs an exact PatientID"),
-        (
-            b"QueryRetrieveLevel,PatientID\nSTUDY,1\nSTUDY,2\nSTUDY,1\n",
-            "q.csv",
-            "row 3: repeats row 1",
-        ),
         (b"QueryRetrieveLevel,PatientID\nSTUDY,1,extra\n", "q.csv", "has 3 values but the header"),
     ],
 )
@@ -116,3 +111,14 @@ def test_too_many_rows_and_too_large_files_are_refused():
         str(parsed.problems[0]) == "file: is 1 KB; the limit is 1 KB: split it into several files"
     )
     assert parsed.rows == []
+
+
+def test_repeated_rows_are_merged_and_the_preview_says_which():
+    data = b"QueryRetrieveLevel,PatientID,StudyDate\nSTUDY,1,\nSTUDY,2,\nSTUDY,1,*\nSTUDY,1,\n"
+    parsed = parse_query_file(data, name="q.csv")
+    assert parsed.ok
+    assert parsed.numbers == [1, 2]
+    assert parsed.merged == [(3, 1), (4, 1)]
+    assert parsed.merged_text() == (
+        "2 repeated row(s) merged into the first: row 3 (as row 1), row 4 (as row 1)"
+    )

@@ -129,6 +129,8 @@ def test_retrieve_these_keeps_the_matches_its_filters_name(alice, project, ortha
             series_instance_uid=series,
             study_date=day,
             modality=modality,
+            study_description=study_text,
+            series_description=series_text,
         )
 
     def rows(**filters):
