@@ -302,7 +302,9 @@ def main() -> None:
         worker.start()
         time.sleep(3)  # the worker connects to Redis
         owner = User.objects.create_user("bench")
-        project = Project.objects.create(name="Bench", slug="bench")
+        project = Project.objects.create(
+            name="Bench", slug="bench", deidentification="identifiable"
+        )
         Membership.objects.create(project=project, user=owner, role=Role.OWNER)
         node = PacsNode.objects.create(
             name="BENCH",

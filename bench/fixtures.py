@@ -27,7 +27,7 @@ def owner_project_node() -> tuple:
     from pulls.models import Membership, PacsNode, Project, Role
 
     owner = User.objects.create_user("bench")
-    project = Project.objects.create(name="Bench", slug="bench")
+    project = Project.objects.create(name="Bench", slug="bench", deidentification="identifiable")
     Membership.objects.create(project=project, user=owner, role=Role.OWNER)
     node = PacsNode.objects.create(name="BENCH", ae_title="PACS", host="127.0.0.1", port=104)
     node.granted_users.add(owner)

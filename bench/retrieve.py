@@ -142,7 +142,7 @@ def fresh_project(owner, slug: str):
     """A project of its own for one timed run: empty storage, nothing to skip."""
     from pulls.models import Membership, Project, Role
 
-    project = Project.objects.create(name=slug, slug=slug)
+    project = Project.objects.create(name=slug, slug=slug, deidentification="identifiable")
     Membership.objects.create(project=project, user=owner, role=Role.OWNER)
     return project
 

@@ -99,7 +99,9 @@ def main() -> None:
         orthanc.upload((WORK / "data" / inst.path for inst in manifest.instances), threads=8)
         redis.start()
         owner = User.objects.create_user("bench", password="bench-password-1")  # noqa: S106
-        project = Project.objects.create(name="Bench", slug="bench")
+        project = Project.objects.create(
+            name="Bench", slug="bench", deidentification="identifiable"
+        )
         Membership.objects.create(project=project, user=owner, role=Role.OWNER)
         node = PacsNode.objects.create(
             name="BENCH", ae_title="ORTHANC", host="127.0.0.1", port=orthanc.dicom_port

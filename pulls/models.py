@@ -7,6 +7,7 @@ only say "work on these item ids" and can be lost without losing work.
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from pathlib import Path
 
@@ -169,6 +170,16 @@ def absolute_path(value: str) -> None:
         raise ValidationError("Give an absolute path, such as /srv/pacsnpull/lung-study.")
 
 
+class Deidentification(models.TextChoices):
+    PSEUDONYMISED = "pseudonymised", "Pseudonymised (DICOM PS3.15 Basic Profile)"
+    IDENTIFIABLE = "identifiable", "Identifiable (files as the PACS holds them)"
+
+
+def new_pseudonym_secret() -> str:
+    """A project's key for its pseudonyms, UIDs and date shifts (256 bits, hex)."""
+    return secrets.token_hex(32)
+
+
 class Project(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=200, unique=True)
@@ -186,12 +197,79 @@ class Project(models.Model):
         settings.AUTH_USER_MODEL, through="Membership", related_name="projects"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # What enters the project's folder (pulls.deid): chosen at creation, fixed
+    # once files exist (Project.clean).
+    deidentification = models.CharField(
+        max_length=16,
+        choices=Deidentification.choices,
+        default=Deidentification.PSEUDONYMISED,
+        help_text="Pseudonymised: every file is de-identified as it enters the project. "
+        "Identifiable: files as the PACS holds them (the owner needs an operator's grant).",
+    )
+    retain_dates = models.BooleanField(
+        "retain longitudinal temporal information with modified dates",
+        default=True,
+        help_text="Dates move back by a number of weeks of each patient's own: intervals "
+        "between a patient's studies are kept. Off: dates are emptied.",
+    )
+    retain_patient_characteristics = models.BooleanField(
+        default=False, help_text="Keep age, sex, size, weight, pregnancy and smoking status."
+    )
+    retain_device_identity = models.BooleanField(
+        default=False, help_text="Keep station names, device serial numbers and device IDs."
+    )
+    retain_institution_identity = models.BooleanField(
+        default=False, help_text="Keep the institution's name, address and department."
+    )
+    clean_descriptors = models.BooleanField(
+        default=True,
+        help_text="Keep study and series descriptions, protocol names and comments, cleaned "
+        "of the patient's name, IDs and accession number. Off: they are removed.",
+    )
+    retain_safe_private = models.BooleanField(
+        default=False,
+        help_text="Keep the private attributes PS3.15 Table E.3.10-1 lists as safe; "
+        "every other private attribute is removed in any case.",
+    )
+    keep_burned_in = models.BooleanField(
+        "keep instances that may show burned-in text",
+        default=False,
+        help_text="Off: instances marked BurnedInAnnotation YES, or of kinds that usually "
+        "show text (secondary captures, ultrasound, scanned documents, PDF) without a NO, "
+        "go to quarantine. On: they are kept, flagged in the manifest.",
+    )
+    pseudonym_secret = models.CharField(max_length=64, default=new_pseudonym_secret, editable=False)
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    DEIDENTIFICATION_FIELDS = (
+        "deidentification", "retain_dates", "retain_patient_characteristics",
+        "retain_device_identity", "retain_institution_identity", "clean_descriptors",
+        "retain_safe_private", "keep_burned_in",
+    )  # fmt: skip
+
+    @property
+    def is_pseudonymised(self) -> bool:
+        return self.deidentification == Deidentification.PSEUDONYMISED
+
+    def clean(self) -> None:
+        if not self.pk:
+            return
+        before = Project.objects.filter(pk=self.pk).values(*self.DEIDENTIFICATION_FIELDS).first()
+        changed = [
+            f for f in self.DEIDENTIFICATION_FIELDS if before and before[f] != getattr(self, f)
+        ]
+        if changed and self.instances.exists():
+            raise ValidationError(
+                {
+                    changed[0]: "This project holds files already: its de-identification "
+                    "cannot change (the files would not match). Make a new project instead."
+                }
+            )
 
     @property
     def storage_dir(self):
@@ -462,6 +540,8 @@ class AuditAction(models.TextChoices):
     PERMISSION_CHANGED = "permission_changed", "Permission changed"
     JOB_URGENT = "job_urgent", "Job marked urgent"
     QUARANTINE = "quarantine", "Instance quarantined"
+    MAPPING = "mapping", "Pseudonym mapping viewed or downloaded"
+    PROJECT_CHANGED = "project_changed", "Project created or changed"
 
 
 class AuditEventIsAppendOnly(Exception):
@@ -552,6 +632,8 @@ class RetrievedInstance(models.Model):
     sop_class_uid = models.CharField(max_length=64, blank=True)
     # As it arrived and as its file meta names it (nothing converts it).
     transfer_syntax = models.CharField(max_length=64, blank=True)
+    # Why it may show burned-in text, where the project keeps such instances.
+    burned_in = models.CharField(max_length=200, blank=True)
     placed_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -568,3 +650,52 @@ class RetrievedInstance(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class PseudonymPatient(models.Model):
+    """A patient of a pseudonymised project: the original PatientID, its
+    pseudonym (derived from the project's key, or given by a query file) and
+    the patient's date shift. Owners alone see these (pulls.deid.mapping)."""
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="pseudonym_patients"
+    )
+    patient_id = models.CharField(max_length=64)
+    pseudonym = models.CharField(max_length=64)
+    given = models.BooleanField(default=False, help_text="Given by a query file's Pseudonym.")
+    date_shift_days = models.IntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "patient_id"], name="pseudonym_patient"),
+            models.UniqueConstraint(fields=["project", "pseudonym"], name="pseudonym_unique"),
+        ]
+        ordering = ["project", "pseudonym"]
+
+    def __str__(self) -> str:
+        return f"pseudonym {self.pseudonym} in {self.project}"
+
+
+class PseudonymStudy(models.Model):
+    """A study of a pseudonymised project: original and pseudonymised Study
+    Instance UID and accession number."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pseudonym_studies")
+    patient_id = models.CharField(max_length=64)
+    study_instance_uid = models.CharField(max_length=64)
+    pseudonym_study_uid = models.CharField(max_length=64)
+    accession_number = models.CharField(max_length=64, blank=True)
+    pseudonym_accession = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "study_instance_uid"], name="pseudonym_study"
+            )
+        ]
+        ordering = ["project", "patient_id", "study_instance_uid"]
+
+    def __str__(self) -> str:
+        return f"study {self.pseudonym_study_uid} in {self.project}"

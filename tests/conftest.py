@@ -23,7 +23,7 @@ from django.conf import settings
 from accounts.models import User
 from accounts.services import operators_group_sync
 from pulls.dicom import Peer
-from pulls.models import Membership, PacsNode, Project, Role
+from pulls.models import Deidentification, Membership, PacsNode, Project, Role
 from pulls.sandbox.dcmqrscp import Dcmqrscp
 from pulls.sandbox.orthanc import Orthanc
 from pulls.sandbox.procs import ServerFailed, free_port
@@ -370,8 +370,11 @@ def operator(db) -> User:
 
 @pytest.fixture
 def alice(db) -> User:
-    """Owner of the project."""
-    return User.objects.create_user("alice", password="alice-password-1")
+    """Owner of the project; may pull identifiable data (tests of pseudonymised
+    projects make their own)."""
+    return User.objects.create_user(
+        "alice", password="alice-password-1", may_pull_identifiable=True
+    )
 
 
 @pytest.fixture
@@ -388,7 +391,10 @@ def charlie(db) -> User:
 
 @pytest.fixture
 def project(alice, bob) -> Project:
-    project = Project.objects.create(name="Lung study", slug="lung-study")
+    # Identifiable: most tests compare the files with the PACS's, byte for byte.
+    project = Project.objects.create(
+        name="Lung study", slug="lung-study", deidentification=Deidentification.IDENTIFIABLE
+    )
     Membership.objects.create(project=project, user=alice, role=Role.OWNER)
     Membership.objects.create(project=project, user=bob, role=Role.VIEWER)
     return project

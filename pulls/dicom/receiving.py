@@ -309,6 +309,11 @@ class InstanceWriter:
         folder, _, name = relative.rpartition("/")
         index.append(f"{self.root}/{folder}", name, inode, size, keys)
 
+    def keep(self, pending: _PendingStore, keys: dict[str, str]) -> None:
+        """Keep a received data set (its ``keys`` read): written whole under a
+        temp name, then renamed to its place (``destination``)."""
+        pending._name(pending._store(), keys)
+
     def association_ended(self) -> None:
         """Called by the thread that served an association when it ends."""
         index = getattr(self._indexes, "writer", None)
@@ -331,6 +336,26 @@ class Placed(NamedTuple):
     size: int
     sop_class_uid: str = ""
     transfer_syntax: str = ""  # as it came, and as the file meta names it
+    # Pseudonymised (pulls.deid): the keys above are as written; these are the
+    # originals the row asked for (its bookkeeping) and the mapping keeps.
+    source_patient_id: str = ""
+    source_study_uid: str = ""
+    source_series_uid: str = ""
+    source_accession: str = ""
+    shift_days: int = 0
+    # Why it may show burned-in text (kept, flagged), or, with ``withheld``, why
+    # it was set aside instead (``path`` is then where it waits, outside the project).
+    burned_in: str = ""
+    withheld: bool = False
+
+    @property
+    def asked_study(self) -> str:
+        """The study UID as the PACS knows it (the row's)."""
+        return self.source_study_uid or self.study_instance_uid
+
+    @property
+    def asked_series(self) -> str:
+        return self.source_series_uid or self.series_instance_uid
 
 
 # In a project's folder: C-GET instances of a study (series) that the C-GET did
@@ -403,7 +428,7 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 
 _IOV_MAX = 512
 
 
-def _create(folder: str, name: str) -> int:
+def create_file(folder: str, name: str) -> int:
     try:
         return os.open(f"{folder}/{name}", _CREATE_FLAGS, 0o640)
     except FileNotFoundError:  # first instance of the study, or the area was cleaned
@@ -411,7 +436,7 @@ def _create(folder: str, name: str) -> int:
         return os.open(f"{folder}/{name}", _CREATE_FLAGS, 0o640)
 
 
-def _write_all(fd: int, parts: list) -> None:
+def write_all(fd: int, parts: list) -> None:
     """Write the parts in order with as few system calls as the kernel allows."""
     for start in range(0, len(parts), _IOV_MAX):
         group = parts[start : start + _IOV_MAX]
@@ -479,7 +504,7 @@ class _PendingStore:
             if self.size > SPILL_AT:
                 self.head = _head(self.chunks)
                 name = self.owner.temp_name()
-                fd = _create(self.owner.incoming_path, name)
+                fd = create_file(self.owner.incoming_path, name)
                 self.spill_path = self.owner.incoming / name
                 self.spill = os.fdopen(fd, "wb", buffering=1 << 20)
                 self.spill.write(self.header)
@@ -535,11 +560,11 @@ class _PendingStore:
         chunks, self.chunks = self.chunks, []
         name = self.owner.temp_name()
         incoming = self.owner.incoming_path
-        fd = _create(incoming, name)
+        fd = create_file(incoming, name)
         temp = f"{incoming}/{name}"
         try:
             try:
-                _write_all(fd, [self.header, *chunks])
+                write_all(fd, [self.header, *chunks])
                 if self.owner.notes_inodes:
                     self.inode = os.fstat(fd).st_ino
             finally:
@@ -549,6 +574,28 @@ class _PendingStore:
                 os.unlink(temp)
             raise
         return temp
+
+    def dataset_bytes(self) -> bytes:
+        """The data set as it came (from memory, or from the spill file, which
+        goes): for a writer that keeps something else than these bytes."""
+        if self.spill_path is not None:
+            path, self.spill_path = self.spill_path, None
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(len(self.header))
+                    return fh.read()
+            finally:
+                path.unlink(missing_ok=True)
+        chunks, self.chunks = self.chunks, []
+        return b"".join(chunks)
+
+    @property
+    def sop_uid(self) -> str:
+        return str(self.command.get(0x1000, ""))
+
+    @property
+    def sop_class(self) -> str:
+        return str(self.command.get(0x0002, ""))
 
     def _name(self, temp: str, keys: dict[str, str]) -> None:
         """Rename the written file to its place, and note it."""
@@ -594,7 +641,7 @@ class _PendingStore:
             try:
                 keys = self._keys()
                 if not self.owner.answers_first:
-                    self._name(self._store(), keys)
+                    self.owner.keep(self, keys)
             except OSError as exc:
                 self._fail(exc)
             except Exception as exc:  # noqa: BLE001  (an unreadable data set is the peer's fault)
@@ -606,7 +653,7 @@ class _PendingStore:
             self.owner.counters.add(ok=self.status == STATUS_SUCCESS, size=self.size)
             return
         try:
-            self._name(self._store(), keys)
+            self.owner.keep(self, keys)
         except OSError as exc:
             # Answered already: counted as not written, so the row that asked for
             # it is incomplete (and a full disk pauses its job).

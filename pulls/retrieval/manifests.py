@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from django.db.models import Q
 
+from pulls.deid.projects import uid_in
 from pulls.jobs.exports import csv_stream
 from pulls.models import Job, RetrievedInstance
 
@@ -19,16 +20,20 @@ COLUMNS = [
     "bytes",
     "SOPClassUID",
     "TransferSyntaxUID",
+    "burned-in text",
 ]
 
 
 def job_instances(job: Job):
+    """The job's studies (series) in its project: by the project's names for
+    them (a pseudonymised project's replacement UIDs)."""
+    named = uid_in(job.project)
     studies, series = set(), set()
     for identifier in job.items.values_list("identifier", flat=True):
         if identifier.get("SeriesInstanceUID"):
-            series.add(identifier["SeriesInstanceUID"])
+            series.add(named(identifier["SeriesInstanceUID"]))
         else:
-            studies.add(identifier.get("StudyInstanceUID", ""))
+            studies.add(named(identifier.get("StudyInstanceUID", "")))
     return RetrievedInstance.objects.filter(project=job.project).filter(
         Q(study_instance_uid__in=studies) | Q(series_instance_uid__in=series)
     )
@@ -48,6 +53,7 @@ def manifest_chunks(job: Job) -> Iterator[str]:
             "size",
             "sop_class_uid",
             "transfer_syntax",
+            "burned_in",
         )
         .iterator(chunk_size=2000)
     )

@@ -24,6 +24,7 @@ from pathlib import Path
 from django.conf import settings
 
 from pulls.audit.events import audit_record
+from pulls.deid.writer import WITHHELD
 from pulls.dicom.paths import safe_component
 from pulls.dicom.receiving import UNREQUESTED, Placed
 from pulls.dicom.staging import INDEX_NAME, TEMP_PREFIX, remove_cut_writes
@@ -68,6 +69,9 @@ def staging_sweep(*, now: float | None = None) -> dict[str, int]:
     staging: Path = settings.PACSNPULL_STAGING_DIR
     if staging.is_dir():
         _sweep_staging(staging, counts, now=now, cutoff=cutoff)
+        # What a C-GET worker into a pseudonymised project withheld, if it died
+        # before setting it aside.
+        _sweep_unrequested(staging / WITHHELD, counts, now=now, cutoff=cutoff)
     # Those a worker sets aside right after its C-GET, unless it died first.
     for project in Project.objects.only("slug", "storage_path"):
         try:
@@ -148,10 +152,16 @@ def _move(path: Path, target: Path) -> bool:
 
 
 def set_aside(
-    files: list[Path], folder: str, *, now: float | None = None, job: Job | None = None
+    files: list[Path],
+    folder: str,
+    *,
+    now: float | None = None,
+    job: Job | None = None,
+    why: str = "",
 ) -> int:
     """Move one study's ``files`` to ``quarantine/<date>/<folder>/`` and record
-    one audit event; how many were moved."""
+    one audit event (saying ``why``, if not that nobody asked for them); how
+    many were moved."""
     now = time.time() if now is None else now
     target = settings.PACSNPULL_QUARANTINE_DIR / date.fromtimestamp(now).isoformat() / folder
     target.mkdir(parents=True, exist_ok=True)
@@ -163,7 +173,8 @@ def set_aside(
             target=folder,
             success=False,
             details={"instances": moved, "quarantine": str(target)},
-            message=(
+            message=why
+            or (
                 "instances the C-GET did not ask for were received and set aside"
                 if job is not None
                 else "instances no retrieval asked for were received and set aside"
@@ -182,3 +193,17 @@ def set_aside_unrequested(project_dir: Path, unrequested: list[Placed], *, job: 
     # The emptied study folders stay: another C-GET of the project may be writing
     # to one right now. The sweep removes them once they are quiet.
     return sum(set_aside(files, folder, job=job) for folder, files in by_folder.items())
+
+
+def set_aside_withheld(withheld: list[Placed], *, job: Job) -> int:
+    """Instances a pseudonymised project does not take (they may show burned-in
+    text, or cannot be de-identified), as they came, from the staging area into
+    quarantine: one audit event per study and reason."""
+    by_folder: dict[tuple[str, str], list[Path]] = {}
+    for placed in withheld:
+        folder = f"withheld-{safe_component(placed.source_study_uid)}"
+        by_folder.setdefault((folder, placed.burned_in), []).append(Path(placed.path))
+    return sum(
+        set_aside(files, folder, job=job, why=f"instances set aside, not pseudonymised: {why}")
+        for (folder, why), files in by_folder.items()
+    )

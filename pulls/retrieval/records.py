@@ -7,34 +7,53 @@ manifests list.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from django.db import connection, transaction
 from django.utils import timezone
 
+from pulls.deid.mapping import record_mapping
+from pulls.deid.projects import uid_in
 from pulls.dicom.receiving import Placed
 from pulls.models import Project, RetrievedInstance
 
 
-def present_by_study(project: Project, studies: set[str]) -> dict[str, list[tuple[str, str]]]:
-    """(SOP Instance UID, series) of the instances recorded in the project for
-    ``studies`` and still on disk, by study: one query however many studies."""
+@dataclass(frozen=True)
+class Present:
+    """What a project holds of some studies, still on disk: (SOP Instance UID,
+    series) by study. Studies are keyed by the PACS's UIDs; instances and series
+    are as the project names them (the same UIDs, or a pseudonymised project's
+    replacements, ``named``)."""
+
+    by_study: dict[str, list[tuple[str, str]]]
+    named: Callable[[str], str] = str
+
+    def of_row(self, study: str | None, series: str | None) -> set[str]:
+        """SOP Instance UIDs (as the project names them) of a row's study or series."""
+        wanted = self.named(series) if series else None
+        rows = self.by_study.get(study or "", ())
+        return {sop for sop, its in rows if not wanted or its == wanted}
+
+
+def present_by_study(project: Project, studies: set[str]) -> Present:
+    """What the project holds of ``studies``: one query however many studies."""
     root = project.storage_dir
+    named = uid_in(project)
+    asked = {named(uid): uid for uid in studies if uid}
     found: dict[str, list[tuple[str, str]]] = {}
     recorded = RetrievedInstance.objects.filter(
-        project=project, study_instance_uid__in=[uid for uid in studies if uid]
+        project=project, study_instance_uid__in=list(asked)
     ).values_list("study_instance_uid", "sop_instance_uid", "series_instance_uid", "path")
     for study, sop, series, path in recorded.iterator(chunk_size=2000):
         if (root / path).is_file():
-            found.setdefault(study, []).append((sop, series))
-    return found
-
-
-def of_row(present: dict[str, list[tuple[str, str]]], study: str, series: str | None) -> set[str]:
-    return {sop for sop, its_series in present.get(study, ()) if not series or its_series == series}
+            found.setdefault(asked[study], []).append((sop, series))
+    return Present(found, named)
 
 
 def present_sops(project: Project, study: str, series: str | None) -> set[str]:
     """SOP Instance UIDs of the study (series) recorded in the project and still on disk."""
-    return of_row(present_by_study(project, {study}), study, series)
+    return present_by_study(project, {study}).of_row(study, series)
 
 
 def present_count(project: Project, study: str, series: str | None) -> int:
@@ -43,7 +62,8 @@ def present_count(project: Project, study: str, series: str | None) -> int:
 
 _COLUMNS = (
     "project_id", "path", "patient_id", "study_instance_uid", "series_instance_uid",
-    "sop_instance_uid", "modality", "size", "sop_class_uid", "transfer_syntax", "placed_at",
+    "sop_instance_uid", "modality", "size", "sop_class_uid", "transfer_syntax", "burned_in",
+    "placed_at",
 )  # fmt: skip
 # Built from constants only (table and column names); values are parameters.
 _TABLE = RetrievedInstance._meta.db_table
@@ -64,8 +84,9 @@ _UPSERT = (
 _UPSERT_ARRAYS = (
     f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608
     "SELECT %s, u.*, %s FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], "
-    "%s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[], %s::varchar[], %s::varchar[]) "
-    f"AS u(path, patient_id, study, series, sop, modality, size, sop_class, syntax) {_ON_CONFLICT}"
+    "%s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[], %s::varchar[], %s::varchar[], "
+    "%s::varchar[]) AS u(path, patient_id, study, series, sop, modality, size, sop_class, syntax, "
+    f"burned_in) {_ON_CONFLICT}"
 )
 
 
@@ -73,6 +94,8 @@ def record_instances(project: Project, placed: list[Placed]) -> None:
     """Record placed instances (one row per instance per project). ``placed``
     names each instance once (``retrieval._collect`` and ``_place_staged``): one statement
     may not upsert a row twice."""
+    pseudonymised = any(item.source_study_uid for item in placed)
+    placed = [item for item in placed if not item.withheld]  # set aside, not in the project
     if not placed:
         return
     now = timezone.now()
@@ -80,12 +103,14 @@ def record_instances(project: Project, placed: list[Placed]) -> None:
         (
             str(item.path), item.patient_id[:64], item.study_instance_uid[:64],
             item.series_instance_uid[:64], item.sop_instance_uid[:64], item.modality[:16],
-            item.size, item.sop_class_uid[:64], item.transfer_syntax[:64],
+            item.size, item.sop_class_uid[:64], item.transfer_syntax[:64], item.burned_in[:200],
         )
         for item in placed
     ]  # fmt: skip
     # In the outcome's transaction when there is one (no savepoint), else its own.
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        if pseudonymised:
+            record_mapping(project, placed)
         if connection.vendor == "postgresql":
             cursor.execute(_UPSERT_ARRAYS, [project.pk, now, *map(list, zip(*rows, strict=True))])
         else:

@@ -17,6 +17,10 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from pulls.deid.files import BurnedIn
+from pulls.deid.projects import pseudonymiser_for
+from pulls.deid.walker import UnreadableDataSet
+from pulls.deid.writer import PseudonymisingWriter
 from pulls.dicom import (
     PacsAborted,
     PacsError,
@@ -33,7 +37,7 @@ from pulls.dicom.counting import StudyCount, count_one, count_studies
 from pulls.dicom.getting import get_as_stored
 from pulls.dicom.identifiers import retrieve_identifier
 from pulls.dicom.placement import header_keys, place_instance
-from pulls.dicom.receiving import Placed
+from pulls.dicom.receiving import Placed, ProjectWriter
 from pulls.dicom.staging import (
     index_clear,
     staged_entries,
@@ -52,9 +56,8 @@ from pulls.models import (
     JobStatus,
     Project,
 )
-from pulls.retrieval.quarantine import set_aside_unrequested
+from pulls.retrieval.quarantine import set_aside_unrequested, set_aside_withheld
 from pulls.retrieval.records import (
-    of_row,
     present_by_study,
     present_count,
     present_sops,
@@ -168,10 +171,47 @@ def _raise_if_our_scp_is_down(node, error: PacsStatusError) -> None:
         )
 
 
-def _place_staged(project: Project, staging: Path, study: str, series: str | None) -> list[Placed]:
-    """Move this study's (series') staged files into the project; their keys
-    and sizes come from the SCP's index where it has the file, else from the file."""
+def project_writer(project: Project) -> ProjectWriter:
+    """Where a C-GET's instances go: straight into the project, de-identified
+    on the way into a pseudonymised one (the originals never enter its folder)."""
+    pseudonymiser = pseudonymiser_for(project)
+    if pseudonymiser is None:
+        return ProjectWriter(project.storage_dir)
+    return PseudonymisingWriter(project.storage_dir, pseudonymiser, settings.PACSNPULL_STAGING_DIR)
+
+
+def _set_aside_withheld(job: Job, placed: list[Placed]) -> None:
+    withheld = [p for p in placed if p.withheld]
+    if withheld:
+        set_aside_withheld(withheld, job=job)
+
+
+def _place_pseudonymised(pseudonymiser, staged: str, root: str, keys: dict[str, str]) -> Placed:
+    """A staged original de-identified into the project (and removed); or, if
+    the project does not take it, left where it is to be set aside."""
+    try:
+        done = pseudonymiser.place_file(staged, root)
+    except (BurnedIn, UnreadableDataSet) as why:
+        reason = why.reason if isinstance(why, BurnedIn) else f"it cannot be de-identified: {why}"
+        return Placed(
+            path=staged, patient_id="", study_instance_uid="", series_instance_uid="",
+            sop_instance_uid=pseudonymiser.keys.uid(keys["SOPInstanceUID"]),
+            modality=keys.get("Modality", ""), size=0,
+            source_patient_id=keys["PatientID"], source_study_uid=keys["StudyInstanceUID"],
+            source_series_uid=keys["SeriesInstanceUID"], burned_in=reason, withheld=True,
+        )  # fmt: skip
+    os.unlink(staged)
+    return done.placed()
+
+
+def _place_staged(
+    job: Job, project: Project, staging: Path, study: str, series: str | None
+) -> list[Placed]:
+    """Move this study's (series') staged files into the project (a pseudonymised
+    project's de-identified: pulls.deid); their keys and sizes come from the
+    SCP's index where it has the file, else from the file."""
     placed = []
+    pseudonymiser = pseudonymiser_for(project)
     folder, root = str(study_dir(staging, study)), str(project.storage_dir)
     index = staged_index(staging, study)
     for name, inode in staged_entries(staging, study):
@@ -184,10 +224,14 @@ def _place_staged(project: Project, staging: Path, study: str, series: str | Non
                 size, keys = os.stat(staged).st_size, header_keys(staged)
             if series and keys["SeriesInstanceUID"] != series:
                 continue  # another series of the study: not ours to take
-            placed.append(place_instance(staged, root, keys=keys, size=size))
+            if pseudonymiser is not None:
+                placed.append(_place_pseudonymised(pseudonymiser, staged, root, keys))
+            else:
+                placed.append(place_instance(staged, root, keys=keys, size=size))
         except FileNotFoundError:
             continue  # taken meanwhile by the worker of another series of the study
     index_clear(staging, study)
+    _set_aside_withheld(job, placed)
     return placed
 
 
@@ -198,9 +242,10 @@ def _collect(session: Session, job: Job, study: str, series: str | None) -> list
     mine = {  # by SOP instance: a C-GET done again (see _get) places some twice
         p.sop_instance_uid: p
         for p in writer.placed_instances
-        if p.study_instance_uid == study and (not series or p.series_instance_uid == series)
+        if p.asked_study == study and (not series or p.asked_series == series)
     }
     writer.placed_instances.clear()
+    _set_aside_withheld(job, list(mine.values()))
     unrequested, writer.unrequested = writer.unrequested, []
     if unrequested:
         try:
@@ -221,7 +266,7 @@ def _take(
     """The instances of the study (series) now in the project, not yet recorded."""
     if job.kind == JobKind.GET:
         return _collect(session, job, study, series)
-    return _place_staged(job.project, staging, study, series)
+    return _place_staged(job, job.project, staging, study, series)
 
 
 def storage_classes_of(item: JobItem) -> list[str] | None:
@@ -256,7 +301,7 @@ def _get(
             {
                 p.sop_instance_uid
                 for p in writer.placed_instances
-                if p.study_instance_uid == study and (not series or p.series_instance_uid == series)
+                if p.asked_study == study and (not series or p.asked_series == series)
             }
         )
 
@@ -376,8 +421,8 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem], *, first: boo
     )
     for item in items:
         keys = item.identifier
-        item.present_now = of_row(
-            present, keys.get("StudyInstanceUID"), keys.get("SeriesInstanceUID")
+        item.present_now = present.of_row(
+            keys.get("StudyInstanceUID"), keys.get("SeriesInstanceUID")
         )
     studies = {
         uid: item

@@ -21,7 +21,6 @@ from pulls.dicom.identifiers import (
     match_to_dict,
 )
 from pulls.dicom.proposals import association_request_prepare
-from pulls.dicom.receiving import ProjectWriter
 from pulls.dicom.staging import remove_cut_writes
 from pulls.jobs import items as item_life
 from pulls.jobs import queueing
@@ -42,6 +41,7 @@ from pulls.retrieval.work import (
     SUSPENDED,
     JobStopped,
     prepare_rows,
+    project_writer,
     retrieve_item,
     storage_classes_known,
 )
@@ -365,7 +365,7 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
     try:
         try:
             # C-GET instances arrive on our association: straight into the project.
-            writer = ProjectWriter(job.project.storage_dir) if "get" in services else None
+            writer = project_writer(job.project) if "get" in services else None
             if writer is not None:  # writes a killed worker cut short (as the staging sweep)
                 cutoff = time.time() - settings.PACSNPULL_QUARANTINE_AFTER_SECONDS
                 remove_cut_writes(writer.incoming, older_than=cutoff)

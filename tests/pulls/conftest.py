@@ -1,7 +1,10 @@
 """Fixtures of the retrieval tests."""
 
 import pytest
+from django.conf import settings as django_settings
 
+from pulls.sandbox.corpus import Corpus, generate_corpus
+from pulls.sandbox.orthanc import Orthanc
 from tests.conftest import SCP_PORT
 
 
@@ -13,3 +16,24 @@ def storage(settings, tmp_path, staging):
     settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
     settings.PACSNPULL_RETRY_SECONDS = 0
     return settings.PACSNPULL_STORAGE_ROOT
+
+
+@pytest.fixture(scope="session")
+def corpus(sandbox) -> Corpus:
+    return generate_corpus(sandbox / "corpus")
+
+
+@pytest.fixture(scope="session")
+def corpus_orthanc(sandbox, corpus):
+    pacs = Orthanc(
+        sandbox / "corpus-orthanc",
+        aet="ORTHANC",
+        modalities={"portal": (django_settings.PACSNPULL_AE_TITLE, "127.0.0.1", SCP_PORT)},
+        # Its C-FIND answers in UTF-8, so that names in every script come back.
+        extra_config={"UnknownSopClassAccepted": True, "DefaultEncoding": "Utf8"},
+    ).start()
+    try:
+        pacs.upload(corpus.files())
+        yield pacs
+    finally:
+        pacs.stop()

@@ -14,36 +14,13 @@ from pydicom import dcmread
 from pulls.cli.inline import run_inline
 from pulls.models import ItemStatus, JobStatus, RetrievedInstance
 from pulls.retrieval.manifests import manifest_chunks
-from pulls.sandbox.corpus import Corpus, generate_corpus
 from pulls.sandbox.dcmqrscp import Dcmqrscp
-from pulls.sandbox.orthanc import Orthanc
 from tests.conftest import SCP_PORT, make_node, retrieval_job
 from tests.pulls.retrieval_support import QUIET
 from tests.pulls.test_engine import dataset_bytes
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 UNCOMPRESSED = {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2", DEFLATED}
-
-
-@pytest.fixture(scope="session")
-def corpus(sandbox) -> Corpus:
-    return generate_corpus(sandbox / "corpus")
-
-
-@pytest.fixture(scope="session")
-def corpus_orthanc(sandbox, corpus):
-    pacs = Orthanc(
-        sandbox / "corpus-orthanc",
-        aet="ORTHANC",
-        modalities={"portal": (settings.PACSNPULL_AE_TITLE, "127.0.0.1", SCP_PORT)},
-        # Its C-FIND answers in UTF-8, so that names in every script come back.
-        extra_config={"UnknownSopClassAccepted": True, "DefaultEncoding": "Utf8"},
-    ).start()
-    try:
-        pacs.upload(corpus.files())
-        yield pacs
-    finally:
-        pacs.stop()
 
 
 @pytest.fixture(scope="session")
