@@ -1,7 +1,7 @@
 """Benchmark of retrieval jobs through the whole pipeline, beside DCMTK.
 
     .venv/bin/python bench/retrieve.py [--studies 50] [--runs 3] [--size 64]
-        [--memory-instances 20000]
+        [--memory-instances 20000] [--pseudonymised] [--corpus N]
 
 Own Orthanc, Redis, Celery worker (2 processes), storage SCP (its own
 processes) and SQLite under bench/results/retrieve/ (or --work). For each
@@ -33,6 +33,10 @@ the default) shows every cost per message; 256 (~130 KB, an MR slice) and 512
 Target: pipeline >= 0.9x DCMTK's instances/s for each method. With
 --memory-instances N, a C-GET job of N instances also samples the resident
 memory of the worker processes at each tenth of the job: it should stay flat.
+
+--pseudonymised: C-GET and C-MOVE jobs into a pseudonymised project beside
+the same into an identifiable one (bench/pseudonymised_runs.py; target for
+C-GET: >= 0.5x).
 
 --corpus N runs over N copies of the real-archive corpus instead
 (pulls.sandbox.corpus: 13 transfer syntaxes, multi-frame, SR, RT, PR, KO,
@@ -138,11 +142,11 @@ def run_find(node, owner, project, uids):
     return _wait_done(job.pk)
 
 
-def fresh_project(owner, slug: str):
+def fresh_project(owner, slug: str, *, deidentification: str = "identifiable"):
     """A project of its own for one timed run: empty storage, nothing to skip."""
     from pulls.models import Membership, Project, Role
 
-    project = Project.objects.create(name=slug, slug=slug, deidentification="identifiable")
+    project = Project.objects.create(name=slug, slug=slug, deidentification=deidentification)
     Membership.objects.create(project=project, user=owner, role=Role.OWNER)
     return project
 
@@ -298,6 +302,12 @@ def main() -> None:
         help="folder for everything the run writes, both sides' files included (e.g. a tmpfs)",
     )
     parser.add_argument(
+        "--pseudonymised",
+        action="store_true",
+        help="retrieval into a pseudonymised project beside an identifiable one (target for "
+        "C-GET: >= 0.5x)",
+    )
+    parser.add_argument(
         "--corpus", type=int, default=0,
         help="N copies of the real-archive corpus instead of synthetic studies (see above)",
     )  # fmt: skip
@@ -401,7 +411,14 @@ def main() -> None:
         }  # fmt: skip
         if os.environ.get("PACSNPULL_SANDBOX_POSTGRES_PID"):  # under pulls.sandbox.postgres
             pids["database"] = int(os.environ["PACSNPULL_SANDBOX_POSTGRES_PID"])
-        if args.corpus:
+        if args.pseudonymised:
+            from pseudonymised_runs import pseudonymised_runs
+
+            results["pseudonymised"] = pseudonymised_runs(
+                args.runs, node=node, owner=owner, uids=uids, run_pipeline=run_pipeline,
+                fresh_project=fresh_project,
+            )  # fmt: skip
+        elif args.corpus:
             from corpus_runs import corpus_runs
 
             results["corpus"] = corpus_runs(
@@ -440,6 +457,17 @@ def main() -> None:
         orthanc.stop()
         discard(previous, WORK)
     (WORK / "retrieve.json").write_text(json.dumps(results, indent=2))
+    if "pseudonymised" in results:
+        done = results["pseudonymised"]
+        m = done["medians"]
+        print(
+            f"\nmedian of {args.runs} runs, {len(files)} instances, {args.size}x{args.size}:\n"
+            f"  C-GET  identifiable {m['get_identifiable']:6.0f} inst/s, pseudonymised "
+            f"{m['get_pseudonymised']:6.0f}: ratio {done['ratio_get']:.2f} (target >= 0.5)\n"
+            f"  C-MOVE identifiable {m['move_identifiable']:6.0f} inst/s, pseudonymised "
+            f"{m['move_pseudonymised']:6.0f}: ratio {done['ratio_move']:.2f}"
+        )
+        return
     if "corpus" in results:
         return
     m = results["medians"]

@@ -542,6 +542,7 @@ class AuditAction(models.TextChoices):
     QUARANTINE = "quarantine", "Instance quarantined"
     MAPPING = "mapping", "Pseudonym mapping viewed or downloaded"
     PROJECT_CHANGED = "project_changed", "Project created or changed"
+    DEIDENTIFY = "deidentify", "Files pseudonymised on the command line"
 
 
 class AuditEventIsAppendOnly(Exception):

@@ -46,6 +46,13 @@ def membership_for(*, user: User, project: Project) -> Membership | None:
     return Membership.objects.filter(user=user, project=project).first()
 
 
+def membership_role(*, user: User, project: Project) -> str | None:
+    """The user's role by membership alone (operators are not owners here):
+    what the pseudonym mapping asks of who sees it."""
+    membership = membership_for(user=user, project=project)
+    return membership.role if membership else None
+
+
 def project_role_for(*, user: User, project: Project) -> str | None:
     """The user's role in the project; operators act as owners everywhere."""
     if user.is_operator:

@@ -14,10 +14,13 @@ from accounts.models import User
 from pulls import selectors
 from pulls.audit.events import audit_record
 from pulls.cli.seedconfig import SeedConfig
+from pulls.deid.projects import require_identifiable_grant
+from pulls.deid.pseudonyms import pseudonyms_given
 from pulls.dicom import PacsError, echo
 from pulls.jobs import items, queueing
 from pulls.models import (
     AuditAction,
+    Deidentification,
     ItemStatus,
     Job,
     JobItem,
@@ -26,6 +29,7 @@ from pulls.models import (
     Membership,
     PacsNode,
     Project,
+    PseudonymPatient,
     Role,
 )
 from pulls.workers.runner import node_peer
@@ -108,7 +112,11 @@ def job_create(
     ``follows``: the job whose failed rows these correct."""
     require_writer(user=owner, project=project)
     _require_node(user=owner, node=node)
+    if kind in (JobKind.MOVE, JobKind.GET):
+        require_identifiable_grant(project)
+    given = pseudonyms_given(project, rows, row_numbers or range(1, len(rows) + 1))
     with transaction.atomic():
+        PseudonymPatient.objects.bulk_create(given)
         job = Job.objects.create(
             kind=kind,
             owner=owner,
@@ -300,7 +308,11 @@ def cli_setup(*, config: SeedConfig, username: str | None) -> tuple[User, Projec
         if username:
             user = User.objects.get(username=username)
         else:
-            user, created = User.objects.get_or_create(username="cli")
+            # Whoever runs the command line runs the server: "cli" may pull
+            # identifiable data (the grant is audited when it is made).
+            user, created = User.objects.get_or_create(
+                username="cli", defaults={"may_pull_identifiable": True}
+            )
             if created:
                 user.set_unusable_password()
                 user.save(update_fields=["password"])
@@ -440,16 +452,42 @@ def retrieval_create_from_find(
     )
 
 
-def cli_project(*, owner: User, job_title: str, storage: Path) -> Project:
-    """The project of a command-line retrieval: its files go to ``storage``."""
+def cli_project(
+    *, owner: User, job_title: str, storage: Path, pseudonymise: bool = False
+) -> Project:
+    """The project of a command-line retrieval: its files go to ``storage``.
+    Pseudonymised: the Basic Profile with Retain Longitudinal Temporal
+    Information with Modified Dates (no other option), a project of its own;
+    the two never share a folder."""
     from django.utils.text import slugify
 
-    slug = f"cli-{slugify(job_title)}"[:64]
+    mode = "pseudonymised" if pseudonymise else "identifiable"
+    slug = f"cli-{slugify(job_title)}"[:48] + ("-pseudonymised" if pseudonymise else "")
+    other = (
+        Project.objects.filter(storage_path=str(storage.resolve()))
+        .exclude(slug=slug)
+        .filter(instances__isnull=False)
+        .first()
+    )
+    if other is not None:
+        raise ValidationError(
+            f"{storage} holds the files of an earlier {other.deidentification} run of "
+            f"{job_title!r}: give this {mode} run another job_title or --out"
+        )
     project, _ = Project.objects.update_or_create(
         slug=slug,
         defaults={
-            "name": f"Command line: {job_title}"[:200],
+            "name": f"Command line: {job_title}{' (pseudonymised)' if pseudonymise else ''}"[:200],
             "storage_path": str(storage.resolve()),
+        },
+        create_defaults={
+            "name": f"Command line: {job_title}{' (pseudonymised)' if pseudonymise else ''}"[:200],
+            "storage_path": str(storage.resolve()),
+            "deidentification": Deidentification.PSEUDONYMISED
+            if pseudonymise
+            else Deidentification.IDENTIFIABLE,
+            "retain_dates": True,
+            "clean_descriptors": False,
         },
     )
     Membership.objects.get_or_create(project=project, user=owner, defaults={"role": Role.OWNER})

@@ -1,5 +1,6 @@
-"""Node, limit, grant and membership changes go to the audit log, whichever
-code path makes them (the admin, a service, the shell): model signals, with
+"""Node, limit, grant, membership and project de-identification changes go
+to the audit log, whichever code path makes them (the admin, a service, the
+shell): model signals, with
 the person taken from the request being served (pulls.audit.events.current_request).
 """
 
@@ -13,7 +14,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save, pre_sa
 from django.dispatch import receiver
 
 from pulls.audit.events import audit_record
-from pulls.models import AuditAction, Membership, PacsNode
+from pulls.models import AuditAction, Membership, PacsNode, Project
 
 # Fields of a node whose changes are recorded (all but bookkeeping).
 _NODE_SKIP = {"id", "code", "created_at", "updated_at", "last_echo_at", "last_echo_ok",
@@ -162,4 +163,62 @@ def _membership_gone(sender, instance: Membership, **kwargs) -> None:
         project=instance.project,
         target=f"{user} removed from {instance.project.name}"[:300],
         details={"user": user, "role": None, "before": instance.role},
+    )
+
+
+# A project's de-identification decides what enters its folder: its creation
+# and every change of it are audited, whichever path makes them.
+@receiver(pre_save, sender=Project, dispatch_uid="audit_project_before")
+def _project_before(sender, instance: Project, **kwargs) -> None:
+    fields = Project.DEIDENTIFICATION_FIELDS
+    instance._audit_before = (
+        Project.objects.filter(pk=instance.pk).values(*fields).first() if instance.pk else None
+    )
+
+
+@receiver(post_save, sender=Project, dispatch_uid="audit_project_after")
+def _project_after(sender, instance: Project, created: bool, raw: bool = False, **kwargs) -> None:
+    if raw:
+        return
+    now = {f: _plain(getattr(instance, f)) for f in Project.DEIDENTIFICATION_FIELDS}
+    before = getattr(instance, "_audit_before", None)
+    if created or before is None:
+        target, details = (
+            f"project {instance.name} created ({instance.deidentification})",
+            {"created": now},
+        )
+    else:
+        changed = {f: [before[f], v] for f, v in now.items() if before[f] != v}
+        if not changed:
+            return
+        target = f"project {instance.name} de-identification changed: {', '.join(sorted(changed))}"
+        details = {"changed": changed}
+    audit_record(
+        action=AuditAction.PROJECT_CHANGED, project=instance, target=target[:300], details=details
+    )
+
+
+@receiver(pre_save, sender=get_user_model(), dispatch_uid="audit_identifiable_before")
+def _identifiable_before(sender, instance, **kwargs) -> None:
+    instance._audit_identifiable = (
+        sender.objects.filter(pk=instance.pk)
+        .values_list("may_pull_identifiable", flat=True)
+        .first()
+        if instance.pk
+        else None
+    )
+
+
+@receiver(post_save, sender=get_user_model(), dispatch_uid="audit_identifiable_after")
+def _identifiable_after(sender, instance, created: bool, raw: bool = False, **kwargs) -> None:
+    """The operators' grant to pull identifiable data, given or withdrawn."""
+    before = getattr(instance, "_audit_identifiable", None)
+    if raw or bool(before) == instance.may_pull_identifiable:
+        return
+    verb = "may" if instance.may_pull_identifiable else "may no longer"
+    user = instance.get_username()
+    audit_record(
+        action=AuditAction.PERMISSION_CHANGED,
+        target=f"{user} {verb} pull identifiable data"[:300],
+        details={"user": user, "may_pull_identifiable": instance.may_pull_identifiable},
     )

@@ -161,3 +161,19 @@ def write_retrieval_results(job: Job, folder: Path) -> Path:
                 ]
             )  # fmt: skip
     return path
+
+
+def write_mapping(project, folder: Path) -> Path:
+    """A pseudonymised command-line project's mapping, ``mapping.csv`` beside the
+    results, readable by its owner alone (mode 0600, from its creation)."""
+    import os
+
+    from pulls.deid.mapping import mapping_csv
+
+    path = folder / "mapping.csv"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # one that existed keeps no wider mode
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        for chunk in mapping_csv(project):
+            fh.write(chunk)
+    return path

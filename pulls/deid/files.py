@@ -42,8 +42,10 @@ _RISKY_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.77.1.4": "a VL photographic image",
     "1.2.840.10008.5.1.4.1.1.77.1.4.1": "a video photographic image",
 }
-_RISKY_MODALITIES = {"US": "an ultrasound image", "SC": "a secondary capture",
-                     "DOC": "a document", "XC": "a photograph", "ES": "an endoscopy image"}  # fmt: skip
+_RISKY_MODALITIES = {
+    "US": "an ultrasound image", "SC": "a secondary capture", "DOC": "a document",
+    "XC": "a photograph", "ES": "an endoscopy image",
+}  # fmt: skip
 _RISKY_CONVERSIONS = {"WSD": "a workstation capture", "SD": "a scanned document",
                       "SI": "a scanned image", "DV": "digitized video"}  # fmt: skip
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -204,7 +204,38 @@ def source_values(data: bytes, enc: Encoding) -> dict[str, bytes]:
     return found
 
 
-def _words(source: dict[str, bytes]) -> re.Pattern[bytes] | None:
+def shift_bytes(vr: bytes, value: bytes, days: int) -> bytes | None:
+    """Dates (DA) and date-times (DT) moved back ``days``; a DA range moves
+    whole; None for a value that is not a date (it is then emptied)."""
+    out = []
+    for part in value.rstrip(b"\x00 ").split(b"\\"):
+        part = part.strip()
+        if vr == b"DA" and b"-" in part:  # a range (in a query)
+            ends = [shift_bytes(vr, end, days) if end else b"" for end in part.split(b"-", 1)]
+            if None in ends:
+                return None
+            out.append(b"-".join(ends))  # type: ignore[arg-type]
+            continue
+        if not part:
+            out.append(b"")
+            continue
+        if len(part) < 8 or not part[:8].isdigit():
+            return None
+        try:
+            day = date(int(part[:4]), int(part[4:6]), int(part[6:8]))
+        except ValueError:
+            return None
+        moved = (day - timedelta(days=days)).strftime("%Y%m%d").encode("ascii")
+        out.append(moved + (part[8:] if vr == b"DT" else b""))
+    return b"\\".join(out)
+
+
+def shift_text(vr: str, value: str, days: int) -> str | None:
+    moved = shift_bytes(vr.encode("ascii"), value.encode("ascii", "replace"), days)
+    return None if moved is None else moved.decode("ascii")
+
+
+def words_pattern(source: Mapping[str, bytes]) -> re.Pattern[bytes] | None:
     """What a kept text must not contain: the patient's name (each part of at
     least three characters), IDs, accession number and birth date."""
     words = set()
@@ -241,23 +272,7 @@ class Walk:
         return mapped.encode("ascii")
 
     def shifted(self, vr: bytes, value: bytes) -> bytes | None:
-        """Dates (DA) and date-times (DT) moved back by the patient's shift; None
-        for a value that is not a date (it is then emptied)."""
-        out = []
-        for part in value.rstrip(b"\x00 ").split(b"\\"):
-            part = part.strip()
-            if not part:
-                out.append(b"")
-                continue
-            if len(part) < 8 or not part[:8].isdigit():
-                return None
-            try:
-                day = date(int(part[:4]), int(part[4:6]), int(part[6:8]))
-            except ValueError:
-                return None
-            moved = (day - timedelta(days=self.shift)).strftime("%Y%m%d").encode("ascii")
-            out.append(moved + (part[8:] if vr == b"DT" else b""))
-        return b"\\".join(out)
+        return shift_bytes(vr, value, self.shift)
 
     def clean(self, value: bytes) -> bytes:
         if self.words is None or not self.words.search(value):
@@ -447,7 +462,7 @@ def deidentify_dataset(
     patient_id = source.get("PatientID", b"").strip().decode("utf-8", "replace")
     walk = Walk(
         actions=actions, options=options, keys=keys, enc=enc, source=source,
-        patient_id=patient_id, shift=keys.shift_days(patient_id), words=_words(source),
+        patient_id=patient_id, shift=keys.shift_days(patient_id), words=words_pattern(source),
     )  # fmt: skip
     walk.dataset(data, memoryview(data), 0, len(data), top=True)
     return walk.out, source

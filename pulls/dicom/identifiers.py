@@ -170,6 +170,24 @@ def check_value(keyword: str, vr: str, value: str) -> str | None:
     return None
 
 
+# A query file's column that is no DICOM key and is never sent: the pseudonym a
+# pseudonymised project gives the row's patient (pulls.deid.pseudonyms).
+PSEUDONYM = "Pseudonym"
+_PSEUDONYM_CHARACTERS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+)
+
+
+def pseudonym_problem(value: str) -> str | None:
+    """What is wrong with a pseudonym (it names a folder and a PatientID)."""
+    if not 1 <= len(value) <= 64 or not set(value) <= _PSEUDONYM_CHARACTERS or value[0] in "._-":
+        return (
+            "must be 1 to 64 letters, digits, dots, dashes or underscores, starting with a "
+            "letter or digit (it becomes the PatientID and a folder name)"
+        )
+    return None
+
+
 def row_errors(
     row: Mapping[str, object], *, character_set: str = DEFAULT_QUERY_CHARACTER_SET
 ) -> list[IdentifierError]:
@@ -192,6 +210,12 @@ def row_errors(
         )
     for key, raw in row.items():
         if key == "QueryRetrieveLevel":
+            continue
+        if key == PSEUDONYM:
+            value = "" if raw is None else str(raw).strip()
+            problem = pseudonym_problem(value) if value else None
+            if problem:
+                errors.append(IdentifierError(key, problem))
             continue
         if not isinstance(key, str) or tag_for_keyword(key) is None:
             errors.append(
@@ -223,7 +247,7 @@ def identifier_from_row(
     ds = Dataset()
     values = {}
     for key, raw in row.items():
-        if key != "QueryRetrieveLevel":
+        if key != "QueryRetrieveLevel" and key != PSEUDONYM:
             value = "" if raw is None else str(raw).strip()
             values[key] = "" if value == "*" else value
     if character_set and not all(value.isascii() for value in values.values()):

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 
 from pydicom.datadict import tag_for_keyword
 
+from pulls.deid.shown import Shown
 from pulls.models import FindResult, Job, JobItem
 
 ROW_COLUMNS = ["row", "row_status", "row_matches", "possibly_truncated", "row_error"]
@@ -59,8 +60,9 @@ def header_for(job: Job) -> list[str]:
     return ROW_COLUMNS + KEY_COLUMNS + sorted(extra, key=lambda k: tag_for_keyword(k) or 0)
 
 
-def export_lines(job: Job, header: list[str]) -> Iterator[list[str]]:
-    """Lines in row order, matches of a row in the order the PACS sent them."""
+def export_lines(job: Job, header: list[str], shown: Shown | None = None) -> Iterator[list[str]]:
+    """Lines in row order, matches of a row in the order the PACS sent them
+    (as ``shown`` shows them: a viewer of a pseudonymised project)."""
     attribute_columns = header[len(ROW_COLUMNS) :]
     matches = (
         FindResult.objects.filter(job=job)
@@ -79,7 +81,7 @@ def export_lines(job: Job, header: list[str]) -> Iterator[list[str]]:
         head = [str(row), status, str(count), "yes" if truncated else "", spreadsheet_safe(error)]
         wrote = False
         while pending is not None and pending[0] == pk:
-            attributes = pending[1]
+            attributes = pending[1] if shown is None else shown.attributes(pending[1])
             yield head + [spreadsheet_safe(attributes.get(k, "")) for k in attribute_columns]
             wrote = True
             pending = next(matches, None)
@@ -102,27 +104,27 @@ def csv_stream(header: list[str], lines: Iterable[Iterable[object]]) -> Iterator
     yield buffer.getvalue()
 
 
-def csv_chunks(job: Job) -> Iterator[str]:
+def csv_chunks(job: Job, shown: Shown | None = None) -> Iterator[str]:
     """The find job's export as CSV text in chunks."""
     header = header_for(job)
-    return csv_stream(header, export_lines(job, header))
+    return csv_stream(header, export_lines(job, header, shown))
 
 
-def xlsx_bytes(job: Job) -> bytes:
+def xlsx_bytes(job: Job, shown: Shown | None = None) -> bytes:
     from openpyxl import Workbook
 
     book = Workbook(write_only=True)
     sheet = book.create_sheet("matches")
     header = header_for(job)
     sheet.append(header)
-    for line in export_lines(job, header):
+    for line in export_lines(job, header, shown):
         sheet.append(line)
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
 
 
-def failed_rows(job: Job) -> tuple[list[str], list[dict[str, str]]]:
+def failed_rows(job: Job, shown: Shown | None = None) -> tuple[list[str], list[dict[str, str]]]:
     """The job's rows that failed, or (a find's) matched nothing, as query rows
     to correct and upload again: their keys as they were sent, then two notes
     (``#row``, the row's number in this job, and ``#reason``), which the
@@ -143,6 +145,8 @@ def failed_rows(job: Job) -> tuple[list[str], list[dict[str, str]]]:
         .values_list("row", "identifier", "status", "error_message")
     )
     for row, identifier, status, error in items.iterator(chunk_size=2000):
+        if shown is not None:
+            identifier = shown.attributes(identifier)
         keys.update(dict.fromkeys(identifier))
         reason = error if status == ItemStatus.FAILED else "matched nothing"
         rows.append({**identifier, "#row": str(row), "#reason": reason})

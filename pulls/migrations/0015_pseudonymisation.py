@@ -104,7 +104,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='auditevent',
             name='action',
-            field=models.CharField(choices=[('login', 'Login'), ('login_failed', 'Failed login'), ('logout', 'Logout'), ('echo', 'C-ECHO'), ('find', 'C-FIND'), ('move', 'C-MOVE'), ('get', 'C-GET'), ('job_created', 'Job created'), ('job_cancelled', 'Job cancelled'), ('job_retried', 'Job retried'), ('job_paused', 'Job paused'), ('job_resumed', 'Job resumed'), ('export', 'Export or download'), ('node_changed', 'Node changed'), ('permission_changed', 'Permission changed'), ('job_urgent', 'Job marked urgent'), ('quarantine', 'Instance quarantined'), ('mapping', 'Pseudonym mapping viewed or downloaded'), ('project_changed', 'Project created or changed')], max_length=24),
+            field=models.CharField(choices=[('login', 'Login'), ('login_failed', 'Failed login'), ('logout', 'Logout'), ('echo', 'C-ECHO'), ('find', 'C-FIND'), ('move', 'C-MOVE'), ('get', 'C-GET'), ('job_created', 'Job created'), ('job_cancelled', 'Job cancelled'), ('job_retried', 'Job retried'), ('job_paused', 'Job paused'), ('job_resumed', 'Job resumed'), ('export', 'Export or download'), ('node_changed', 'Node changed'), ('permission_changed', 'Permission changed'), ('job_urgent', 'Job marked urgent'), ('quarantine', 'Instance quarantined'), ('mapping', 'Pseudonym mapping viewed or downloaded'), ('project_changed', 'Project created or changed'), ('deidentify', 'Files pseudonymised on the command line')], max_length=24),
         ),
         migrations.CreateModel(
             name='PseudonymPatient',

@@ -195,7 +195,7 @@ def set_aside_unrequested(project_dir: Path, unrequested: list[Placed], *, job: 
     return sum(set_aside(files, folder, job=job) for folder, files in by_folder.items())
 
 
-def set_aside_withheld(withheld: list[Placed], *, job: Job) -> int:
+def set_aside_withheld(withheld: list[Placed], *, job: Job | None) -> int:
     """Instances a pseudonymised project does not take (they may show burned-in
     text, or cannot be de-identified), as they came, from the staging area into
     quarantine: one audit event per study and reason."""

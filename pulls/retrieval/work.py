@@ -180,7 +180,7 @@ def project_writer(project: Project) -> ProjectWriter:
     return PseudonymisingWriter(project.storage_dir, pseudonymiser, settings.PACSNPULL_STAGING_DIR)
 
 
-def _set_aside_withheld(job: Job, placed: list[Placed]) -> None:
+def _set_aside_withheld(job: Job | None, placed: list[Placed]) -> None:
     withheld = [p for p in placed if p.withheld]
     if withheld:
         set_aside_withheld(withheld, job=job)
@@ -205,7 +205,7 @@ def _place_pseudonymised(pseudonymiser, staged: str, root: str, keys: dict[str, 
 
 
 def _place_staged(
-    job: Job, project: Project, staging: Path, study: str, series: str | None
+    project: Project, staging: Path, study: str, series: str | None, *, job: Job | None = None
 ) -> list[Placed]:
     """Move this study's (series') staged files into the project (a pseudonymised
     project's de-identified: pulls.deid); their keys and sizes come from the
@@ -266,7 +266,7 @@ def _take(
     """The instances of the study (series) now in the project, not yet recorded."""
     if job.kind == JobKind.GET:
         return _collect(session, job, study, series)
-    return _place_staged(job, job.project, staging, study, series)
+    return _place_staged(job.project, staging, study, series, job=job)
 
 
 def storage_classes_of(item: JobItem) -> list[str] | None:

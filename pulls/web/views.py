@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from pulls import selectors, services
 from pulls.audit.events import audit_record
+from pulls.deid.projects import shown_for
 from pulls.jobs import exports, progress
 from pulls.limits import health
 from pulls.models import ACTIVE_JOB_STATUSES, AuditAction, ItemStatus, JobKind, Role
@@ -19,6 +20,7 @@ from pulls.queries import examples
 from pulls.retrieval import manifests
 from pulls.web.forms import FindJobForm
 from pulls.web.paging import KeysFirstPaginator
+from pulls.web.shown import shown_item, shown_match
 
 
 class SmallControlsMixin:
@@ -146,26 +148,31 @@ def job_new(request: HttpRequest) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         parsed = form.parsed
-        job = services.job_create(
-            kind=JobKind(form.cleaned_data["kind"]),
-            owner=request.user,
-            project=form.cleaned_data["project"],
-            node=form.cleaned_data["node"],
-            rows=parsed.rows,
-            row_numbers=parsed.numbers,
-            title=form.cleaned_data["title"],
-            source_name=form.source_name,
-            follows=form.followed,
-            request=request,
-        )
-        merged = parsed.merged_text()
-        messages.info(
-            request,
-            f"{len(parsed.rows)} rows are valid"
-            + (f" ({merged})" if merged else "")
-            + ". Check the preview, then start the job.",
-        )
-        return redirect("job_detail", code=job.code)
+        try:
+            job = services.job_create(
+                kind=JobKind(form.cleaned_data["kind"]),
+                owner=request.user,
+                project=form.cleaned_data["project"],
+                node=form.cleaned_data["node"],
+                rows=parsed.rows,
+                row_numbers=parsed.numbers,
+                title=form.cleaned_data["title"],
+                source_name=form.source_name,
+                follows=form.followed,
+                request=request,
+            )
+        except ValidationError as exc:  # what the project's mapping or grants say
+            for message in exc.messages:
+                form.add_error(None, message)
+        else:
+            merged = parsed.merged_text()
+            messages.info(
+                request,
+                f"{len(parsed.rows)} rows are valid"
+                + (f" ({merged})" if merged else "")
+                + ". Check the preview, then start the job.",
+            )
+            return redirect("job_detail", code=job.code)
     return render(request, "pulls/job_new.html", {"form": form, "nav": "new"})
 
 
@@ -185,10 +192,16 @@ def _job_page(
     matches = _page(
         request, selectors.job_matches(job=job, **match_args), "matches_page", wide=True
     )
+    shown = shown_for(project=job.project, user=request.user)
+    rows = _page(request, selectors.job_items(job=job, status=row_status), "rows_page")
+    if shown is not None:  # a viewer of a pseudonymised project: values as in its files
+        matches.object_list = [shown_match(shown, match) for match in matches.object_list]
+        rows.object_list = [shown_item(shown, item) for item in rows.object_list]
     context = {
         "job": job,
         "can_write": role in (Role.OWNER, Role.MEMBER),
-        "rows": _page(request, selectors.job_items(job=job, status=row_status), "rows_page"),
+        "rows": rows,
+        "pseudonymised_view": shown is not None,
         "row_status": row_status,
         "row_statuses": ItemStatus.choices,
         "matches": matches,
@@ -239,6 +252,9 @@ def job_rows(request: HttpRequest, code: str) -> HttpResponse:
     job = selectors.job_get_for_user(user=request.user, code=code)
     status = request.GET.get("status", "")
     rows = _page(request, selectors.job_items(job=job, status=status), "rows_page")
+    shown = shown_for(project=job.project, user=request.user)
+    if shown is not None:
+        rows.object_list = [shown_item(shown, item) for item in rows.object_list]
     return render(request, "pulls/_job_rows.html", {"job": job, "rows": rows})
 
 
@@ -293,13 +309,14 @@ def job_export(request: HttpRequest, code: str, fmt: str) -> HttpResponse:
         details={"format": fmt, "matches": job.matches, "rows": job.items_total},
     )
     name = f"pacsnpull-{job.code}-matches.{fmt}"
+    shown = shown_for(project=job.project, user=request.user)
     if fmt == "xlsx":
         response = HttpResponse(
-            exports.xlsx_bytes(job),
+            exports.xlsx_bytes(job, shown),
             content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         )
     else:
-        response = StreamingHttpResponse(exports.csv_chunks(job), content_type="text/csv")
+        response = StreamingHttpResponse(exports.csv_chunks(job, shown), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
@@ -329,7 +346,7 @@ def job_failed_rows(request: HttpRequest, code: str, fmt: str) -> HttpResponse:
     job came in (or the one asked), with the reason in a note column: to correct
     and upload again as a job that follows this one."""
     job = selectors.job_get_for_user(user=request.user, code=code)
-    columns, rows = exports.failed_rows(job)
+    columns, rows = exports.failed_rows(job, shown_for(project=job.project, user=request.user))
     audit_record(
         action=AuditAction.EXPORT,
         request=request,

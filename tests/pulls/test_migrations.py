@@ -2,44 +2,89 @@
 
 from __future__ import annotations
 
-import pytest
+import contextlib
+
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("pulls", "0013_job_is_search")]
-AFTER = [("pulls", "0014_findresult_descriptions")]
+# The other apps as they are now (pulls' later migrations need them so).
+ACCOUNTS = ("accounts", "0003_may_pull_identifiable")
 
 
-@pytest.mark.django_db(transaction=True)
-def test_matches_found_before_the_description_columns_are_filtered_by_them_after():
+@contextlib.contextmanager
+def _before(migration: str):
+    """The database as it was before ``migration`` of pulls (its historical
+    models), brought up to date again however the test ends."""
     executor = MigrationExecutor(connection)
-    executor.migrate(BEFORE)
-    apps = executor.loader.project_state(BEFORE).apps
-    user = apps.get_model("accounts", "User").objects.create(username="u")
-    project = apps.get_model("pulls", "Project").objects.create(name="P", slug="p")
-    node = apps.get_model("pulls", "PacsNode").objects.create(
-        name="N", host="127.0.0.1", port=104, ae_title="PACS"
-    )
-    job = apps.get_model("pulls", "Job").objects.create(
-        kind="find", owner=user, project=project, node=node
-    )
-    item = apps.get_model("pulls", "JobItem").objects.create(job=job, row=1, identifier={})
-    apps.get_model("pulls", "FindResult").objects.bulk_create(
-        apps.get_model("pulls", "FindResult")(
-            job=job,
-            item=item,
-            attributes={"StudyDescription": f"CT CHEST {n}", "SeriesDescription": "Axial"},
-        )  # fmt: skip
-        for n in range(2500)  # more than one slice of the fill
-    )
+    nodes = [("pulls", migration), ACCOUNTS]
+    try:
+        executor.migrate(nodes)
+        yield executor.loader.project_state(nodes).apps
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
 
+
+def _upgrade() -> None:
     executor = MigrationExecutor(connection)
-    executor.migrate(AFTER)
-    executor.loader.build_graph()
     executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def test_matches_found_before_the_description_columns_are_filtered_by_them_after(flushable_db):
+    with _before("0013_job_is_search") as apps:
+        user = apps.get_model("accounts", "User").objects.create(username="u")
+        project = apps.get_model("pulls", "Project").objects.create(name="P", slug="p")
+        node = apps.get_model("pulls", "PacsNode").objects.create(
+            name="N", host="127.0.0.1", port=104, ae_title="PACS"
+        )
+        job = apps.get_model("pulls", "Job").objects.create(
+            kind="find", owner=user, project=project, node=node
+        )
+        item = apps.get_model("pulls", "JobItem").objects.create(job=job, row=1, identifier={})
+        apps.get_model("pulls", "FindResult").objects.bulk_create(
+            apps.get_model("pulls", "FindResult")(
+                job=job,
+                item=item,
+                attributes={"StudyDescription": f"CT CHEST {n}", "SeriesDescription": "Axial"},
+            )  # fmt: skip
+            for n in range(2500)  # more than one slice of the fill
+        )
+        _upgrade()
 
     from pulls.models import FindResult
     from pulls.selectors import job_matches
 
     assert job_matches(job=FindResult.objects.first().job, description="ct chest 24?").count() == 10
     assert FindResult.objects.filter(series_description="Axial").count() == 2500
+
+
+def test_projects_from_before_pseudonymisation_stay_identifiable_and_their_owners_keep_pulling(
+    flushable_db,
+):
+    """Their files are as the PACS sent them: they become identifiable, each with
+    a key of its own, and their owners get the grant that identifiable projects
+    now need, each grant in the audit log."""
+    with _before("0014_findresult_descriptions") as apps:
+        User = apps.get_model("accounts", "User")
+        Project = apps.get_model("pulls", "Project")
+        Membership = apps.get_model("pulls", "Membership")
+        owner, viewer = User.objects.create(username="olga"), User.objects.create(username="vic")
+        for slug in ("one", "two"):
+            project = Project.objects.create(name=slug, slug=slug)
+            Membership.objects.create(project=project, user=owner, role="owner")
+            Membership.objects.create(project=project, user=viewer, role="viewer")
+        _upgrade()
+
+    from accounts.models import User as Now
+    from pulls.models import AuditAction, AuditEvent, Deidentification
+    from pulls.models import Project as Current
+
+    projects = list(Current.objects.order_by("slug"))
+    assert {p.deidentification for p in projects} == {Deidentification.IDENTIFIABLE}
+    assert len({p.pseudonym_secret for p in projects}) == 2
+    assert Now.objects.get(username="olga").may_pull_identifiable
+    assert not Now.objects.get(username="vic").may_pull_identifiable
+    event = AuditEvent.objects.get(action=AuditAction.PERMISSION_CHANGED)
+    assert event.target == "olga may pull identifiable data (owner of one, two)"
+    new = Current.objects.create(name="new", slug="new")
+    assert new.deidentification == Deidentification.PSEUDONYMISED

@@ -10,6 +10,7 @@ import pytest
 from pydicom import dcmread
 
 from pulls.cli.inline import run_inline
+from pulls.deid.keys import Keys
 from pulls.models import (
     AuditAction,
     AuditEvent,
@@ -113,10 +114,141 @@ def test_nothing_identifying_of_a_real_archive_enters_a_pseudonymised_project(
         assert codes == ["113100", "113107", "113105"]  # basic, modified dates, clean descriptors
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert ds.SOPInstanceUID.startswith("2.25.")
-        assert ds.PatientID == ds.PatientName == path.relative_to(storage / pseudonymised.slug).parts[0]
+        assert (
+            ds.PatientID
+            == ds.PatientName
+            == path.relative_to(storage / pseudonymised.slug).parts[0]
+        )
         if "PixelData" in ds:
             assert ds.PixelData in by_shape  # the very bytes the archive holds
 
     quarantined = AuditEvent.objects.filter(action=AuditAction.QUARANTINE, job=job)
     assert quarantined.exists()
     assert all("burned-in text" in event.message for event in quarantined)
+
+
+@pytest.fixture
+def synthetic_node(orthanc, owner):
+    node = make_node("ORTHANC", orthanc.dicom_port, orthanc.aet, connect_timeout=5)
+    node.granted_users.add(owner)
+    return node
+
+
+def _study_dates(storage: Path, project: Project) -> dict[str, set[str]]:
+    """Pseudonym -> the study dates of its files."""
+    found: dict[str, set[str]] = {}
+    for path in _outputs(storage, project):
+        ds = dcmread(path, stop_before_pixels=True)
+        found.setdefault(ds.PatientID, set()).add(ds.StudyDate)
+    return found
+
+
+def test_a_patient_keeps_pseudonym_uids_and_shift_from_job_to_job(
+    storage, owner, pseudonymised, synthetic_node, dicom_data
+):
+    """A patient's first study by C-MOVE in one job, the second by C-GET in a
+    later one: the same pseudonym (one folder), one date shift (the interval
+    between the studies kept), one row in the mapping per patient and study.
+    The first study asked again is found complete in the project (its UIDs
+    are recomputed, not looked up): nothing is transferred twice."""
+    from datetime import date
+
+    patient = dicom_data.instances[0].patient_id
+    studies = sorted(
+        {i.study_instance_uid for i in dicom_data.instances if i.patient_id == patient}
+    )
+    originals = {i.study_instance_uid: i.study_date for i in dicom_data.instances}
+    _retrieve(owner, pseudonymised, synthetic_node, studies[:1], "move")
+    _retrieve(owner, pseudonymised, synthetic_node, studies[1:], "get")
+
+    mapped = PseudonymPatient.objects.get(project=pseudonymised)
+    assert mapped.patient_id == patient
+    assert [
+        p.name for p in (storage / pseudonymised.slug).iterdir() if not p.name.startswith(".")
+    ] == [mapped.pseudonym]
+    assert set(
+        PseudonymStudy.objects.filter(project=pseudonymised).values_list(
+            "study_instance_uid", flat=True
+        )
+    ) == set(studies)
+    dates = sorted(_study_dates(storage, pseudonymised)[mapped.pseudonym])
+    before = sorted(originals[uid] for uid in studies)
+
+    def day(text):
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+
+    assert (day(dates[1]) - day(dates[0])) == (day(before[1]) - day(before[0]))
+    assert (day(before[0]) - day(dates[0])).days == mapped.date_shift_days
+
+    again = _retrieve(owner, pseudonymised, synthetic_node, studies[:1], "get")
+    item = again.items.get()
+    assert item.instances_received == item.instances_expected > 0
+    assert item.bytes_received == 0  # found complete: nothing came again
+
+
+def test_references_between_objects_resolve_in_a_pseudonymised_project(
+    storage, owner, pseudonymised, corpus_node, corpus
+):
+    """The RT structure set, plan and dose, the SR, the presentation state and
+    the key object selection refer to images and to each other by UID: every
+    reference in the project's files names a UID that is there."""
+    _retrieve(owner, pseudonymised, corpus_node, corpus.studies, "get")
+    present, references = set(), []
+    for path in _outputs(storage, pseudonymised):
+        ds = dcmread(path, stop_before_pixels=True)
+        present.update(
+            {ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.StudyInstanceUID,
+             str(ds.get("FrameOfReferenceUID", ""))}
+        )  # fmt: skip
+
+        def visit(dataset, elem, path=path):
+            if elem.keyword in ("ReferencedSOPInstanceUID", "ReferencedFrameOfReferenceUID",
+                                "SeriesInstanceUID", "FrameOfReferenceUID"):  # fmt: skip
+                references.append((path.name, elem.keyword, str(elem.value)))
+
+        for item in ds:
+            if item.VR == "SQ":
+                for inner in item.value:
+                    inner.walk(visit)
+    assert len(references) >= 15  # the corpus's objects refer to one another
+    dangling = [ref for ref in references if ref[2] not in present]
+    assert dangling == []
+
+
+def test_the_command_line_pseudonymises_a_folder_with_the_projects_key(
+    tmp_path, owner, pseudonymised, corpus
+):
+    """`manage.py deidentify`: the corpus from a folder, with the project's key
+    and mapping (the same pseudonyms as a retrieval would give), nothing
+    identifying in the output, files that may show burned-in text left out."""
+    from django.core.management import call_command
+
+    out = tmp_path / "out"
+    call_command("deidentify", "--project", pseudonymised.slug, str(corpus.root), str(out))
+    outputs = sorted(out.rglob("*.dcm"))
+    assert len(outputs) == len([i for i in corpus.instances if i.label not in BURNED_IN])
+    assert leaks(collect(corpus.files()), out, shifts=_shifts(pseudonymised)) == []
+    keys = Keys(bytes.fromhex(pseudonymised.pseudonym_secret))
+    assert {p.relative_to(out).parts[0] for p in outputs} == {
+        keys.patient_id(i.patient_id) for i in corpus.instances if i.label not in BURNED_IN
+    }
+    assert PseudonymPatient.objects.filter(project=pseudonymised).count() == len(
+        {i.patient_id for i in corpus.instances if i.label not in BURNED_IN}
+    )
+    event = AuditEvent.objects.get(action=AuditAction.DEIDENTIFY)
+    assert event.details["files"] == len(outputs)
+
+
+def test_the_command_line_refuses_an_identifiable_project(tmp_path, alice, project):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="is identifiable"):
+        call_command("deidentify", "--project", project.slug, str(tmp_path), str(tmp_path / "o"))
+
+
+def _shifts(project: Project) -> dict[bytes, int]:
+    return {
+        p.patient_id.encode(): p.date_shift_days
+        for p in PseudonymPatient.objects.filter(project=project)
+    }

@@ -291,7 +291,7 @@ def test_the_manifest_shows_the_keys_as_the_pacs_wrote_them_whatever_their_chara
     lines = list(csv.reader(io.StringIO("".join(manifest_chunks(job)))))
     assert lines[0] == COLUMNS
     assert sorted(lines[1:]) == sorted(
-        [*p[:6], str(p.size), p.sop_class_uid, p.transfer_syntax] for p in placed
+        [*p[:6], str(p.size), p.sop_class_uid, p.transfer_syntax, p.burned_in] for p in placed
     )
 
 
@@ -393,7 +393,7 @@ def test_the_manifest_lists_every_instance_and_is_access_checked(
     assert (
         lines[0]
         == "path,PatientID,StudyInstanceUID,SeriesInstanceUID,SOPInstanceUID,Modality,bytes,"
-        "SOPClassUID,TransferSyntaxUID"
+        "SOPClassUID,TransferSyntaxUID,burned-in text"
     )
     assert len(lines) - 1 == len(dicom_data.patients[patient])
     assert AuditEvent.objects.filter(action=AuditAction.EXPORT, actor=bob, job=job).exists()

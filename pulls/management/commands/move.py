@@ -12,6 +12,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from pulls.cli.inline import (
@@ -20,6 +21,7 @@ from pulls.cli.inline import (
     output_folder,
     run_inline,
     write_find_results,
+    write_mapping,
     write_retrieval_results,
 )
 from pulls.cli.seedconfig import describe_limits
@@ -70,8 +72,14 @@ class Command(BaseCommand):
         parser.add_argument("--out", type=Path, help="output folder (default: instance/cli)")
         parser.add_argument("--method", choices=["move", "get"], default="move")
         parser.add_argument("--user", help="portal user to act as (default: 'cli')")
+        parser.add_argument(
+            "--pseudonymise",
+            action="store_true",
+            help="de-identify the files as they arrive (DICOM PS3.15 Basic Profile, dates "
+            "shifted per patient); the mapping goes to qry/mapping.csv, mode 0600",
+        )
 
-    def handle(self, *args, config, query, out, method, user, **options):
+    def handle(self, *args, config, query, out, method, user, pseudonymise, **options):
         config, query = Path(config), Path(query)
         out = Path(out) if out else settings.INSTANCE_DIR / "cli"
         conf, parsed = load_inputs(config, query)
@@ -80,7 +88,12 @@ class Command(BaseCommand):
         self.stderr.write(describe_limits(conf, throttle.where_limits_are()))
         dcm = output_folder(out, conf.job_title, "dcm")
         qry = output_folder(out, conf.job_title, "qry")
-        project = cli_project(owner=owner, job_title=conf.job_title, storage=dcm)
+        try:
+            project = cli_project(
+                owner=owner, job_title=conf.job_title, storage=dcm, pseudonymise=pseudonymise
+            )
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from None
         kind = JobKind.GET if method == "get" else JobKind.MOVE
         needs_scp = kind == JobKind.MOVE and not port_open(conf.client_port)
         if kind == JobKind.MOVE and not needs_scp and (problem := _not_a_storage_scp(conf)):
@@ -96,28 +109,40 @@ class Command(BaseCommand):
             else nullcontext()
         )
         with scp:
-            if _direct(parsed.rows, parsed.numbers, patient_root=conf.query_model == "P"):
-                job = job_create(
-                    kind=kind, owner=owner, project=project, node=node, rows=parsed.rows,
-                    row_numbers=parsed.numbers, title=conf.job_title, source_name=query.name,
-                )  # fmt: skip
-            else:
-                self.stderr.write("finding the studies first ...")
-                # The retrieval needs the studies' UIDs: ask for them as return keys.
-                rows = [{"StudyInstanceUID": "", "PatientID": "", **row} for row in parsed.rows]
-                find = job_create(
-                    kind=JobKind.FIND, owner=owner, project=project, node=node, rows=rows,
-                    row_numbers=parsed.numbers, title=conf.job_title, source_name=query.name,
-                )  # fmt: skip
-                find = run_inline(find)
-                self.stderr.write("")
-                write_find_results(find, qry)
-                if not find.matches:
-                    raise CommandError(f"nothing matched; the find results are in {qry}")
-                job = retrieval_create_from_find(find_job=find, user=owner, method=method)
-            job = run_inline(job)
+            try:
+                job = self._run(conf, parsed, query, owner, project, node, kind, method, qry)
+            except ValidationError as exc:  # the project's grant, its pseudonyms
+                raise CommandError(" ".join(exc.messages)) from None
         self.stderr.write("")
         results = write_retrieval_results(job, qry)
+        if project.is_pseudonymised:
+            results = f"{results}; the pseudonyms in {write_mapping(project, qry)}"
+        self._report(job, dcm, results)
+
+    def _run(self, conf, parsed, query, owner, project, node, kind, method, qry):
+        """The retrieval job, run here: directly, or after a find of the rows."""
+        if _direct(parsed.rows, parsed.numbers, patient_root=conf.query_model == "P"):
+            job = job_create(
+                kind=kind, owner=owner, project=project, node=node, rows=parsed.rows,
+                row_numbers=parsed.numbers, title=conf.job_title, source_name=query.name,
+            )  # fmt: skip
+            return run_inline(job)
+        self.stderr.write("finding the studies first ...")
+        # The retrieval needs the studies' UIDs: ask for them as return keys.
+        rows = [{"StudyInstanceUID": "", "PatientID": "", **row} for row in parsed.rows]
+        find = job_create(
+            kind=JobKind.FIND, owner=owner, project=project, node=node, rows=rows,
+            row_numbers=parsed.numbers, title=conf.job_title, source_name=query.name,
+        )  # fmt: skip
+        find = run_inline(find)
+        self.stderr.write("")
+        write_find_results(find, qry)
+        if not find.matches:
+            raise CommandError(f"nothing matched; the find results are in {qry}")
+        job = retrieval_create_from_find(find_job=find, user=owner, method=method)
+        return run_inline(job)
+
+    def _report(self, job, dcm, results) -> None:
         summary = (
             f"{job.items_done} of {job.items_total} items complete, {job.items_failed} failed; "
             f"{job.instances_received} of {job.instances_expected} instances in {dcm}; "
