@@ -200,6 +200,7 @@ class Project(models.Model):
     # What enters the project's folder (pulls.deid): chosen at creation, fixed
     # once files exist (Project.clean).
     deidentification = models.CharField(
+        "de-identification",
         max_length=16,
         choices=Deidentification.choices,
         default=Deidentification.PSEUDONYMISED,

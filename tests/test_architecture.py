@@ -154,3 +154,28 @@ def test_every_path_and_module_the_documents_name_exists():
             if not (doc.parent / link).exists():
                 missing.append(f"{doc.name}: link to {link}")
     assert missing == []
+
+
+DEID_PURE = ["keys", "profile", "walker", "files", "writer", "shown"]
+
+
+@pytest.mark.parametrize("module", DEID_PURE)
+def test_the_de_identification_itself_imports_no_django(module):
+    """pulls/deid's own work (the profile, the keys, the walk, files, the C-GET
+    writer, what viewers see) runs where Django is not: only the DICOM engine
+    and its own pure modules below it."""
+    path = REPO / "pulls" / "deid" / f"{module}.py"
+    allowed = ("pulls.dicom",) + tuple(f"pulls.deid.{m}" for m in DEID_PURE)
+    offending = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        for imported in names:
+            root = imported.split(".")[0]
+            if root == "django" or (root in PACKAGES and not imported.startswith(allowed)):
+                offending.append(imported)
+    assert offending == []

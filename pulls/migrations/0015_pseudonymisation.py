@@ -53,7 +53,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='project',
             name='deidentification',
-            field=models.CharField(choices=[('pseudonymised', 'Pseudonymised (DICOM PS3.15 Basic Profile)'), ('identifiable', 'Identifiable (files as the PACS holds them)')], default='identifiable', help_text="Pseudonymised: every file is de-identified as it enters the project. Identifiable: files as the PACS holds them (the owner needs an operator's grant).", max_length=16),
+            field=models.CharField(choices=[('pseudonymised', 'Pseudonymised (DICOM PS3.15 Basic Profile)'), ('identifiable', 'Identifiable (files as the PACS holds them)')], default='identifiable', help_text="Pseudonymised: every file is de-identified as it enters the project. Identifiable: files as the PACS holds them (the owner needs an operator's grant).", max_length=16, verbose_name='de-identification'),
         ),
         migrations.AddField(
             model_name='project',
@@ -93,7 +93,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='project',
             name='deidentification',
-            field=models.CharField(choices=[('pseudonymised', 'Pseudonymised (DICOM PS3.15 Basic Profile)'), ('identifiable', 'Identifiable (files as the PACS holds them)')], default='pseudonymised', help_text="Pseudonymised: every file is de-identified as it enters the project. Identifiable: files as the PACS holds them (the owner needs an operator's grant).", max_length=16),
+            field=models.CharField(choices=[('pseudonymised', 'Pseudonymised (DICOM PS3.15 Basic Profile)'), ('identifiable', 'Identifiable (files as the PACS holds them)')], default='pseudonymised', help_text="Pseudonymised: every file is de-identified as it enters the project. Identifiable: files as the PACS holds them (the owner needs an operator's grant).", max_length=16, verbose_name='de-identification'),
         ),
         migrations.RunPython(_existing_projects, migrations.RunPython.noop),
         migrations.AddField(

@@ -32,3 +32,9 @@ class ProjectForm(DeidentificationForm):
             "description": forms.Textarea(attrs={"rows": 2}),
         }
         help_texts = {"slug": "Its folder's name: lowercase letters, digits and dashes."}
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data["slug"]
+        if slug == "new":
+            raise forms.ValidationError("'new' names the page that makes projects: choose another")
+        return slug

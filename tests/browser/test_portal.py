@@ -245,3 +245,61 @@ def test_search_expand_tick_and_retrieve(portal, new_page, orthanc_node, dicom_d
     assert {p.stem for p in files} == {
         i.sop_instance_uid for i in dicom_data.studies[study] if i.series_instance_uid == ticked
     }
+
+
+def test_a_pseudonymised_project_from_making_it_to_its_mapping(
+    portal, new_page, orthanc_node, dicom_data
+):
+    """A researcher makes a pseudonymised project, searches a patient and
+    retrieves a study into it by C-GET: its files carry a pseudonym (the folder
+    and the PatientID), the project page says what is done to them, and its
+    owner opens and downloads the mapping, each look in the audit log."""
+    from django.conf import settings
+    from pydicom import dcmread
+
+    from pulls.models import AuditAction, AuditEvent, Project
+
+    patient = sorted(dicom_data.patients)[1]
+    study = sorted({i.study_instance_uid for i in dicom_data.patients[patient]})[0]
+    alice = new_page("alice", "alice-password-1")
+    alice.get_by_role("link", name="Projects").click()
+    alice.get_by_role("link", name="New project").click()
+    alice.get_by_label("Name").fill("Lung cohort")
+    alice.get_by_label("Slug").fill("lung-cohort")
+    expect(alice.get_by_role("radio", name=re.compile("^Pseudonymised"))).to_be_checked()
+    alice.get_by_role("button", name="Create the project").click()
+    expect(alice.locator("#project-deidentification")).to_contain_text("Pseudonymised")
+
+    alice.get_by_role("link", name="Search").click()
+    alice.get_by_label("Project").select_option(label="Lung cohort")
+    alice.get_by_label("Patient ID").fill(patient)
+    alice.get_by_role("button", name="Search").click()
+    results = alice.locator("#search-results")
+    expect(results.locator("tbody tr")).to_have_count(
+        len({i.study_instance_uid for i in dicom_data.patients[patient]}), timeout=60_000
+    )
+    row = results.locator("tr", has_text=dicom_data.studies[study][0].study_description).first
+    row.locator("input[name=match]").check()
+    alice.get_by_label(re.compile("Retrieve the ticked")).select_option("get")
+    alice.get_by_role("button", name=re.compile("Retrieve into")).click()
+    expect(alice.locator("#job-state")).to_have_text("Done", timeout=120_000)
+
+    project = Project.objects.get(slug="lung-cohort")
+    files = list((settings.PACSNPULL_STORAGE_ROOT / project.slug).rglob("*.dcm"))
+    assert len(files) == len(dicom_data.studies[study])
+    pseudonym = {p.relative_to(settings.PACSNPULL_STORAGE_ROOT / project.slug).parts[0]
+                 for p in files}  # fmt: skip
+    assert len(pseudonym) == 1 and patient not in pseudonym
+    assert {dcmread(p, stop_before_pixels=True).PatientID for p in files} == pseudonym
+
+    alice.goto(f"/projects/{project.slug}/")
+    alice.get_by_role("link", name="Pseudonyms (owners only)").click()
+    mapping = alice.locator("#mapping")
+    expect(mapping).to_contain_text(patient)
+    expect(mapping).to_contain_text(next(iter(pseudonym)))
+    screenshot(alice, "pseudonyms")
+    with alice.expect_download() as download:
+        alice.get_by_role("link", name="Download the mapping (CSV)").click()
+    rows = list(csv.reader(Path(download.value.path()).read_text().splitlines()))
+    assert rows[1][:2] == [patient, next(iter(pseudonym))]
+    assert AuditEvent.objects.filter(action=AuditAction.MAPPING, project=project).count() == 2
