@@ -247,3 +247,44 @@ def test_move_runs_its_own_storage_scp_and_reports_what_is_missing(
     n = len(instances)
     assert f"0 of 1 items complete, 1 failed; {n - 2} of {n} instances" in str(info.value)
     assert len(_files_under(tmp_path / "out" / "cmd-linetest" / "dcm")) == n - 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_move_pseudonymise_writes_pseudonymised_files_and_a_private_mapping(
+    tmp_path, orthanc, dicom_data, cli_storage, flushable_db
+):
+    """`move --pseudonymise`: the files carry the patient's pseudonym (folder and
+    PatientID) and no original UID; the mapping is qry/mapping.csv, readable by
+    its owner alone; the same title without the flag may not write identifiable
+    files into the same folder."""
+    import os
+    import stat
+
+    from pydicom import dcmread
+
+    patient = sorted(dicom_data.patients)[1]
+    instances = dicom_data.patients[patient]
+    studies = sorted({i.study_instance_uid for i in instances})
+    rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid} for uid in studies]
+    conf = _conf(tmp_path, orthanc.dicom_port, "ORTHANC")
+    call_command("move", config=conf, query=_query(tmp_path, rows), out=str(tmp_path / "out"),
+                 method="get", pseudonymise=True)  # fmt: skip
+    base = tmp_path / "out" / "cmd-linetest"
+    files = sorted((base / "dcm").rglob("*.dcm"))
+    assert len(files) == len(instances)
+    mapping = base / "qry" / "mapping.csv"
+    assert stat.S_IMODE(os.stat(mapping).st_mode) == 0o600
+    with open(mapping, encoding="utf-8") as fh:
+        mapped = list(csv.DictReader(fh))
+    assert {row["PatientID"] for row in mapped} == {patient}
+    assert {row["StudyInstanceUID"] for row in mapped} == set(studies)
+    pseudonym = mapped[0]["Pseudonym"]
+    originals = {i.sop_instance_uid for i in instances} | set(studies)
+    for path in files:
+        ds = dcmread(path, stop_before_pixels=True)
+        assert ds.PatientID == pseudonym == path.relative_to(base / "dcm").parts[0]
+        assert ds.SOPInstanceUID not in originals and ds.StudyInstanceUID not in originals
+        assert ds.StudyInstanceUID in {row["pseudonymised StudyInstanceUID"] for row in mapped}
+    with pytest.raises(CommandError, match="holds the files of an earlier pseudonymised run"):
+        call_command("move", config=conf, query=_query(tmp_path, rows),
+                     out=str(tmp_path / "out"), method="get")  # fmt: skip

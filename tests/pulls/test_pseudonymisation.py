@@ -44,7 +44,10 @@ def owner(db):
 
 @pytest.fixture
 def pseudonymised(owner, bob):
-    project = Project.objects.create(name="Pseudonymised", slug="pseudonymised")
+    # A fixed key: the same pseudonyms, UIDs and shifts in every run.
+    project = Project.objects.create(
+        name="Pseudonymised", slug="pseudonymised", pseudonym_secret="5e" * 32
+    )
     Membership.objects.create(project=project, user=owner, role=Role.OWNER)
     Membership.objects.create(project=project, user=bob, role=Role.VIEWER)
     return project
@@ -227,7 +230,11 @@ def test_the_command_line_pseudonymises_a_folder_with_the_projects_key(
     call_command("deidentify", "--project", pseudonymised.slug, str(corpus.root), str(out))
     outputs = sorted(out.rglob("*.dcm"))
     assert len(outputs) == len([i for i in corpus.instances if i.label not in BURNED_IN])
-    assert leaks(collect(corpus.files()), out, shifts=_shifts(pseudonymised)) == []
+    found = leaks(
+        collect(corpus.files()), out, shifts=_shifts(pseudonymised),
+        outputs_of=_outputs_of(pseudonymised, out),
+    )  # fmt: skip
+    assert found == []
     keys = Keys(bytes.fromhex(pseudonymised.pseudonym_secret))
     assert {p.relative_to(out).parts[0] for p in outputs} == {
         keys.patient_id(i.patient_id) for i in corpus.instances if i.label not in BURNED_IN
@@ -237,6 +244,44 @@ def test_the_command_line_pseudonymises_a_folder_with_the_projects_key(
     )
     event = AuditEvent.objects.get(action=AuditAction.DEIDENTIFY)
     assert event.details["files"] == len(outputs)
+
+
+def test_nothing_identifying_of_the_synthetic_data_is_left_by_the_command_line(
+    tmp_path, owner, pseudonymised, dicom_data
+):
+    """The synthetic studies (names, IDs, birth dates, accession numbers,
+    institutions, physicians, four patients of two studies each) through
+    `manage.py deidentify`: nothing of them in the files or paths."""
+    from django.core.management import call_command
+
+    out = tmp_path / "out"
+    call_command("deidentify", "--project", pseudonymised.slug, str(dicom_data.root), str(out))
+    sources = [dicom_data.root / i.path for i in dicom_data.instances]
+    assert len(list(out.rglob("*.dcm"))) == len(sources)
+    found = leaks(
+        collect(sources), out, shifts=_shifts(pseudonymised),
+        outputs_of=_outputs_of(pseudonymised, out),
+    )  # fmt: skip
+    assert found == []
+
+
+def test_a_project_that_keeps_burned_in_text_flags_it_in_the_manifest(
+    storage, owner, pseudonymised, corpus_node, corpus
+):
+    import csv
+    import io
+
+    from pulls.retrieval.manifests import manifest_chunks
+
+    pseudonymised.keep_burned_in = True
+    pseudonymised.save()
+    job = _retrieve(owner, pseudonymised, corpus_node, corpus.studies, "get")
+    assert len(_outputs(storage, pseudonymised)) == len(corpus.instances)
+    rows = list(csv.DictReader(io.StringIO("".join(manifest_chunks(job)))))
+    flagged = [row for row in rows if row["burned-in text"]]
+    assert len(flagged) == len(BURNED_IN)
+    assert any("BurnedInAnnotation is YES" in row["burned-in text"] for row in flagged)
+    assert not AuditEvent.objects.filter(action=AuditAction.QUARANTINE, job=job).exists()
 
 
 def test_the_command_line_refuses_an_identifiable_project(tmp_path, alice, project):
@@ -250,5 +295,13 @@ def test_the_command_line_refuses_an_identifiable_project(tmp_path, alice, proje
 def _shifts(project: Project) -> dict[bytes, int]:
     return {
         p.patient_id.encode(): p.date_shift_days
+        for p in PseudonymPatient.objects.filter(project=project)
+    }
+
+
+def _outputs_of(project: Project, out: Path) -> dict[bytes, set[Path]]:
+    """Each original patient's output files (under the pseudonym's folder)."""
+    return {
+        p.patient_id.encode(): set((out / p.pseudonym).rglob("*.dcm"))
         for p in PseudonymPatient.objects.filter(project=project)
     }
