@@ -12,6 +12,7 @@ are set aside instead (``BurnedIn``), unless the project keeps them.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import zlib
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from pulls.deid.walker import Encoding, UnreadableDataSet, deidentify_dataset, s
 from pulls.dicom.paths import layout_relpath
 from pulls.dicom.receiving import Placed, create_file, file_header, scan_tags, write_all
 
+# Files up to this size are read; bigger ones (multi-frame, video) memory-mapped.
+_READ_WHOLE = 32 << 20
 IMPLICIT_LE = "1.2.840.10008.1.2"
 BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED = frozenset(
@@ -135,22 +138,22 @@ class Pseudonymiser:
         self.keep_burned_in = keep_burned_in
 
     def place(
-        self, data: bytes, transfer_syntax: str, root: str, *, sop_class: str = ""
+        self, data: bytes, transfer_syntax: str, root: str, *, sop_class: str = "", start: int = 0
     ) -> Deidentified:
-        """Write the de-identified data set (``data``: its bytes, as received)
-        at its place under ``root``. Raises BurnedIn, UnreadableDataSet or OSError;
-        nothing is left behind then."""
+        """Write the de-identified data set (at ``start`` of ``data``: its bytes
+        as received, or a memory map) at its place under ``root``. Raises
+        BurnedIn, UnreadableDataSet or OSError; nothing is left behind then."""
         deflated = transfer_syntax in DEFLATED
         if deflated:
-            data = zlib.decompress(data, -zlib.MAX_WBITS)
+            data, start = zlib.decompress(data[start:], -zlib.MAX_WBITS), 0
         implicit, little = transfer_syntax == IMPLICIT_LE, transfer_syntax != BIG_ENDIAN
-        source = source_values(data, Encoding(implicit, little))
+        source = source_values(data, Encoding(implicit, little), start)
         reason = burned_in_reason(source)
         if reason and not self.keep_burned_in:
             raise BurnedIn(reason, {k: _text(v) for k, v in source.items()})
         parts, source = deidentify_dataset(
             data, implicit=implicit, little=little, actions=self.actions,
-            options=self.options, keys=self.keys, source=source,
+            options=self.options, keys=self.keys, source=source, start=start,
         )  # fmt: skip
         if deflated:
             packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
@@ -164,6 +167,7 @@ class Pseudonymiser:
         )  # fmt: skip
         relative = layout_relpath(keys)
         size = _write(root, relative, [header, *parts])
+        del parts  # views of ``data``: a memory map may close now
         return Deidentified(
             relative=relative,
             size=size,
@@ -180,18 +184,29 @@ class Pseudonymiser:
         )
 
     def place_file(self, path: str | Path, root: str) -> Deidentified:
-        """The same for a DICOM file (Part 10: preamble, DICM, file meta)."""
-        data = Path(path).read_bytes()
+        """The same for a DICOM file (Part 10: preamble, DICM, file meta); a big
+        one is memory-mapped, not read."""
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size <= _READ_WHOLE:
+                return self._place_part10(fh.read(), root)
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            return self._place_part10(mapped, root)
+        finally:
+            with contextlib.suppress(BufferError):  # views an error's frames still hold:
+                mapped.close()  # the map closes when they go
+
+    def _place_part10(self, data, root: str) -> Deidentified:
         if data[128:132] != b"DICM":
             raise UnreadableDataSet("not a DICOM file (no DICM after the preamble)")
-        (meta_length,) = (int.from_bytes(data[140:144], "little"),)
-        meta_end = 144 + meta_length
+        meta_end = 144 + int.from_bytes(data[140:144], "little")
         meta = scan_tags(data[132:meta_end], {0x00020002, 0x00020010}, implicit=False, whole=True)
         if not meta or 0x00020010 not in meta:
             raise UnreadableDataSet("the file meta names no transfer syntax")
         syntax = meta[0x00020010].decode("ascii", "replace").strip("\x00 ")
         sop_class = meta.get(0x00020002, b"").decode("ascii", "replace").strip("\x00 ")
-        return self.place(data[meta_end:], syntax, root, sop_class=sop_class)
+        return self.place(data, syntax, root, sop_class=sop_class, start=meta_end)
 
     def _keys(self, original: dict[str, str], sop_class: str) -> dict[str, str]:
         keys = self.keys

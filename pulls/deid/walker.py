@@ -192,10 +192,10 @@ def skip_items(data: bytes, pos: int, end: int, enc: Encoding) -> int:
     raise UnreadableDataSet("a sequence has no end")
 
 
-def source_values(data: bytes, enc: Encoding) -> dict[str, bytes]:
+def source_values(data: bytes, enc: Encoding, start: int = 0) -> dict[str, bytes]:
     """SOURCE_TAGS from the top level (raw values, padding stripped)."""
     found: dict[str, bytes] = {}
-    for tag, _, _, value, end, undefined in elements(data, 0, len(data), enc):
+    for tag, _, _, value, end, undefined in elements(data, start, len(data), enc):
         if tag > _LAST_SOURCE_TAG:
             break
         name = SOURCE_TAGS.get(tag)
@@ -453,18 +453,20 @@ def deidentify_dataset(
     options: Options,
     keys: Keys,
     source: dict[str, bytes] | None = None,
+    start: int = 0,
 ) -> tuple[list, dict[str, bytes]]:
-    """The de-identified data set as a list of byte strings (views of ``data``
-    where unchanged), and the source values read first (SOURCE_TAGS)."""
+    """The de-identified data set that starts at ``start`` of ``data`` (bytes,
+    or a memory map of a file too big to read) as a list of byte strings
+    (views of ``data`` where unchanged), and the source values read first."""
     enc = Encoding(implicit, little)
     if source is None:
-        source = source_values(data, enc)
+        source = source_values(data, enc, start)
     patient_id = source.get("PatientID", b"").strip().decode("utf-8", "replace")
     walk = Walk(
         actions=actions, options=options, keys=keys, enc=enc, source=source,
         patient_id=patient_id, shift=keys.shift_days(patient_id), words=words_pattern(source),
     )  # fmt: skip
-    walk.dataset(data, memoryview(data), 0, len(data), top=True)
+    walk.dataset(data, memoryview(data), start, len(data), top=True)
     return walk.out, source
 
 

@@ -51,17 +51,33 @@ class PseudonymisingWriter(ProjectWriter):
             if os.path.exists(f"{self.root}/{relative}"):
                 pending.discard()
                 return
-        data = pending.dataset_bytes()
+        spilled = pending.spill_path
+        data = b""
         try:
-            done = self.pseudonymiser.place(
-                data, pending.transfer_syntax, self.root, sop_class=pending.sop_class
-            )
+            if spilled is not None:  # too big for memory: the spill file is a DICOM file
+                pending.spill_path = None
+                done = self.pseudonymiser.place_file(spilled, self.root)
+            else:
+                data = pending.dataset_bytes()
+                done = self.pseudonymiser.place(
+                    data, pending.transfer_syntax, self.root, sop_class=pending.sop_class
+                )
         except BurnedIn as why:
+            if spilled is not None:
+                self._withhold_file(keys, spilled, pending.sop_uid, why.reason)
+                return
             self._withhold(pending, keys, data, why.reason)
             return
         except UnreadableDataSet as why:
-            self._withhold(pending, keys, data, f"it cannot be de-identified: {why}")
+            reason = f"it cannot be de-identified: {why}"
+            if spilled is not None:
+                self._withhold_file(keys, spilled, pending.sop_uid, reason)
+                return
+            self._withhold(pending, keys, data, reason)
             return
+        finally:
+            if spilled is not None:
+                spilled.unlink(missing_ok=True)
         if not asked:
             # Of another study: de-identified all the same, and set aside.
             final = f"{self.root}/{UNREQUESTED}/{study_name(done.keys['StudyInstanceUID'])}"
@@ -85,14 +101,25 @@ class PseudonymisingWriter(ProjectWriter):
         finally:
             os.close(fd)
         os.replace(f"{folder}/.{name}.part", f"{folder}/{name}")
+        self._withheld(keys, f"{folder}/{name}", pending.sop_uid, reason)
+
+    def _withhold_file(self, keys: dict[str, str], path: Path, sop_uid: str, reason: str) -> None:
+        """A spilled original (a whole DICOM file in the staging area) withheld."""
+        folder = f"{self.withheld_dir}/{study_name(keys['StudyInstanceUID'])}"
+        os.makedirs(folder, exist_ok=True)
+        name = instance_name(sop_uid)
+        os.replace(path, f"{folder}/{name}")
+        self._withheld(keys, f"{folder}/{name}", sop_uid, reason)
+
+    def _withheld(self, keys: dict[str, str], where: str, sop_uid: str, reason: str) -> None:
         placed = Placed(
-            path=f"{folder}/{name}",
+            path=where,
             patient_id="",
             study_instance_uid="",
             series_instance_uid="",
-            sop_instance_uid=self.pseudonymiser.keys.uid(pending.sop_uid),
+            sop_instance_uid=self.pseudonymiser.keys.uid(sop_uid),
             modality=keys.get("Modality", ""),
-            size=len(pending.header) + len(data),
+            size=os.stat(where).st_size,
             source_study_uid=keys["StudyInstanceUID"],
             source_series_uid=keys["SeriesInstanceUID"],
             source_patient_id=keys["PatientID"],

@@ -228,3 +228,19 @@ def test_undefined_length_sequences_and_items_are_walked(tmp_path):
     inner = twice.ReferencedImageSequence[0].ReferencedImageSequence[0]
     assert inner.ReferencedSOPInstanceUID == Keys(b"x" * 32).uid(Keys(SECRET).uid(OTHER_SOP))
     assert len(source) > 0
+
+
+def test_a_big_file_is_memory_mapped_and_comes_out_the_same(tmp_path, monkeypatch, corpus):
+    """Files beyond a size are walked through a memory map, not read whole: the
+    same output, byte for byte, for every object of the corpus."""
+    from pulls.deid import files
+
+    read = Pseudonymiser(SECRET, Options(), keep_burned_in=True)
+    outputs = {}
+    for path in corpus.files():
+        done = read.place_file(path, str(tmp_path / "read"))
+        outputs[done.relative] = (tmp_path / "read" / done.relative).read_bytes()
+    monkeypatch.setattr(files, "_READ_WHOLE", 0)
+    for path in corpus.files():
+        done = read.place_file(path, str(tmp_path / "mapped"))
+        assert (tmp_path / "mapped" / done.relative).read_bytes() == outputs[done.relative]
