@@ -17,6 +17,7 @@ import struct
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from pydicom.valuerep import PersonName
 from pynetdicom.dsutils import encode
 
 from pulls.dicom.identifiers import IdentifierError
@@ -34,6 +35,8 @@ def _value(vr: str, value: object) -> bytes | None:
     """An element's value bytes (padded to even length), or None if not ours to write."""
     if value is None or (type(value) is str and not value):
         return b""  # a return key
+    if type(value) is PersonName and not str(value):
+        return b""  # a name asked back (the standard return keys name two)
     if vr not in _TEXT_VRS or (type(value) is not str and type(value) is not UID):
         return None
     if not value.isascii() or "\\" in value:
