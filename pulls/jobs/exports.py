@@ -150,4 +150,7 @@ def failed_rows(job: Job, shown: Shown | None = None) -> tuple[list[str], list[d
         keys.update(dict.fromkeys(identifier))
         reason = error if status == ItemStatus.FAILED else "matched nothing"
         rows.append({**identifier, "#row": str(row), "#reason": reason})
-    return [*keys, "#row", "#reason"], rows
+    # PostgreSQL's JSON keeps no key order: the level first, then the keys in
+    # tag order (as the matches' export), whatever the database.
+    ordered = sorted(keys, key=lambda k: (k != "QueryRetrieveLevel", tag_for_keyword(k) or 1 << 32))
+    return [*ordered, "#row", "#reason"], rows
