@@ -98,6 +98,17 @@ def test_the_check_finds_a_circle_when_there_is_one():
     assert _circles(graph) == [["a", "b", "c"]]
 
 
+def _absolute_imports(path: Path) -> list[str]:
+    """The modules a file imports by absolute name (any depth: lazy ones too)."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.append(node.module or "")
+    return names
+
+
 @pytest.mark.parametrize("package", ["pulls.dicom", "pulls.sandbox"])
 def test_the_dicom_engine_and_the_sandbox_import_no_django_and_nothing_above_them(package):
     """pulls/dicom is plain pynetdicom/pydicom (DESIGN §4); the sandbox starts
@@ -108,22 +119,14 @@ def test_the_dicom_engine_and_the_sandbox_import_no_django_and_nothing_above_the
     for name, path in modules.items():
         if name != package and not name.startswith(f"{package}."):
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level:
-                names = [node.module or ""]
-            else:
-                continue
-            for imported in names:
-                root = imported.split(".")[0]
-                outside = root in PACKAGES and not (
-                    imported == package or imported.startswith(f"{package}.")
-                )
-                engine = package == "pulls.sandbox" and imported.startswith("pulls.dicom")
-                if root == "django" or (outside and not engine):
-                    offending.append(f"{name} imports {imported}")
+        for imported in _absolute_imports(path):
+            root = imported.split(".")[0]
+            outside = root in PACKAGES and not (
+                imported == package or imported.startswith(f"{package}.")
+            )
+            engine = package == "pulls.sandbox" and imported.startswith("pulls.dicom")
+            if root == "django" or (outside and not engine):
+                offending.append(f"{name} imports {imported}")
     assert offending == []
 
 
@@ -166,16 +169,10 @@ def test_the_de_identification_itself_imports_no_django(module):
     and its own pure modules below it."""
     path = REPO / "pulls" / "deid" / f"{module}.py"
     allowed = ("pulls.dicom",) + tuple(f"pulls.deid.{m}" for m in DEID_PURE)
-    offending = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and not node.level:
-            names = [node.module or ""]
-        else:
-            continue
-        for imported in names:
-            root = imported.split(".")[0]
-            if root == "django" or (root in PACKAGES and not imported.startswith(allowed)):
-                offending.append(imported)
+    offending = [
+        imported
+        for imported in _absolute_imports(path)
+        if imported.split(".")[0] == "django"
+        or (imported.split(".")[0] in PACKAGES and not imported.startswith(allowed))
+    ]
     assert offending == []

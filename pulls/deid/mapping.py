@@ -47,13 +47,8 @@ def record_mapping(project: Project, placed: Iterable[Placed]) -> None:
                 accession_number=accession[:64],
                 pseudonym_accession=keys.accession(accession) if accession else "",
             )
-    if patients:
+    if patients:  # a pseudonym given by a query file is there already, with its shift
         PseudonymPatient.objects.bulk_create(patients.values(), ignore_conflicts=True)
-        # A pseudonym given before any file arrived has no shift noted yet.
-        for patient in patients.values():
-            PseudonymPatient.objects.filter(
-                project=project, patient_id=patient.patient_id, date_shift_days=0
-            ).update(date_shift_days=patient.date_shift_days)
     if studies:
         PseudonymStudy.objects.bulk_create(studies.values(), ignore_conflicts=True)
 

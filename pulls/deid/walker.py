@@ -171,18 +171,23 @@ def elements(
         stop[0] = pos
 
 
+def item_at(data: bytes, pos: int, enc: Encoding) -> tuple[int, int]:
+    """(ITEM or SEQUENCE_END, length) of the item header at ``pos``."""
+    group, number = enc.tag_at(data, pos)
+    tag = group << 16 | number
+    if tag != ITEM and tag != SEQUENCE_END:
+        raise UnreadableDataSet("a sequence holds something other than items")
+    return tag, enc.u32_at(data, pos + 4)[0]
+
+
 def skip_items(data: bytes, pos: int, end: int, enc: Encoding) -> int:
     """Where the items that start at ``pos`` end (past the sequence delimiter)."""
     stop = [pos]
     while pos + 8 <= end:
-        group, number = enc.tag_at(data, pos)
-        tag = group << 16 | number
-        (length,) = enc.u32_at(data, pos + 4)
+        tag, length = item_at(data, pos, enc)
         pos += 8
         if tag == SEQUENCE_END:
             return pos
-        if tag != ITEM:
-            raise UnreadableDataSet("a sequence holds something other than items")
         if length != UNDEFINED:
             pos += length
             continue
@@ -401,14 +406,10 @@ class Walk:
         out.append(enc.header(tag, b"SQ", UNDEFINED))
         pos = start
         while pos + 8 <= end:
-            group, number = enc.tag_at(data, pos)
-            item = group << 16 | number
-            (length,) = enc.u32_at(data, pos + 4)
+            item, length = item_at(data, pos, enc)
             pos += 8
             if item == SEQUENCE_END:
                 break
-            if item != ITEM:
-                raise UnreadableDataSet("a sequence holds something other than items")
             out.append(enc.delimiter(ITEM, UNDEFINED))
             if length == UNDEFINED:
                 pos = self.dataset(data, view, pos, end, top=False)
