@@ -3,7 +3,7 @@ FROM python:3.11-slim-bookworm
 
 # dcmtk: DICOM tools for the bulk data path; orthanc: the demo PACS (profile "demo").
 RUN apt-get update \
- && apt-get install -y --no-install-recommends dcmtk orthanc \
+ && apt-get install -y --no-install-recommends dcmtk orthanc dcm2niix \
  && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 1000 pacsnpull

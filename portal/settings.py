@@ -278,6 +278,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "pulls.tasks.reconcile",
         "schedule": float(PACSNPULL_RECONCILE_SECONDS),
     },
+    # Projects with a retention (an operator's setting): files of old jobs deleted.
+    "apply-retention": {"task": "pulls.tasks.apply_retention", "schedule": 3600.0},
 }
 
 # --- DICOM ----------------------------------------------------------------

@@ -240,6 +240,25 @@ class Project(models.Model):
         "go to quarantine. On: they are kept, flagged in the manifest.",
     )
     pseudonym_secret = models.CharField(max_length=64, default=new_pseudonym_secret, editable=False)
+    # Delivery (pulls.delivery): who downloads, what is converted, how long files stay.
+    viewers_may_download = models.BooleanField(
+        default=True,
+        help_text="Viewers may download the project's files as ZIP (a download is a read). "
+        "Off: owners and members only.",
+    )
+    nifti = models.BooleanField(
+        "NIfTI beside DICOM",
+        default=False,
+        help_text="Convert each retrieved series with dcm2niix (with its JSON sidecar) into "
+        "nifti/ in the project's folder, mirroring the DICOM layout.",
+    )
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(36500)],
+        help_text="Set by an operator: the files of finished jobs are deleted this many days "
+        "after the job ended. Empty: kept until an owner deletes them.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -252,6 +271,8 @@ class Project(models.Model):
         "retain_device_identity", "retain_institution_identity", "clean_descriptors",
         "retain_safe_private", "keep_burned_in",
     )  # fmt: skip
+    DELIVERY_FIELDS = ("viewers_may_download", "nifti", "retention_days")
+    AUDITED_FIELDS = DEIDENTIFICATION_FIELDS + DELIVERY_FIELDS
 
     @property
     def is_pseudonymised(self) -> bool:
@@ -365,6 +386,13 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When its files were deleted, and by whom (a username, or "retention").
+    files_deleted_at = models.DateTimeField(null=True, blank=True)
+    files_deleted_by = models.CharField(max_length=150, blank=True)
+    # Its series' conversion to NIfTI (a project that asks for it): queued by the
+    # reconciler once the job has ended, and done.
+    nifti_queued_at = models.DateTimeField(null=True, blank=True)
+    nifti_converted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -544,6 +572,8 @@ class AuditAction(models.TextChoices):
     MAPPING = "mapping", "Pseudonym mapping viewed or downloaded"
     PROJECT_CHANGED = "project_changed", "Project created or changed"
     DEIDENTIFY = "deidentify", "Files pseudonymised on the command line"
+    DOWNLOAD = "download", "Files downloaded (ZIP)"
+    FILES_DELETED = "files_deleted", "Files deleted"
 
 
 class AuditEventIsAppendOnly(Exception):
@@ -701,3 +731,28 @@ class PseudonymStudy(models.Model):
 
     def __str__(self) -> str:
         return f"study {self.pseudonym_study_uid} in {self.project}"
+
+
+class NiftiSeries(models.Model):
+    """A retrieved series converted to NIfTI by dcm2niix, or the reason it was not
+    (a non-image object, a single-frame scout): listed, not failed."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="nifti_series")
+    job = models.ForeignKey(
+        Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="nifti_series"
+    )
+    series_instance_uid = models.CharField(max_length=64)
+    folder = models.CharField(max_length=400, help_text="Relative to the project's folder.")
+    files = models.TextField(blank=True, help_text="The NIfTI and JSON files written, one a line.")
+    reason = models.CharField(max_length=300, blank=True, help_text="Why it was not converted.")
+    converted_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "series_instance_uid"], name="nifti_once_per_project"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.folder

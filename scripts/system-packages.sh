@@ -11,6 +11,7 @@ declare -A need=(
   [redis-server]=redis-server
   [chromium]=chromium
   [docker-compose]=docker-compose
+  [dcm2niix]=dcm2niix
 )
 missing=()
 for program in "${!need[@]}"; do

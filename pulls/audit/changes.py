@@ -166,11 +166,12 @@ def _membership_gone(sender, instance: Membership, **kwargs) -> None:
     )
 
 
-# A project's de-identification decides what enters its folder: its creation
-# and every change of it are audited, whichever path makes them.
+# A project's de-identification decides what enters its folder, its delivery
+# settings who takes files out and how long they stay: its creation and every
+# change of them are audited, whichever path makes them.
 @receiver(pre_save, sender=Project, dispatch_uid="audit_project_before")
 def _project_before(sender, instance: Project, **kwargs) -> None:
-    fields = Project.DEIDENTIFICATION_FIELDS
+    fields = Project.AUDITED_FIELDS
     instance._audit_before = (
         Project.objects.filter(pk=instance.pk).values(*fields).first() if instance.pk else None
     )
@@ -180,7 +181,7 @@ def _project_before(sender, instance: Project, **kwargs) -> None:
 def _project_after(sender, instance: Project, created: bool, raw: bool = False, **kwargs) -> None:
     if raw:
         return
-    now = {f: _plain(getattr(instance, f)) for f in Project.DEIDENTIFICATION_FIELDS}
+    now = {f: _plain(getattr(instance, f)) for f in Project.AUDITED_FIELDS}
     before = getattr(instance, "_audit_before", None)
     if created or before is None:
         target, details = (
@@ -191,7 +192,7 @@ def _project_after(sender, instance: Project, created: bool, raw: bool = False, 
         changed = {f: [before[f], v] for f, v in now.items() if before[f] != v}
         if not changed:
             return
-        target = f"project {instance.name} de-identification changed: {', '.join(sorted(changed))}"
+        target = f"project {instance.name} settings changed: {', '.join(sorted(changed))}"
         details = {"changed": changed}
     audit_record(
         action=AuditAction.PROJECT_CHANGED, project=instance, target=target[:300], details=details

@@ -40,9 +40,13 @@ def job_instances(job: Job):
 
 
 def manifest_chunks(job: Job) -> Iterator[str]:
+    return instances_csv(job_instances(job))
+
+
+def instances_csv(instances) -> Iterator[str]:
+    """A manifest of these instances (a RetrievedInstance queryset), by path."""
     rows = (
-        job_instances(job)
-        .order_by("path")
+        instances.order_by("path")
         .values_list(
             "path",
             "patient_id",

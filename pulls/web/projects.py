@@ -17,6 +17,7 @@ from pulls.audit.events import audit_record
 from pulls.deid.mapping import mapping_csv, mapping_rows
 from pulls.deid.projects import project_create, project_set_deidentification
 from pulls.models import AuditAction, Job, PseudonymStudy, Role
+from pulls.web.delivery import may_download
 from pulls.web.project_forms import DEID_FIELDS, DeidentificationForm, ProjectForm
 
 
@@ -55,6 +56,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "jobs": jobs,
         "events": events,
         "is_owner": selectors.membership_role(user=request.user, project=project) == Role.OWNER,
+        "may_download": may_download(role, project),
         "nav": "projects",
     }
     return render(request, "pulls/project_detail.html", context)

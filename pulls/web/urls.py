@@ -1,8 +1,8 @@
 from django.urls import path, re_path
 
 from pulls.web import audit as audit_views
+from pulls.web import delivery, search, views
 from pulls.web import projects as project_views
-from pulls.web import search, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -23,6 +23,13 @@ urlpatterns = [
         project_views.project_mapping_csv,
         name="project_mapping_csv",
     ),
+    path("projects/<slug:slug>/files.zip", delivery.project_files_zip, name="project_files_zip"),
+    path(
+        "projects/<slug:slug>/files/delete/",
+        delivery.project_files_delete,
+        name="project_files_delete",
+    ),
+    path("projects/<slug:slug>/delivery/", delivery.project_delivery, name="project_delivery"),
     path("audit/", audit_views.audit_list, name="audit_list"),
     path("audit/export.csv", audit_views.audit_export, name="audit_export"),
     path("nodes/<uuid:code>/echo/", views.node_echo, name="node_echo"),
@@ -42,6 +49,8 @@ urlpatterns = [
     path("jobs/<uuid:code>/pause/", views.job_pause, name="job_pause"),
     path("jobs/<uuid:code>/resume/", views.job_resume, name="job_resume"),
     path("jobs/<uuid:code>/retrieve/", views.job_retrieve, name="job_retrieve"),
+    path("jobs/<uuid:code>/files.zip", delivery.job_files_zip, name="job_files_zip"),
+    path("jobs/<uuid:code>/files/delete/", delivery.job_files_delete, name="job_files_delete"),
     path("jobs/<uuid:code>/manifest.csv", views.job_manifest, name="job_manifest"),
     re_path(
         r"^jobs/(?P<code>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"

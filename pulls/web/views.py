@@ -18,6 +18,7 @@ from pulls.limits import health
 from pulls.models import ACTIVE_JOB_STATUSES, AuditAction, ItemStatus, JobKind, Role
 from pulls.queries import examples
 from pulls.retrieval import manifests
+from pulls.web.delivery import files_context, tickable
 from pulls.web.forms import FindJobForm
 from pulls.web.paging import KeysFirstPaginator
 from pulls.web.shown import shown_item, shown_match
@@ -217,6 +218,7 @@ def _job_page(
         "progress": progress.job_progress(job),
         "failed_format": examples.format_of(job.source_name),
         "rows_to_correct": selectors.job_rows_to_correct(job=job),
+        **files_context(job, role),
         "nav": "jobs",
     }
     return render(request, "pulls/job_detail.html", context, status=status)
@@ -255,7 +257,9 @@ def job_rows(request: HttpRequest, code: str) -> HttpResponse:
     shown = shown_for(project=job.project, user=request.user)
     if shown is not None:
         rows.object_list = [shown_item(shown, item) for item in rows.object_list]
-    return render(request, "pulls/_job_rows.html", {"job": job, "rows": rows})
+    role = selectors.project_role_for(user=request.user, project=job.project)
+    context = {"job": job, "rows": rows, "tickable": tickable(job, role)}
+    return render(request, "pulls/_job_rows.html", context)
 
 
 @login_required

@@ -14,8 +14,9 @@ from celery.signals import task_postrun, task_prerun, worker_process_init
 from django.db import close_old_connections, connections
 from kombu.exceptions import KombuError
 
+from pulls.delivery import deletion, nifti
 from pulls.jobs import items, queueing
-from pulls.models import QUEUE_BULK, QUEUE_INTERACTIVE
+from pulls.models import QUEUE_BULK, QUEUE_INTERACTIVE, Job
 from pulls.retrieval import quarantine
 from pulls.workers import runner
 
@@ -48,6 +49,8 @@ TASK_NAMES = {
     "queue_rest": "pulls.tasks.queue_rest",
     "run_items": "pulls.tasks.run_items",
     "reconcile": "pulls.tasks.reconcile",
+    "convert_nifti": "pulls.tasks.convert_nifti",
+    "apply_retention": "pulls.tasks.apply_retention",
 }
 
 
@@ -78,7 +81,27 @@ def run_items(self, item_ids: list[int]) -> str:
 def reconcile() -> str:
     counts = items.items_reconcile(enqueue=enqueue_chunks)
     swept = quarantine.staging_sweep()
+    swept["nifti_queued"] = nifti.queue_due(enqueue_conversion)
     return ", ".join(f"{k} {v}" for k, v in {**counts, **swept}.items())
+
+
+def enqueue_conversion(job_id: int) -> None:
+    convert_nifti.apply_async((job_id,), queue=QUEUE_BULK)
+
+
+@shared_task(name=TASK_NAMES["convert_nifti"], acks_late=True)
+def convert_nifti(job_id: int) -> str:
+    job = Job.objects.select_related("project").filter(pk=job_id).first()
+    if job is None or job.nifti_converted_at is not None:
+        return f"job {job_id}: nothing to convert"
+    counts = nifti.convert_job(job)
+    return f"job {job_id}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+@shared_task(name=TASK_NAMES["apply_retention"], acks_late=True)
+def apply_retention() -> str:
+    counts = deletion.apply_retention()
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
 @task_prerun.connect(dispatch_uid="pacsnpull_connections_before")
