@@ -14,6 +14,7 @@ Its output is not logged: it names the files' values.
 
 from __future__ import annotations
 
+import csv
 import shutil
 import subprocess
 import tempfile
@@ -149,3 +150,13 @@ def queue_due(enqueue) -> int:
             enqueue(job_id)
             queued += 1
     return queued
+
+
+def write_nifti_list(job: Job, path: Path) -> Path:
+    """The job's series and what became of each: ``folder, files, reason`` (CSV)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["folder", "files", "reason"])
+        for one in job.nifti_series.order_by("folder"):
+            writer.writerow([one.folder, " ".join(one.files.split()), one.reason])
+    return path

@@ -1,6 +1,7 @@
 """The prototype's command line: `manage.py echo|find` with its CONF.json and QUERY.json."""
 
 import csv
+import io
 import json
 
 import pytest
@@ -288,3 +289,30 @@ def test_move_pseudonymise_writes_pseudonymised_files_and_a_private_mapping(
     with pytest.raises(CommandError, match="holds the files of an earlier pseudonymised run"):
         call_command("move", config=conf, query=_query(tmp_path, rows),
                      out=str(tmp_path / "out"), method="get")  # fmt: skip
+
+
+def test_move_nifti_converts_each_series_beside_the_dicom_files(
+    tmp_path, orthanc, dicom_data, cli_storage, flushable_db
+):
+    """`move --nifti`: every retrieved series as NIfTI (opened with nibabel, one
+    slice per instance) in dcm/nifti/, and the list of series in qry/nifti.csv."""
+    import nibabel
+
+    study = sorted(dicom_data.studies)[0]
+    instances = dicom_data.studies[study]
+    rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}]
+    conf = _conf(tmp_path, orthanc.dicom_port, "ORTHANC")
+    out = io.StringIO()
+    call_command("move", config=conf, query=_query(tmp_path, rows), out=str(tmp_path / "out"),
+                 method="get", nifti=True, stdout=out)  # fmt: skip
+    base = tmp_path / "out" / "cmd-linetest"
+    series = {i.series_instance_uid: i for i in instances}
+    assert f"{len(series)} series in NIfTI" in out.getvalue()
+    with open(base / "qry" / "nifti.csv", encoding="utf-8") as fh:
+        listed = list(csv.DictReader(fh))
+    assert {row["reason"] for row in listed} == {""}
+    for uid, inst in series.items():
+        image = nibabel.load(
+            base / "dcm" / "nifti" / inst.patient_id / study / uid / "series.nii.gz"
+        )
+        assert image.shape[2] == len(dicom_data.series[uid])

@@ -25,6 +25,7 @@ from pulls.cli.inline import (
     write_retrieval_results,
 )
 from pulls.cli.seedconfig import describe_limits
+from pulls.delivery.nifti import ConverterMissing, convert_job, converter, write_nifti_list
 from pulls.dicom import PacsError, Peer, echo
 from pulls.dicom.storage_scp import StorageSCP
 from pulls.limits import throttle
@@ -79,8 +80,20 @@ class Command(BaseCommand):
             "shifted per patient); the mapping goes to qry/mapping.csv, mode 0600",
         )
 
-    def handle(self, *args, config, query, out, method, user, pseudonymise, **options):
+        parser.add_argument(
+            "--nifti",
+            action="store_true",
+            help="convert each retrieved series with dcm2niix into DCM/nifti/ (JSON sidecars "
+            "beside); what it does not convert is listed in qry/nifti.csv",
+        )
+
+    def handle(self, *args, config, query, out, method, user, pseudonymise, nifti, **options):
         config, query = Path(config), Path(query)
+        if nifti:
+            try:
+                converter()
+            except ConverterMissing as exc:
+                raise CommandError(str(exc)) from None
         out = Path(out) if out else settings.INSTANCE_DIR / "cli"
         conf, parsed = load_inputs(config, query)
         database_ready(self.stderr.write)
@@ -117,6 +130,13 @@ class Command(BaseCommand):
         results = write_retrieval_results(job, qry)
         if project.is_pseudonymised:
             results = f"{results}; the pseudonyms in {write_mapping(project, qry)}"
+        if nifti and job.instances_received:
+            counts = convert_job(job)
+            listed = write_nifti_list(job, qry / "nifti.csv")
+            results = (
+                f"{results}; {counts['converted']} series in NIfTI in {dcm / 'nifti'}, "
+                f"{counts['not_converted']} not converted (reasons in {listed})"
+            )
         self._report(job, dcm, results)
 
     def _run(self, conf, parsed, query, owner, project, node, kind, method, qry):
