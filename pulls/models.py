@@ -130,6 +130,12 @@ class PacsNode(models.Model):
         "not ask back (for a PACS that is slow on some key, e.g. ModalitiesInStudy). The "
         "unique keys and the instance counts are always asked.",
     )
+    is_destination = models.BooleanField(
+        "destination",
+        default=False,
+        help_text="Files may be sent to this node by C-STORE (a research PACS, XNAT's DICOM "
+        "receiver, an Orthanc): users it is granted to choose it under Send to.",
+    )
     suspended = models.BooleanField(
         default=False, help_text="Stops all traffic to this node at once."
     )
@@ -389,6 +395,10 @@ class Job(models.Model):
     # When its files were deleted, and by whom (a username, or "retention").
     files_deleted_at = models.DateTimeField(null=True, blank=True)
     files_deleted_by = models.CharField(max_length=150, blank=True)
+    # Where its files go when it has ended (a destination node), if anywhere.
+    destination = models.ForeignKey(
+        PacsNode, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     # Its series' conversion to NIfTI (a project that asks for it): queued by the
     # reconciler once the job has ended, and done.
     nifti_queued_at = models.DateTimeField(null=True, blank=True)
@@ -573,6 +583,7 @@ class AuditAction(models.TextChoices):
     PROJECT_CHANGED = "project_changed", "Project created or changed"
     DEIDENTIFY = "deidentify", "Files pseudonymised on the command line"
     DOWNLOAD = "download", "Files downloaded (ZIP)"
+    SEND = "send", "Files sent (C-STORE)"
     FILES_DELETED = "files_deleted", "Files deleted"
 
 
@@ -756,3 +767,70 @@ class NiftiSeries(models.Model):
 
     def __str__(self) -> str:
         return self.folder
+
+
+class SendingStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Sending(models.Model):
+    """Files of a project (a job's, or all) sent to a destination node, study by study."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="sendings")
+    job = models.ForeignKey(
+        Job, on_delete=models.PROTECT, null=True, blank=True, related_name="sendings"
+    )
+    destination = models.ForeignKey(PacsNode, on_delete=models.PROTECT, related_name="sendings")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    status = models.CharField(
+        max_length=10, choices=SendingStatus.choices, default=SendingStatus.QUEUED
+    )
+    waiting_reason = models.CharField(max_length=300, blank=True)
+    # When a message last carried it: the reconciler queues it again long after.
+    queued_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"sending {self.code} to {self.destination}"
+
+
+class SentStudy(models.Model):
+    """One study of a sending: its instances sent on one association, counted,
+    and then counted again at the destination by C-FIND where it answers."""
+
+    sending = models.ForeignKey(Sending, on_delete=models.CASCADE, related_name="studies")
+    study_instance_uid = models.CharField(max_length=64)
+    status = models.CharField(
+        max_length=10, choices=SendingStatus.choices, default=SendingStatus.QUEUED
+    )
+    instances_expected = models.PositiveIntegerField(default=0)
+    instances_sent = models.PositiveIntegerField(default=0)
+    instances_failed = models.PositiveIntegerField(default=0)
+    instances_converted = models.PositiveIntegerField(default=0)
+    bytes_sent = models.PositiveBigIntegerField(default=0)
+    # What the destination's C-FIND counts afterwards; None: not asked, or no answer.
+    instances_at_destination = models.PositiveIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    # Held by the worker sending it until then (a killed worker's study goes again).
+    lease_until = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sending", "study_instance_uid"], name="study_once_per_sending"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.study_instance_uid

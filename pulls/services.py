@@ -16,6 +16,7 @@ from pulls.audit.events import audit_record
 from pulls.cli.seedconfig import SeedConfig
 from pulls.deid.projects import require_identifiable_grant
 from pulls.deid.pseudonyms import pseudonyms_given
+from pulls.delivery.sending import destinations_for
 from pulls.dicom import PacsError, echo
 from pulls.jobs import items, queueing
 from pulls.models import (
@@ -105,13 +106,20 @@ def job_create(
     source_name: str = "",
     start: bool = False,
     follows: Job | None = None,
+    destination: PacsNode | None = None,
     request: HttpRequest | None = None,
 ) -> Job:
     """Save a job with one item per row, as a draft to preview or started at once.
     ``expected`` and ``sop_classes``: what a find said of each row's study;
-    ``follows``: the job whose failed rows these correct."""
+    ``follows``: the job whose failed rows these correct; ``destination``: where
+    a retrieval's files are sent when it ends."""
     require_writer(user=owner, project=project)
     _require_node(user=owner, node=node)
+    if destination is not None:
+        if kind == JobKind.FIND:
+            raise ValidationError("A find job retrieves no files: choose no destination.")
+        if not destinations_for(owner).filter(pk=destination.pk).exists():
+            raise ValidationError(f"{destination.name} is not a destination you may send to.")
     if kind in (JobKind.MOVE, JobKind.GET):
         require_identifiable_grant(project)
     given = pseudonyms_given(project, rows, row_numbers or range(1, len(rows) + 1))
@@ -126,6 +134,7 @@ def job_create(
             source_name=source_name[:255],
             status=JobStatus.DRAFT,
             follows=follows,
+            destination=destination,
         )
         numbers = row_numbers or range(1, len(rows) + 1)
         counts = expected or [0] * len(rows)

@@ -226,13 +226,7 @@ class Session:
             answer = conn.request_association(
                 calling_ae=peer.calling_ae,
                 called_ae=peer.called_ae,
-                request=association_request(
-                    peer.calling_ae,
-                    peer.called_ae,
-                    self.services,
-                    self.storage_classes,
-                    self.storage_syntax,
-                ),
+                request=self._association_request(),
             )
         except TimeoutError:
             conn.close()
@@ -263,6 +257,15 @@ class Session:
         conn.set_timeout(peer.dimse_timeout)
         self.conn = conn
         self._messages = conn.messages(self.writer)
+
+    def _association_request(self):
+        return association_request(
+            self.peer.calling_ae,
+            self.peer.called_ae,
+            self.services,
+            self.storage_classes,
+            self.storage_syntax,
+        )
 
     def propose_storage(
         self, classes: Iterable[str] | None, *, only_syntax: str | None = None

@@ -109,6 +109,12 @@ class Orthanc:
             data = response.read()
         return json.loads(data) if data else None
 
+    def instance_file(self, instance_id: str) -> bytes:
+        """The DICOM file Orthanc holds for one of its instances."""
+        request = urllib.request.Request(f"{self.url}/instances/{instance_id}/file")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.read()
+
     def upload(self, paths: Iterable[Path], *, threads: int = 4) -> int:
         def _one(path: Path) -> None:
             self._request("POST", "/instances", path.read_bytes())

@@ -15,8 +15,9 @@ from pulls import selectors
 from pulls.audit.events import audit_record
 from pulls.delivery import deletion
 from pulls.delivery.selection import job_selection, project_instances, totals
+from pulls.delivery.sending import destinations_for, sending_create
 from pulls.delivery.zips import zip_chunks
-from pulls.models import AuditAction, JobKind, JobStatus, Project, Role
+from pulls.models import AuditAction, JobKind, JobStatus, Project, Role, SendingStatus
 
 
 class DeliveryForm(forms.ModelForm):
@@ -40,11 +41,13 @@ def tickable(job, role: str | None) -> bool:
     )
 
 
-def files_context(job, role: str | None) -> dict:
-    """What the job page shows of its files: downloads, ticks, NIfTI."""
+def files_context(job, role: str | None, user) -> dict:
+    """What the job page shows of its files: downloads, ticks, NIfTI, sendings."""
     converted = list(job.nifti_series.order_by("folder")) if job.kind != JobKind.FIND else []
     return {
         "role": role,
+        "sendings": sendings_shown(job.sendings.all()),
+        "destinations": destinations_for(user) if role in (Role.OWNER, Role.MEMBER) else [],
         "may_download": may_download(role, job.project),
         "tickable": tickable(job, role),
         "nifti_series": converted,
@@ -218,3 +221,59 @@ def project_delivery(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("project_detail", slug=project.slug)
     context = {"form": form, "project": project, "nav": "projects"}
     return render(request, "pulls/project_delivery.html", context)
+
+
+def sendings_shown(sendings) -> list[dict]:
+    """Each sending with its counts and the studies that failed (the newest first)."""
+    shown = []
+    for sending in sendings.select_related("destination").order_by("-created_at")[:10]:
+        studies = list(sending.studies.order_by("pk"))
+        shown.append(
+            {
+                "sending": sending,
+                "studies": len(studies),
+                "done": sum(s.status == SendingStatus.DONE for s in studies),
+                "sent": sum(s.instances_sent for s in studies),
+                "converted": sum(s.instances_converted for s in studies),
+                "failed": [s for s in studies if s.status == SendingStatus.FAILED],
+            }
+        )
+    return shown
+
+
+def _send(request: HttpRequest, *, project: Project, job=None):
+    from pulls.workers.tasks import enqueue_sending
+
+    destination = (
+        destinations_for(request.user).filter(code=request.POST.get("destination")).first()
+    )
+    try:
+        if destination is None:
+            raise ValidationError("Choose a destination you may send to.")
+        sending = sending_create(
+            project=project, destination=destination, user=request.user, job=job,
+            request=request, enqueue=enqueue_sending,
+        )  # fmt: skip
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request,
+            f"{sending.studies.count()} studies are queued to be sent to {destination.name}.",
+        )
+
+
+@login_required
+@require_http_methods(["POST"])
+def job_send(request: HttpRequest, code: str) -> HttpResponse:
+    job = selectors.job_get_for_user(user=request.user, code=code)
+    _send(request, project=job.project, job=job)
+    return redirect("job_detail", code=job.code)
+
+
+@login_required
+@require_http_methods(["POST"])
+def project_send(request: HttpRequest, slug: str) -> HttpResponse:
+    project = selectors.project_get_for_user(user=request.user, slug=slug)
+    _send(request, project=project)
+    return redirect("project_detail", slug=project.slug)

@@ -4,6 +4,7 @@ from django import forms
 from django.conf import settings
 
 from pulls import selectors
+from pulls.delivery.sending import destinations_for
 from pulls.dicom.identifiers import LEVELS
 from pulls.queries.files import ParsedQueries, human_size, parse_query_file
 from pulls.queries.pasted import PASTE_KEYS, parse_pasted
@@ -95,6 +96,13 @@ class FindJobForm(forms.Form):
         label="QueryRetrieveLevel for rows without one",
     )
     title = forms.CharField(max_length=200, required=False)
+    destination = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        empty_label="none: keep the files in the project",
+        label="Send the files to",
+        help_text="Retrievals: when the job ends, its files go to this node by C-STORE.",
+    )
 
     def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -102,6 +110,9 @@ class FindJobForm(forms.Form):
         self.fields["node"].queryset = selectors.node_list_for_user(user=user).filter(
             is_active=True
         )
+        self.fields["destination"].queryset = destinations_for(user)
+        if not self.fields["destination"].queryset.exists():
+            del self.fields["destination"]
         self.parsed: ParsedQueries | None = None
         self.source_name = ""
         self.followed = None  # the job whose failed rows this file corrects

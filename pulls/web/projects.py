@@ -16,8 +16,9 @@ from pulls import selectors
 from pulls.audit.events import audit_record
 from pulls.deid.mapping import mapping_csv, mapping_rows
 from pulls.deid.projects import project_create, project_set_deidentification
+from pulls.delivery.sending import destinations_for
 from pulls.models import AuditAction, Job, PseudonymStudy, Role
-from pulls.web.delivery import may_download
+from pulls.web.delivery import may_download, sendings_shown
 from pulls.web.project_forms import DEID_FIELDS, DeidentificationForm, ProjectForm
 
 
@@ -57,6 +58,8 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "events": events,
         "is_owner": selectors.membership_role(user=request.user, project=project) == Role.OWNER,
         "may_download": may_download(role, project),
+        "destinations": destinations_for(request.user) if role in (Role.OWNER, Role.MEMBER) else [],
+        "sendings": sendings_shown(project.sendings.filter(job__isnull=True)),
         "nav": "projects",
     }
     return render(request, "pulls/project_detail.html", context)

@@ -160,6 +160,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
                 title=form.cleaned_data["title"],
                 source_name=form.source_name,
                 follows=form.followed,
+                destination=form.cleaned_data.get("destination"),
                 request=request,
             )
         except ValidationError as exc:  # what the project's mapping or grants say
@@ -218,7 +219,7 @@ def _job_page(
         "progress": progress.job_progress(job),
         "failed_format": examples.format_of(job.source_name),
         "rows_to_correct": selectors.job_rows_to_correct(job=job),
-        **files_context(job, role),
+        **files_context(job, role, request.user),
         "nav": "jobs",
     }
     return render(request, "pulls/job_detail.html", context, status=status)

@@ -14,7 +14,7 @@ from celery.signals import task_postrun, task_prerun, worker_process_init
 from django.db import close_old_connections, connections
 from kombu.exceptions import KombuError
 
-from pulls.delivery import deletion, nifti
+from pulls.delivery import deletion, nifti, sending
 from pulls.jobs import items, queueing
 from pulls.models import QUEUE_BULK, QUEUE_INTERACTIVE, Job
 from pulls.retrieval import quarantine
@@ -51,6 +51,7 @@ TASK_NAMES = {
     "reconcile": "pulls.tasks.reconcile",
     "convert_nifti": "pulls.tasks.convert_nifti",
     "apply_retention": "pulls.tasks.apply_retention",
+    "send_studies": "pulls.tasks.send_studies",
 }
 
 
@@ -82,6 +83,7 @@ def reconcile() -> str:
     counts = items.items_reconcile(enqueue=enqueue_chunks)
     swept = quarantine.staging_sweep()
     swept["nifti_queued"] = nifti.queue_due(enqueue_conversion)
+    swept["sendings_queued"] = sending.queue_due(enqueue_sending)
     return ", ".join(f"{k} {v}" for k, v in {**counts, **swept}.items())
 
 
@@ -96,6 +98,24 @@ def convert_nifti(job_id: int) -> str:
         return f"job {job_id}: nothing to convert"
     counts = nifti.convert_job(job)
     return f"job {job_id}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def enqueue_sending(sending_id: int, countdown: float = 0) -> None:
+    """Queue a sending; a queue that cannot be reached loses nothing: the
+    reconciler queues it again (sending.queue_due)."""
+    try:
+        send_studies.apply_async((sending_id,), queue=QUEUE_BULK, countdown=countdown)
+    except KombuError:
+        log.warning("could not queue sending %s: the reconciler will", sending_id)
+
+
+@shared_task(name=TASK_NAMES["send_studies"], acks_late=True, reject_on_worker_lost=True)
+def send_studies(sending_id: int) -> str:
+    wait = sending.sending_run(sending_id)
+    if wait is not None:  # a limit holds it back: look again later (at most 5 minutes)
+        enqueue_sending(sending_id, countdown=min(wait.seconds, 300))
+        return f"sending {sending_id}: {wait.reason}"
+    return f"sending {sending_id}: ended"
 
 
 @shared_task(name=TASK_NAMES["apply_retention"], acks_late=True)

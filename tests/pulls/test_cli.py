@@ -316,3 +316,28 @@ def test_move_nifti_converts_each_series_beside_the_dicom_files(
             base / "dcm" / "nifti" / inst.patient_id / study / uid / "series.nii.gz"
         )
         assert image.shape[2] == len(dicom_data.series[uid])
+
+
+def test_move_send_to_sends_each_study_and_fails_when_one_does_not_arrive(
+    tmp_path, orthanc, destination_orthanc, dicom_data, cli_storage, flushable_db
+):
+    """`move --send-to`: each retrieved study sent on, counted at the destination;
+    a destination that is not there fails the command, naming the study."""
+    from tests.pulls.conftest import clear_orthanc
+
+    clear_orthanc(destination_orthanc)
+    study = sorted(dicom_data.studies)[0]
+    rows = [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}]
+    conf = _conf(tmp_path, orthanc.dicom_port, "ORTHANC")
+    with pytest.raises(CommandError, match="write it as AET@HOST:PORT"):
+        call_command("move", config=conf, query=_query(tmp_path, rows), out=str(tmp_path / "out"),
+                     method="get", send_to="RESEARCH-127.0.0.1")  # fmt: skip
+    out = io.StringIO()
+    call_command("move", config=conf, query=_query(tmp_path, rows), out=str(tmp_path / "out"),
+                 method="get", send_to=f"RESEARCH@127.0.0.1:{destination_orthanc.dicom_port}",
+                 stdout=out)  # fmt: skip
+    assert "1 of 1 studies sent to RESEARCH@127.0.0.1" in out.getvalue()
+    assert destination_orthanc.instance_count() == len(dicom_data.studies[study])
+    with pytest.raises(CommandError, match=f"study {study}"):
+        call_command("move", config=conf, query=_query(tmp_path, rows), out=str(tmp_path / "out2"),
+                     method="get", send_to="NOBODY@127.0.0.1:9")  # fmt: skip

@@ -25,6 +25,7 @@ from pulls.cli.inline import (
     write_retrieval_results,
 )
 from pulls.cli.seedconfig import describe_limits
+from pulls.cli.sending import parse_send_to, send_inline
 from pulls.delivery.nifti import ConverterMissing, convert_job, converter, write_nifti_list
 from pulls.dicom import PacsError, Peer, echo
 from pulls.dicom.storage_scp import StorageSCP
@@ -87,8 +88,21 @@ class Command(BaseCommand):
             "beside); what it does not convert is listed in qry/nifti.csv",
         )
 
-    def handle(self, *args, config, query, out, method, user, pseudonymise, nifti, **options):
+        parser.add_argument(
+            "--send-to",
+            metavar="AET@HOST:PORT",
+            help="send each retrieved study on to this DICOM node by C-STORE (in the syntax "
+            "it is stored in), counted; the command fails when a study does not arrive",
+        )
+
+    def handle(
+        self, *args, config, query, out, method, user, pseudonymise, nifti, send_to, **options
+    ):
         config, query = Path(config), Path(query)
+        try:
+            send_target = parse_send_to(send_to) if send_to else None
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         if nifti:
             try:
                 converter()
@@ -137,7 +151,13 @@ class Command(BaseCommand):
                 f"{results}; {counts['converted']} series in NIfTI in {dcm / 'nifti'}, "
                 f"{counts['not_converted']} not converted (reasons in {listed})"
             )
+        failed_sends = ""
+        if send_target and job.instances_received:
+            sent, failed_sends = send_inline(job, owner, send_target)
+            results = f"{results}; {sent}"
         self._report(job, dcm, results)
+        if failed_sends:
+            raise CommandError(failed_sends)
 
     def _run(self, conf, parsed, query, owner, project, node, kind, method, qry):
         """The retrieval job, run here: directly, or after a find of the rows."""
