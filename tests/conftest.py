@@ -465,3 +465,24 @@ def _static_files_without_collectstatic(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture(scope="session")
+def destination_orthanc(tmp_path_factory):
+    """A second Orthanc, empty, that answers C-FIND to the portal (the check)."""
+    pacs = Orthanc(
+        tmp_path_factory.mktemp("destination-orthanc"),
+        aet="RESEARCH",
+        modalities={"portal": (settings.PACSNPULL_AE_TITLE, "127.0.0.1", SCP_PORT)},
+        extra_config={"UnknownSopClassAccepted": True},
+    ).start()
+    try:
+        yield pacs
+    finally:
+        pacs.stop()
+
+
+def clear_orthanc(pacs: Orthanc) -> None:
+    """Delete what an Orthanc holds (a destination starts each test empty)."""
+    for patient in pacs.get("/patients"):
+        pacs._request("DELETE", f"/patients/{patient}")

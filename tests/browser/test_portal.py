@@ -303,3 +303,53 @@ def test_a_pseudonymised_project_from_making_it_to_its_mapping(
     rows = list(csv.reader(Path(download.value.path()).read_text().splitlines()))
     assert rows[1][:2] == [patient, next(iter(pseudonym))]
     assert AuditEvent.objects.filter(action=AuditAction.MAPPING, project=project).count() == 2
+
+
+def test_a_researcher_downloads_ticked_studies_and_sends_a_job_on(
+    portal, new_page, orthanc_node, dicom_data, destination_orthanc, alice, project
+):
+    """A finished retrieval: the researcher ticks a row and downloads its study
+    as ZIP (read back: the project's layout and the manifest), then sends the
+    job's files to a research PACS (a second Orthanc) and sees them arrive."""
+    import io
+    import zipfile
+
+    from pulls.cli.inline import run_inline
+    from pulls.models import AuditAction, AuditEvent
+    from tests.conftest import clear_orthanc, make_node, retrieval_job
+
+    clear_orthanc(destination_orthanc)
+    studies = sorted(dicom_data.studies)[:2]
+    job = run_inline(retrieval_job(alice, project, orthanc_node, studies, kind="get"),
+                     on_progress=lambda job: None)  # fmt: skip
+    destination = make_node("RESEARCH-PACS", destination_orthanc.dicom_port, "RESEARCH",
+                            is_destination=True)  # fmt: skip
+    destination.granted_users.add(alice)
+    second = job.items.get(row=2).identifier["StudyInstanceUID"]
+
+    page = new_page("alice", "alice-password-1")
+    page.goto(f"/jobs/{job.code}/")
+    page.get_by_label("Tick row 2").check()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the files of the ticked rows (ZIP)").click()
+    archive = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
+    dicoms = [name for name in archive.namelist() if name.endswith(".dcm")]
+    assert len(dicoms) == len(dicom_data.studies[second])
+    assert all(f"/{second}/" in name for name in dicoms)
+    assert any(name.endswith("/manifest.csv") for name in archive.namelist())
+    assert AuditEvent.objects.filter(action=AuditAction.DOWNLOAD, job=job, actor=alice).exists()
+
+    page.get_by_label("Send to").select_option(label="RESEARCH-PACS (RESEARCH)")
+    page.get_by_role("button", name="Send the files").click()
+    expect(page.locator(".alert-success")).to_contain_text("2 studies are queued")
+    page.reload()
+    sendings = page.locator("#sendings")
+    for _ in range(60):
+        if "Done" in sendings.inner_text():
+            break
+        page.wait_for_timeout(1000)
+        page.reload()
+    expect(sendings).to_contain_text("Done")
+    expect(sendings).to_contain_text("2 / 2")
+    screenshot(page, "delivery")
+    assert destination_orthanc.instance_count() == job.instances_received

@@ -323,7 +323,7 @@ def test_move_send_to_sends_each_study_and_fails_when_one_does_not_arrive(
 ):
     """`move --send-to`: each retrieved study sent on, counted at the destination;
     a destination that is not there fails the command, naming the study."""
-    from tests.pulls.conftest import clear_orthanc
+    from tests.conftest import clear_orthanc
 
     clear_orthanc(destination_orthanc)
     study = sorted(dicom_data.studies)[0]

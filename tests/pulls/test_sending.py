@@ -25,7 +25,7 @@ from pulls.models import (
 )
 from pulls.sandbox.dcmqrscp import Dcmqrscp
 from tests.conftest import SCP_PORT, make_node, retrieval_job, wait_for
-from tests.pulls.conftest import clear_orthanc as _clear
+from tests.conftest import clear_orthanc as _clear
 from tests.pulls.retrieval_support import QUIET
 
 pytestmark = pytest.mark.services
