@@ -3,6 +3,8 @@ deleting them (owners); the project's delivery settings (owners)."""
 
 from __future__ import annotations
 
+import uuid
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -73,7 +75,9 @@ def _ticked(request: HttpRequest) -> list[int]:
     try:
         rows = [int(value) for value in values]
     except ValueError:
-        raise ValidationError("The ticked rows must be row numbers: tick them again.") from None
+        rows = [0]
+    if any(not 0 < row < 2**31 for row in rows):
+        raise ValidationError("The ticked rows must be row numbers: tick them again.")
     if len(rows) > 10_000:
         raise ValidationError("Tick at most 10,000 rows, or download the whole job.")
     return rows
@@ -244,11 +248,16 @@ def sendings_shown(sendings) -> list[dict]:
 def _send(request: HttpRequest, *, project: Project, job=None):
     from pulls.workers.tasks import enqueue_sending
 
-    destination = (
-        destinations_for(request.user).filter(code=request.POST.get("destination")).first()
-    )
+    role = selectors.project_role_for(user=request.user, project=project)
+    if role not in (Role.OWNER, Role.MEMBER):
+        raise PermissionDenied("Only the project's owners and members send its files.")
     try:
-        if destination is None:
+        code = uuid.UUID(request.POST.get("destination") or "")
+    except ValueError:
+        code = None
+    destination = code and destinations_for(request.user).filter(code=code).first()
+    try:
+        if not destination:
             raise ValidationError("Choose a destination you may send to.")
         sending = sending_create(
             project=project, destination=destination, user=request.user, job=job,

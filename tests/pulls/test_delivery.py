@@ -107,8 +107,9 @@ def test_the_ticked_rows_download_only_their_studies(
     assert AuditEvent.objects.get(action=AuditAction.DOWNLOAD, job=job).details["rows"] == [2]
 
     # A value that is no row number: the job page says so, no ZIP, no event.
-    response = client.get(f"/jobs/{job.code}/files.zip?row=2;rm", follow=True)
-    assert "must be row numbers" in response.content.decode()
+    for bad in ("2;rm", "-1", "99999999999999999999"):
+        response = client.get(f"/jobs/{job.code}/files.zip?row={bad}", follow=True)
+        assert "must be row numbers" in response.content.decode(), bad
     assert AuditEvent.objects.filter(action=AuditAction.DOWNLOAD).count() == 1
 
 
@@ -350,3 +351,64 @@ def test_the_reconciler_queues_a_conversion_once(storage, alice, project, orthan
     assert nifti.queue_due(sent.append) == 1
     assert nifti.queue_due(sent.append) == 0  # queued: not again while it waits
     assert sent == [job.pk]
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        # files.zip, files/delete/ (GET), send/ (POST), the project's files.zip,
+        # files/delete/, send/ and delivery/ (nothing retrieved: the zips redirect
+        # with a message, a send says there is nothing to send).
+        ("alice", [302, 200, 302, 302, 200, 302, 200]),
+        ("mia", [302, 403, 302, 302, 403, 302, 403]),
+        ("bob", [302, 403, 403, 302, 403, 403, 403]),
+        ("charlie", [404, 404, 404, 404, 404, 404, 404]),
+    ],
+)
+def test_every_delivery_endpoint_for_owner_member_viewer_and_outsider(
+    client, alice, bob, charlie, member, project, who, expected
+):
+    node = make_node("MATRIX", 104, "MATRIX")
+    node.granted_users.add(alice)
+    job = retrieval_job(alice, project, node, ["1.2.3"])
+    user = {"alice": alice, "mia": member, "bob": bob, "charlie": charlie}[who]
+    client.force_login(user)
+    slug = project.slug
+    got = [
+        client.get(f"/jobs/{job.code}/files.zip").status_code,
+        client.get(f"/jobs/{job.code}/files/delete/").status_code,
+        client.post(f"/jobs/{job.code}/send/", {"destination": str(node.code)}).status_code,
+        client.get(f"/projects/{slug}/files.zip").status_code,
+        client.get(f"/projects/{slug}/files/delete/").status_code,
+        client.post(f"/projects/{slug}/send/", {"destination": str(node.code)}).status_code,
+        client.get(f"/projects/{slug}/delivery/").status_code,
+    ]
+    assert got == expected
+    assert not AuditEvent.objects.filter(
+        action__in=[AuditAction.DOWNLOAD, AuditAction.FILES_DELETED, AuditAction.SEND]
+    ).exists()
+
+
+def test_an_owner_turns_nifti_on_and_the_change_is_audited(client, alice, project):
+    client.force_login(alice)
+    response = client.post(
+        f"/projects/{project.slug}/delivery/", {"nifti": "on", "viewers_may_download": "on"}
+    )
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.nifti and project.viewers_may_download
+    event = AuditEvent.objects.get(action=AuditAction.PROJECT_CHANGED, target__contains="nifti")
+    assert event.actor == alice and event.details["changed"]["nifti"] == [False, True]
+    assert (
+        "each retrieved series converted by dcm2niix"
+        in client.get(f"/projects/{project.slug}/").content.decode()
+    )
+
+
+def test_a_send_that_names_no_destination_says_so(client, alice, project):
+    client.force_login(alice)
+    for value in ("", "not-a-code", "00000000-0000-0000-0000-000000000000"):
+        response = client.post(
+            f"/projects/{project.slug}/send/", {"destination": value}, follow=True
+        )
+        assert "Choose a destination you may send to" in response.content.decode(), value
