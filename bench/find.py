@@ -301,7 +301,7 @@ def main() -> None:
         redis.start()
         worker.start()
         time.sleep(3)  # the worker connects to Redis
-        owner = User.objects.create_user("bench")
+        owner = User.objects.create_user("bench", may_pull_identifiable=True)
         project = Project.objects.create(
             name="Bench", slug="bench", deidentification="identifiable"
         )

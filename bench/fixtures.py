@@ -26,7 +26,7 @@ def owner_project_node() -> tuple:
     from accounts.models import User
     from pulls.models import Membership, PacsNode, Project, Role
 
-    owner = User.objects.create_user("bench")
+    owner = User.objects.create_user("bench", may_pull_identifiable=True)
     project = Project.objects.create(name="Bench", slug="bench", deidentification="identifiable")
     Membership.objects.create(project=project, user=owner, role=Role.OWNER)
     node = PacsNode.objects.create(name="BENCH", ae_title="PACS", host="127.0.0.1", port=104)

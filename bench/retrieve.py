@@ -388,7 +388,7 @@ def main() -> None:
         orthanc.upload(files)
         redis.start()
         scp.start()
-        owner = User.objects.create_user("bench")
+        owner = User.objects.create_user("bench", may_pull_identifiable=True)
         project = fresh_project(owner, "bench-find")
         node = PacsNode.objects.create(
             name="BENCH",
