@@ -17,14 +17,15 @@ class PacsNodeAdmin(admin.ModelAdmin):
         "retrievals_per_hour",
         "allowed_windows",
         "suspended",
+        "is_destination",
         "last_echo_ok",
     )
-    list_filter = ("query_model", "retrieve_method", "suspended", "is_active")
+    list_filter = ("query_model", "retrieve_method", "suspended", "is_active", "is_destination")
     search_fields = ("name", "ae_title", "host")
     filter_horizontal = ("granted_users", "granted_groups")
     readonly_fields = ("code", "last_echo_at", "last_echo_ok", "last_echo_message")
     fieldsets = (
-        (None, {"fields": ("name", "code", "is_active", "suspended")}),
+        (None, {"fields": ("name", "code", "is_active", "suspended", "is_destination")}),
         (
             "Connection",
             {

@@ -6,6 +6,8 @@ else, the destination's limits, access, the job that names a destination, and
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -218,3 +220,37 @@ def test_the_page_sends_through_the_queue(
     assert destination_orthanc.instance_count() == job.instances_received
     page = client.get(f"/jobs/{job.code}/").content.decode()
     assert 'id="sendings"' in page and "2 / 2" in page
+
+
+def test_a_pseudonymised_project_sends_pseudonymised_files_only(
+    storage, alice, orthanc_node, destination_orthanc, dicom_data
+):
+    from pulls.models import Membership, Role
+
+    _clear(destination_orthanc)
+    project = Project.objects.create(name="Pseudo send", slug="pseudo-send")
+    Membership.objects.create(project=project, user=alice, role=Role.OWNER)
+    study = sorted(dicom_data.studies)[0]
+    job = _retrieved(alice, project, orthanc_node, [study])
+    destination = _destination(destination_orthanc.dicom_port, "RESEARCH", alice)
+    made = sending.sending_create(project=project, destination=destination, user=alice, job=job)
+    sending.sending_run(made.pk)
+    assert made.studies.get().status == SendingStatus.DONE
+    original = dicom_data.studies[study][0]
+    held = [
+        destination_orthanc.get(f"/instances/{i}/simplified-tags")
+        for i in destination_orthanc.get("/instances")
+    ]
+    assert len(held) == len(dicom_data.studies[study])
+    assert {h["PatientID"] for h in held} == {
+        RetrievedInstance.objects.filter(project=project).first().patient_id
+    }
+    assert all(h["PatientID"] != original.patient_id for h in held)
+    assert all(h["StudyInstanceUID"] != study for h in held)
+    assert all(original.patient_name not in json.dumps(h) for h in held)
+
+
+def test_an_operator_marks_a_destination_in_the_admin(client, operator):
+    client.force_login(operator)
+    page = client.get("/admin/pulls/pacsnode/add/").content.decode()
+    assert 'name="is_destination"' in page
