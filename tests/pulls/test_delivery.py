@@ -412,3 +412,23 @@ def test_a_send_that_names_no_destination_says_so(client, alice, project):
             f"/projects/{project.slug}/send/", {"destination": value}, follow=True
         )
         assert "Choose a destination you may send to" in response.content.decode(), value
+
+
+def test_downloads_deletions_and_conversions_log_no_patient_data(
+    client, caplog, storage, alice, project, orthanc_node, dicom_data
+):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    project.nifti = True
+    project.save()
+    job = _retrieved(alice, project, orthanc_node, _studies(dicom_data, 2))
+    nifti.convert_job(job)
+    client.force_login(alice)
+    b"".join(client.get(f"/jobs/{job.code}/files.zip").streaming_content)
+    client.get(f"/jobs/{job.code}/files.zip?row=x")
+    client.post(f"/jobs/{job.code}/files/delete/")
+    assert AuditEvent.objects.filter(action=AuditAction.FILES_DELETED).exists()
+    for inst in dicom_data.instances:
+        assert inst.patient_id not in caplog.text
+        assert inst.patient_name not in caplog.text

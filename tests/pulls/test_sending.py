@@ -220,6 +220,11 @@ def test_the_page_sends_through_the_queue(
     assert destination_orthanc.instance_count() == job.instances_received
     page = client.get(f"/jobs/{job.code}/").content.decode()
     assert 'id="sendings"' in page and "2 / 2" in page
+    # The worker's application log names no patient (the audit log does).
+    log = celery_worker.log_path.read_text(errors="replace")
+    assert "send_studies" in log
+    for inst in dicom_data.instances:
+        assert inst.patient_id not in log and inst.patient_name not in log
 
 
 def test_a_pseudonymised_project_sends_pseudonymised_files_only(
