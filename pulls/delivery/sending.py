@@ -31,6 +31,7 @@ from pulls.dicom.sending import TooManyContexts, send_files
 from pulls.limits import throttle
 from pulls.limits import windows as windows_lib
 from pulls.models import (
+    ACTIVE_JOB_STATUSES,
     AuditAction,
     Job,
     JobKind,
@@ -77,6 +78,11 @@ def sending_create(
     _check(user, project, destination)
     if job is not None and job.kind == JobKind.FIND:
         raise ValidationError("A find job has no files to send: send a retrieval job's.")
+    if job is not None and job.status in ACTIVE_JOB_STATUSES:
+        raise ValidationError(
+            "The job is still queued, running or paused: send its files when it has ended "
+            "(or name the destination when making the job)."
+        )
     instances = job_selection(job) if job is not None else project_instances(project)
     studies = instances.values("study_instance_uid").annotate(n=Count("pk")).order_by()
     with transaction.atomic():

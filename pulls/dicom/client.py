@@ -249,7 +249,7 @@ class Session:
             conn.close()
             raise PacsRejected(
                 f"{peer.describe()} accepted none of the proposed services "
-                f"({', '.join(self.services)})",
+                f"({', '.join(self.services) or 'storage of the SOP classes sent'})",
                 result=0,
                 source=0,
                 reason=0,

@@ -259,3 +259,17 @@ def test_an_operator_marks_a_destination_in_the_admin(client, operator):
     client.force_login(operator)
     page = client.get("/admin/pulls/pacsnode/add/").content.decode()
     assert 'name="is_destination"' in page
+
+
+def test_a_job_still_running_is_not_sent(
+    storage, alice, project, orthanc_node, destination_orthanc
+):
+    from pulls.models import Job
+
+    job = retrieval_job(alice, project, orthanc_node, ["1.2.3"])
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    job.refresh_from_db()
+    destination = _destination(destination_orthanc.dicom_port, "RESEARCH", alice)
+    with pytest.raises(ValidationError, match="send its files when it has ended"):
+        sending.sending_create(project=project, destination=destination, user=alice, job=job)
+    assert not Sending.objects.exists()
