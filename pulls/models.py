@@ -813,6 +813,7 @@ class SentStudy(models.Model):
     status = models.CharField(
         max_length=10, choices=SendingStatus.choices, default=SendingStatus.QUEUED
     )
+    attempts = models.PositiveIntegerField(default=0)
     instances_expected = models.PositiveIntegerField(default=0)
     instances_sent = models.PositiveIntegerField(default=0)
     instances_failed = models.PositiveIntegerField(default=0)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
@@ -26,7 +27,7 @@ from pydicom.dataset import Dataset
 from pulls import selectors
 from pulls.audit.events import audit_record
 from pulls.delivery.selection import job_selection, project_instances, relative_path
-from pulls.dicom import PacsError, Session
+from pulls.dicom import PacsAborted, PacsError, PacsTimeout, PacsUnavailable, Session
 from pulls.dicom.sending import TooManyContexts, send_files
 from pulls.limits import throttle
 from pulls.limits import windows as windows_lib
@@ -117,6 +118,10 @@ def sending_create(
     return sending
 
 
+class Unreachable(Exception):
+    """The destination could not be reached for a study that may go again."""
+
+
 @dataclass
 class Wait:
     """The sending cannot go on now: why, and in how many seconds to try again."""
@@ -150,8 +155,21 @@ def _send_study(sending: Sending, study: SentStudy) -> None:
         root / p for p in map(relative_path, records) if p is not None and (root / p).is_file()
     ]
     study.instances_expected = len(paths)
+    study.attempts += 1
     try:
         result = send_files(node_peer(sending.destination), paths)
+    except (PacsUnavailable, PacsTimeout, PacsAborted) as exc:
+        if study.attempts < settings.PACSNPULL_MAX_ATTEMPTS:
+            # The destination is down or busy: the study goes again later.
+            SentStudy.objects.filter(pk=study.pk).update(
+                status=SendingStatus.QUEUED,
+                attempts=study.attempts,
+                lease_until=None,
+                message=f"retrying: {exc}"[:2000],
+            )
+            raise Unreachable(str(exc)) from None
+        study.status = SendingStatus.FAILED
+        study.message = f"gave up after {study.attempts} attempts: {exc}"[:2000]
     except (PacsError, TooManyContexts, OSError, ValueError) as exc:
         study.status, study.message = SendingStatus.FAILED, str(exc)[:2000]
     else:
@@ -251,6 +269,12 @@ def sending_run(sending_id: int) -> Wait | None:
             if _claim(study):
                 _send_study(sending, study)
                 Sending.objects.filter(pk=sending.pk).update(queued_at=timezone.now())
+        except Unreachable as exc:
+            wait = Wait(f"retrying: {exc}", max(1.0, settings.PACSNPULL_RETRY_SECONDS))
+            Sending.objects.filter(pk=sending.pk).update(
+                waiting_reason=wait.reason[:300], queued_at=timezone.now()
+            )
+            return wait
         finally:
             slot.release()
     if todo.exists():  # another worker holds a study still: it closes the sending

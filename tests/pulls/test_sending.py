@@ -273,3 +273,34 @@ def test_a_job_still_running_is_not_sent(
     with pytest.raises(ValidationError, match="send its files when it has ended"):
         sending.sending_create(project=project, destination=destination, user=alice, job=job)
     assert not Sending.objects.exists()
+
+
+def test_a_destination_that_is_down_is_tried_again_then_given_up_on(
+    storage, settings, alice, project, orthanc_node, destination_orthanc, dicom_data
+):
+    from pulls.sandbox.procs import free_port
+
+    _clear(destination_orthanc)
+    job = _retrieved(alice, project, orthanc_node, sorted(dicom_data.studies)[:1])
+    down = _destination(free_port(), "DOWN", alice)
+    made = sending.sending_create(project=project, destination=down, user=alice, job=job)
+    for attempt in range(1, settings.PACSNPULL_MAX_ATTEMPTS):
+        wait = sending.sending_run(made.pk)
+        assert wait is not None and "could not connect" in wait.reason
+        study = made.studies.get()
+        assert (study.status, study.attempts) == (SendingStatus.QUEUED, attempt)
+    # It comes back before the last attempt: the study arrives.
+    PacsNode.objects.filter(pk=down.pk).update(
+        port=destination_orthanc.dicom_port, ae_title="RESEARCH"
+    )
+    assert sending.sending_run(made.pk) is None
+    assert made.studies.get().status == SendingStatus.DONE
+    assert destination_orthanc.instance_count() == job.instances_received
+
+    gone = _destination(free_port(), "GONE", alice)
+    again = sending.sending_create(project=project, destination=gone, user=alice, job=job)
+    while sending.sending_run(again.pk) is not None:
+        pass
+    study = again.studies.get()
+    assert study.status == SendingStatus.FAILED
+    assert study.message.startswith(f"gave up after {settings.PACSNPULL_MAX_ATTEMPTS} attempts")
