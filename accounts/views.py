@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
+from accounts.models import ApiToken
 from pulls import selectors
+from pulls.api.tokens import token_create, token_revoke
 from pulls.models import AuditAction, AuditEvent
 
 
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, label="What it is for", initial="script")
+    scope = forms.ChoiceField(
+        choices=[("read", "read-only"), ("write", "read-write")], initial="read", label="May"
+    )
+    days = forms.IntegerField(min_value=1, max_value=3650, initial=90, label="Days it lasts")
+
+
 @login_required
-def account(request: HttpRequest) -> HttpResponse:
+def account(request: HttpRequest, *, token_form: TokenForm | None = None, new_token: str = "",
+            status: int = 200) -> HttpResponse:  # fmt: skip
     user = request.user
     context = {
+        "token_form": token_form or TokenForm(),
+        "new_token": new_token,
+        "tokens": user.api_tokens.all()[:50],
         "memberships": user.memberships.select_related("project").order_by("project__name"),
         "nodes": selectors.node_list_for_user(user=user),
         "groups": user.groups.order_by("name"),
@@ -25,4 +42,30 @@ def account(request: HttpRequest) -> HttpResponse:
         )[:5],
         "nav": "account",
     }
-    return render(request, "registration/account.html", context)
+    return render(request, "registration/account.html", context, status=status)
+
+
+@login_required
+@require_POST
+def token_new(request: HttpRequest) -> HttpResponse:
+    """A new API token, shown on this answer alone (never stored, never redirected to)."""
+    form = TokenForm(request.POST)
+    if not form.is_valid():
+        return account(request, token_form=form, status=400)
+    _, text = token_create(
+        user=request.user,
+        name=form.cleaned_data["name"],
+        read_only=form.cleaned_data["scope"] != "write",
+        days=form.cleaned_data["days"],
+        request=request,
+    )
+    return account(request, new_token=text)
+
+
+@login_required
+@require_POST
+def token_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(ApiToken, pk=pk, user=request.user)
+    token_revoke(token=token, user=request.user, request=request)
+    messages.success(request, f"The token {token.prefix}… is revoked.")
+    return redirect("account")

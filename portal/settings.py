@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "crispy_bootstrap5",
     "csp",
     "axes",
+    "rest_framework",
+    "drf_spectacular",
     "accounts",
     "pulls",
 ]
@@ -338,3 +340,37 @@ LOGGING = {
         "axes": {"level": "WARNING"},
     },
 }
+
+
+# --- REST API (pulls.api) ---------------------------------------------------
+# Personal tokens (Authorization: Bearer) for scripts, the session for the
+# browsable pages; every call goes through the pages' services and checks.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "pulls.api.auth.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["pulls.api.auth.TokenScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["pulls.api.auth.TokenRate"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "pulls.api.serializers.Pages",
+    "PAGE_SIZE": 100,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "pacsnpull API",
+    "DESCRIPTION": "Find and retrieve DICOM studies in bulk: the portal's jobs, for scripts.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema is for logged-in people and tokens, as every other call.
+    "SERVE_PERMISSIONS": ["pulls.api.auth.TokenScope"],
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# Requests per minute a token may make (429 with Retry-After past it).
+PACSNPULL_API_RATE = env.int("PACSNPULL_API_RATE", 600, minimum=1, maximum=1_000_000)
+# Days a new token lasts unless its maker says otherwise.
+PACSNPULL_API_TOKEN_DAYS = env.int("PACSNPULL_API_TOKEN_DAYS", 90, minimum=1, maximum=3650)

@@ -584,6 +584,7 @@ class AuditAction(models.TextChoices):
     DEIDENTIFY = "deidentify", "Files pseudonymised on the command line"
     DOWNLOAD = "download", "Files downloaded (ZIP)"
     SEND = "send", "Files sent (C-STORE)"
+    TOKEN = "token", "API token made or revoked"
     FILES_DELETED = "files_deleted", "Files deleted"
 
 

@@ -83,7 +83,7 @@ def _ticked(request: HttpRequest) -> list[int]:
     return rows
 
 
-def _zip_response(request, *, project, instances, folder, job=None, scope, rows=()):
+def zip_response(request, *, project, instances, folder, job=None, scope, rows=()):
     counted = totals(instances)
     audit_record(
         action=AuditAction.DOWNLOAD,
@@ -129,7 +129,7 @@ def job_files_zip(request: HttpRequest, code: str) -> HttpResponse:
         messages.error(request, " ".join(exc.messages))
         return redirect("job_detail", code=job.code)
     scope = f"files of rows {', '.join(map(str, rows[:20]))}" if rows else "files of the job"
-    return _zip_response(
+    return zip_response(
         request,
         project=job.project,
         instances=instances,
@@ -148,7 +148,7 @@ def project_files_zip(request: HttpRequest, slug: str) -> HttpResponse:
     if not instances.exists():
         messages.error(request, "The project holds no files.")
         return redirect("project_detail", slug=project.slug)
-    return _zip_response(
+    return zip_response(
         request,
         project=project,
         instances=instances,

@@ -8,6 +8,7 @@ from pulls.delivery.sending import destinations_for
 from pulls.dicom.identifiers import LEVELS
 from pulls.queries.files import ParsedQueries, human_size, parse_query_file
 from pulls.queries.pasted import PASTE_KEYS, parse_pasted
+from pulls.queries.retrievals import retrieval_problems
 
 # How many problems the form lists before "and N more".
 _SHOWN_PROBLEMS = 50
@@ -18,43 +19,6 @@ KIND_CHOICES = [
     ("move", "Retrieve with C-MOVE: rows name StudyInstanceUID (and SeriesInstanceUID)"),
     ("get", "Retrieve with C-GET: rows name StudyInstanceUID (and SeriesInstanceUID)"),
 ]
-
-
-def retrieval_problems(
-    rows: list[dict[str, str]], numbers: list[int], *, patient_root: bool = False
-) -> list[str]:
-    """A retrieval row names what to fetch by its unique keys (PS3.4 C.4.2.2.1):
-    one StudyInstanceUID, one SeriesInstanceUID for a series, and the PatientID
-    where the node uses the patient root model. Other keys may be there (a seed
-    query's); they are not sent (``identifiers.retrieve_identifier``)."""
-    problems = []
-    for n, row in zip(numbers, rows, strict=True):
-        level = row.get("QueryRetrieveLevel")
-        uid = row.get("StudyInstanceUID", "")
-        series = row.get("SeriesInstanceUID", "")
-        if level not in ("STUDY", "SERIES"):
-            problems.append(f"row {n}, QueryRetrieveLevel: a retrieval is by STUDY or SERIES")
-        elif not uid or "\\" in uid or uid == "*":
-            problems.append(
-                f"row {n}, StudyInstanceUID: a retrieval row needs one exact StudyInstanceUID; "
-                "to retrieve by patient, accession number or date, run a find job first and "
-                "use Retrieve these"
-            )
-        elif level == "SERIES" and not series:
-            problems.append(f"row {n}, SeriesInstanceUID: a SERIES row needs its SeriesInstanceUID")
-        elif "\\" in series or series == "*":
-            problems.append(
-                f"row {n}, SeriesInstanceUID: name one exact series, or leave it empty to "
-                "retrieve the whole study"
-            )
-        elif patient_root and (
-            not row.get("PatientID") or any(c in row["PatientID"] for c in "*?\\")
-        ):
-            problems.append(
-                f"row {n}, PatientID: the node uses the patient root model, where a "
-                "retrieval names the patient too: add the study's PatientID (one, exactly)"
-            )
-    return problems
 
 
 class FindJobForm(forms.Form):
@@ -188,7 +152,7 @@ class FindJobForm(forms.Form):
                 patient_root=node is not None and node.query_model == "P",
             )
             if problems:
-                shown = problems[:_SHOWN_PROBLEMS]
+                shown = [str(p) for p in problems[:_SHOWN_PROBLEMS]]
                 raise forms.ValidationError(
                     [f"{name}: nothing was saved. Fix these and upload again:", *shown]
                 )

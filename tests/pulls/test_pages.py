@@ -196,6 +196,8 @@ def _portal_urls(code: str | None = None):
         url = (
             url.replace("<uuid:code>", code)
             .replace("<slug:slug>", "some-project")
+            .replace("<int:pk>", "1")
+            .replace("(?P<action>start|pause|resume|cancel|retry|urgent)", "start")
             .replace("^", "")
             .replace("$", "")
             .replace("\\.", ".")
@@ -205,18 +207,24 @@ def _portal_urls(code: str | None = None):
 
 def test_no_portal_page_answers_without_a_login(client):
     """Every URL of the portal's apps (found from the URL configuration, so a new
-    page cannot forget) sends an anonymous visitor to the login page."""
+    page cannot forget) sends an anonymous visitor to the login page; every
+    call of the API answers 401, asking for a Bearer token."""
     open_to_all = {"login", "logout"}  # logging out needs no account
-    checked = 0
+    checked = api = 0
     for name, url in _portal_urls():
         if name in open_to_all:
             continue
         for method in ("get", "post"):
             response = getattr(client, method)(url)
+            if url.startswith("/api/"):
+                assert response.status_code == 401, (name, url, method, response.status_code)
+                assert response["WWW-Authenticate"].startswith("Bearer"), (name, url)
+                continue
             assert response.status_code == 302, (name, url, method, response.status_code)
             assert response["Location"].startswith("/accounts/login/"), (name, url)
         checked += 1
-    assert checked >= 20
+        api += url.startswith("/api/")
+    assert checked >= 20 and api >= 12
 
 
 @pytest.mark.parametrize("bad", ["-" * 36, "z" * 36, "0" * 35, "0" * 8 + "-" * 28])

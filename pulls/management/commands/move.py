@@ -31,9 +31,9 @@ from pulls.dicom import PacsError, Peer, echo
 from pulls.dicom.storage_scp import StorageSCP
 from pulls.limits import throttle
 from pulls.models import JobKind
+from pulls.queries.retrievals import retrieval_problems
 from pulls.sandbox.procs import port_open
 from pulls.services import cli_project, cli_setup, job_create, retrieval_create_from_find
-from pulls.web.forms import retrieval_problems
 
 
 def _direct(rows: list[dict[str, str]], numbers: list[int], *, patient_root: bool) -> bool:
