@@ -16,11 +16,18 @@ from pulls.models import AuditAction, AuditEvent
 
 
 class TokenForm(forms.Form):
-    name = forms.CharField(max_length=100, label="What it is for", initial="script")
+    name = forms.CharField(
+        max_length=100, label="What it is for", initial="script",
+        widget=forms.TextInput(attrs={"class": "form-control form-control-sm"}),
+    )  # fmt: skip
     scope = forms.ChoiceField(
-        choices=[("read", "read-only"), ("write", "read-write")], initial="read", label="May"
-    )
-    days = forms.IntegerField(min_value=1, max_value=3650, initial=90, label="Days it lasts")
+        choices=[("read", "read-only"), ("write", "read-write")], initial="read", label="Scope",
+        widget=forms.Select(attrs={"class": "form-select form-select-sm"}),
+    )  # fmt: skip
+    days = forms.IntegerField(
+        min_value=1, max_value=3650, initial=90, label="Days it lasts",
+        widget=forms.NumberInput(attrs={"class": "form-control form-control-sm"}),
+    )  # fmt: skip
 
 
 @login_required

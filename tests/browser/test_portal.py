@@ -353,3 +353,29 @@ def test_a_researcher_downloads_ticked_studies_and_sends_a_job_on(
     expect(sendings).to_contain_text("2 / 2")
     screenshot(page, "delivery")
     assert destination_orthanc.instance_count() == job.instances_received
+
+
+def test_a_researcher_makes_an_api_token_uses_it_and_revokes_it(portal, new_page, live_server):
+    """Made on the account page and shown once; it works for a script; revoked,
+    it no longer does."""
+    import httpx
+
+    page = new_page("alice", "alice-password-1")
+    page.get_by_role("link", name="alice").click()
+    page.get_by_label("What it is for").fill("notebook")
+    page.get_by_label("Scope").select_option("write")
+    page.get_by_role("button", name="Make a token").click()
+    shown = page.locator("#new-token code")
+    expect(shown).to_contain_text("pnp_")
+    token = shown.inner_text().strip()
+    screenshot(page, "api-token")
+    headers = {"Authorization": f"Bearer {token}"}
+    answer = httpx.get(f"{live_server.url}/api/v1/projects/", headers=headers)
+    assert answer.status_code == 200 and answer.json()[0]["name"] == "Lung study"
+
+    page.goto("/accounts/")  # shown once: gone on the next visit, listed by its prefix
+    expect(page.locator("#new-token")).to_have_count(0)
+    expect(page.locator("#tokens")).to_contain_text(token[:12])
+    page.get_by_role("button", name=f"Revoke {token[:12]}").click()
+    expect(page.locator("#tokens")).to_contain_text("revoked")
+    assert httpx.get(f"{live_server.url}/api/v1/projects/", headers=headers).status_code == 401
