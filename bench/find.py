@@ -159,63 +159,9 @@ def bench_validation(manifest, count: int) -> dict[str, float]:
 
 def bench_job_page(node, owner, project, manifest, count: int) -> dict[str, float]:
     from django.test import Client
+    from fixtures import big_find_job
 
-    from pulls.jobs.items import job_refresh_counters
-    from pulls.models import FindResult, ItemStatus, Job, JobItem, JobKind, JobStatus
-
-    job = Job.objects.create(
-        kind=JobKind.FIND, owner=owner, project=project, node=node, status=JobStatus.DONE
-    )
-    statuses = [ItemStatus.DONE] * 9 + [ItemStatus.FAILED]
-    JobItem.objects.bulk_create(
-        (
-            JobItem(
-                job=job, row=n, identifier={"QueryRetrieveLevel": "STUDY", "PatientID": f"P{n}"},
-                status=statuses[n % 10], matches=1, error_message="" if n % 10 else "timeout",
-            )
-            for n in range(1, count + 1)
-        ),
-        batch_size=5000,
-    )  # fmt: skip
-    instances = manifest.instances
-    item_ids = list(JobItem.objects.filter(job=job).values_list("pk", flat=True))
-    cycle = (instances[i % len(instances)] for i in range(count))
-
-    def result(pk: int, inst) -> FindResult:
-        return FindResult(
-            job=job,
-            item_id=pk,
-            attributes={  # every standard STUDY return key, as a real match has
-                "QueryRetrieveLevel": "STUDY",
-                "PatientName": inst.patient_name,
-                "PatientID": inst.patient_id,
-                "PatientBirthDate": "19700101",
-                "PatientSex": "O",
-                "StudyDate": inst.study_date,
-                "StudyTime": "101500",
-                "AccessionNumber": inst.accession_number,
-                "StudyDescription": inst.study_description,
-                "ModalitiesInStudy": inst.modality,
-                "StudyID": "1",
-                "ReferringPhysicianName": "REFERRER^ANNA",
-                "StudyInstanceUID": inst.study_instance_uid,
-                "NumberOfStudyRelatedSeries": "2",
-                "NumberOfStudyRelatedInstances": "6",
-                "SOPClassesInStudy": inst.sop_class_uid,
-                "Modality": inst.modality,
-            },
-            patient_id=inst.patient_id,
-            study_instance_uid=inst.study_instance_uid,
-            modality=inst.modality,
-            accession_number=inst.accession_number,
-            study_date=f"{inst.study_date[:4]}-{inst.study_date[4:6]}-{inst.study_date[6:]}",
-            study_description=inst.study_description,
-        )
-
-    FindResult.objects.bulk_create(
-        (result(pk, inst) for pk, inst in zip(item_ids, cycle, strict=True)), batch_size=5000
-    )
-    job_refresh_counters(job.pk)
+    job = big_find_job(node, owner, project, manifest, count)
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(owner)
     urls = [

@@ -32,3 +32,65 @@ def owner_project_node() -> tuple:
     node = PacsNode.objects.create(name="BENCH", ae_title="PACS", host="127.0.0.1", port=104)
     node.granted_users.add(owner)
     return owner, project, node
+
+
+def big_find_job(node, owner, project, manifest, count: int):
+    """A find job that has ended with ``count`` rows (one in ten failed) and a
+    match each, with every standard STUDY return key, values from ``manifest``."""
+    from pulls.jobs.items import job_refresh_counters
+    from pulls.models import FindResult, ItemStatus, Job, JobItem, JobKind, JobStatus
+
+    job = Job.objects.create(
+        kind=JobKind.FIND, owner=owner, project=project, node=node, status=JobStatus.DONE
+    )
+    statuses = [ItemStatus.DONE] * 9 + [ItemStatus.FAILED]
+    JobItem.objects.bulk_create(
+        (
+            JobItem(
+                job=job, row=n, identifier={"QueryRetrieveLevel": "STUDY", "PatientID": f"P{n}"},
+                status=statuses[n % 10], matches=1, error_message="" if n % 10 else "timeout",
+            )
+            for n in range(1, count + 1)
+        ),
+        batch_size=5000,
+    )  # fmt: skip
+    instances = manifest.instances
+    item_ids = list(JobItem.objects.filter(job=job).values_list("pk", flat=True))
+    cycle = (instances[i % len(instances)] for i in range(count))
+
+    def result(pk: int, inst) -> FindResult:
+        return FindResult(
+            job=job,
+            item_id=pk,
+            attributes={  # every standard STUDY return key, as a real match has
+                "QueryRetrieveLevel": "STUDY",
+                "PatientName": inst.patient_name,
+                "PatientID": inst.patient_id,
+                "PatientBirthDate": "19700101",
+                "PatientSex": "O",
+                "StudyDate": inst.study_date,
+                "StudyTime": "101500",
+                "AccessionNumber": inst.accession_number,
+                "StudyDescription": inst.study_description,
+                "ModalitiesInStudy": inst.modality,
+                "StudyID": "1",
+                "ReferringPhysicianName": "REFERRER^ANNA",
+                "StudyInstanceUID": inst.study_instance_uid,
+                "NumberOfStudyRelatedSeries": "2",
+                "NumberOfStudyRelatedInstances": "6",
+                "SOPClassesInStudy": inst.sop_class_uid,
+                "Modality": inst.modality,
+            },
+            patient_id=inst.patient_id,
+            study_instance_uid=inst.study_instance_uid,
+            modality=inst.modality,
+            accession_number=inst.accession_number,
+            study_date=f"{inst.study_date[:4]}-{inst.study_date[4:6]}-{inst.study_date[6:]}",
+            study_description=inst.study_description,
+        )
+
+    FindResult.objects.bulk_create(
+        (result(pk, inst) for pk, inst in zip(item_ids, cycle, strict=True)), batch_size=5000
+    )
+    job_refresh_counters(job.pk)
+    return job
