@@ -15,6 +15,12 @@ class User(AbstractUser):
         "the PACS holds them, with names and IDs (every other project is pseudonymised).",
     )
 
+    email_when_jobs_end = models.BooleanField(
+        "e-mail me when my jobs end",
+        default=True,
+        help_text="Done, with failed rows, or cancelled: the counts and a link (no patient data).",
+    )
+
     class Meta:
         db_table = "accounts_user"
 

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.models import ApiToken
+from accounts.models import ApiToken, User
 from pulls import selectors
 from pulls.api.tokens import token_create, token_revoke
 from pulls.models import AuditAction, AuditEvent
@@ -50,6 +50,21 @@ def account(request: HttpRequest, *, token_form: TokenForm | None = None, new_to
         "nav": "account",
     }
     return render(request, "registration/account.html", context, status=status)
+
+
+@login_required
+@require_POST
+def notifications(request: HttpRequest) -> HttpResponse:
+    """Whether the user is mailed when their jobs end."""
+    wanted = request.POST.get("email_when_jobs_end") == "on"
+    User.objects.filter(pk=request.user.pk).update(email_when_jobs_end=wanted)
+    messages.success(
+        request,
+        "You get an e-mail when a job of yours ends."
+        if wanted
+        else "You get no e-mail when your jobs end.",
+    )
+    return redirect("account")
 
 
 @login_required

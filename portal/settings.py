@@ -374,3 +374,23 @@ SPECTACULAR_SETTINGS = {
 PACSNPULL_API_RATE = env.int("PACSNPULL_API_RATE", 600, minimum=1, maximum=1_000_000)
 # Days a new token lasts unless its maker says otherwise.
 PACSNPULL_API_TOKEN_DAYS = env.int("PACSNPULL_API_TOKEN_DAYS", 90, minimum=1, maximum=3650)
+
+
+# --- Notifications (pulls.notifications) -------------------------------------
+# The portal's address as people reach it: the links in e-mails and webhooks.
+PACSNPULL_BASE_URL = env.str("PACSNPULL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Mail when a job ends, to its owner (each chooses on the account page).
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = env.str("EMAIL_HOST", "")  # empty: no mail is sent
+EMAIL_PORT = env.port("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = 20
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "pacsnpull@localhost")
+# A project's webhook: tries before a delivery is given up, the first wait (doubling).
+PACSNPULL_WEBHOOK_ATTEMPTS = env.int("PACSNPULL_WEBHOOK_ATTEMPTS", 6, minimum=1, maximum=20)
+PACSNPULL_WEBHOOK_RETRY_SECONDS = env.int(
+    "PACSNPULL_WEBHOOK_RETRY_SECONDS", 30, minimum=0, maximum=86400
+)

@@ -186,6 +186,15 @@ def new_pseudonym_secret() -> str:
     return secrets.token_hex(32)
 
 
+class WebAddressField(models.URLField):
+    """A URL field whose forms take an address typed without a scheme as https://
+    (as Django 6 will for every URL field)."""
+
+    def formfield(self, **kwargs):
+        kwargs.setdefault("assume_scheme", "https")
+        return super().formfield(**kwargs)
+
+
 class Project(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=200, unique=True)
@@ -246,6 +255,15 @@ class Project(models.Model):
         "go to quarantine. On: they are kept, flagged in the manifest.",
     )
     pseudonym_secret = models.CharField(max_length=64, default=new_pseudonym_secret, editable=False)
+    # Notifications (pulls.notifications): a POST of each ended job's summary.
+    webhook_url = WebAddressField(
+        "webhook",
+        blank=True,
+        max_length=500,
+        help_text="When a job of the project ends, its summary (counts and a link, no patient "
+        "data) is POSTed here as JSON, signed with HMAC-SHA256 (X-Pacsnpull-Signature).",
+    )
+    webhook_secret = models.CharField(max_length=64, default=new_pseudonym_secret, editable=False)
     # Delivery (pulls.delivery): who downloads, what is converted, how long files stay.
     viewers_may_download = models.BooleanField(
         default=True,
@@ -277,7 +295,7 @@ class Project(models.Model):
         "retain_device_identity", "retain_institution_identity", "clean_descriptors",
         "retain_safe_private", "keep_burned_in",
     )  # fmt: skip
-    DELIVERY_FIELDS = ("viewers_may_download", "nifti", "retention_days")
+    DELIVERY_FIELDS = ("viewers_may_download", "nifti", "retention_days", "webhook_url")
     AUDITED_FIELDS = DEIDENTIFICATION_FIELDS + DELIVERY_FIELDS
 
     @property
@@ -399,6 +417,8 @@ class Job(models.Model):
     destination = models.ForeignKey(
         PacsNode, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    # When its end was told (the owner's e-mail, the project's webhook).
+    notified_at = models.DateTimeField(null=True, blank=True)
     # Its series' conversion to NIfTI (a project that asks for it): queued by the
     # reconciler once the job has ended, and done.
     nifti_queued_at = models.DateTimeField(null=True, blank=True)
@@ -585,6 +605,7 @@ class AuditAction(models.TextChoices):
     DOWNLOAD = "download", "Files downloaded (ZIP)"
     SEND = "send", "Files sent (C-STORE)"
     TOKEN = "token", "API token made or revoked"
+    NOTIFY = "notify", "Job end told (e-mail, webhook)"
     FILES_DELETED = "files_deleted", "Files deleted"
 
 
@@ -836,3 +857,27 @@ class SentStudy(models.Model):
 
     def __str__(self) -> str:
         return self.study_instance_uid
+
+
+class WebhookDelivery(models.Model):
+    """One POST of a job's summary to its project's webhook, tried until it is
+    answered 2xx or its tries are used; its owners see the failures."""
+
+    PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+    STATUSES = [(PENDING, "Pending"), (DELIVERED, "Delivered"), (FAILED, "Failed")]
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="webhooks")
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=500)
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    response_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"webhook of {self.job} ({self.status})"

@@ -25,7 +25,13 @@ from pulls.models import AuditAction, JobKind, JobStatus, Project, Role, Sending
 class DeliveryForm(forms.ModelForm):
     class Meta:
         model = Project
-        fields = ["viewers_may_download", "nifti"]
+        fields = ["viewers_may_download", "nifti", "webhook_url"]
+
+    def clean_webhook_url(self) -> str:
+        url = self.cleaned_data["webhook_url"]
+        if url and not url.startswith(("https://", "http://")):
+            raise forms.ValidationError("A webhook is an http:// or https:// address.")
+        return url
 
 
 def may_download(role: str | None, project: Project) -> bool:
@@ -223,7 +229,12 @@ def project_delivery(request: HttpRequest, slug: str) -> HttpResponse:
         form.save()  # audited (pulls.audit.changes)
         messages.success(request, "The delivery settings are saved.")
         return redirect("project_detail", slug=project.slug)
-    context = {"form": form, "project": project, "nav": "projects"}
+    context = {
+        "form": form,
+        "project": project,
+        "webhooks": project.webhooks.select_related("job")[:20],
+        "nav": "projects",
+    }
     return render(request, "pulls/project_delivery.html", context)
 
 

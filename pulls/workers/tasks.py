@@ -16,7 +16,8 @@ from kombu.exceptions import KombuError
 
 from pulls.delivery import deletion, nifti, sending
 from pulls.jobs import items, queueing
-from pulls.models import QUEUE_BULK, QUEUE_INTERACTIVE, Job
+from pulls.models import QUEUE_BULK, QUEUE_INTERACTIVE, Job, WebhookDelivery
+from pulls.notifications import due, webhooks
 from pulls.retrieval import quarantine
 from pulls.workers import runner
 
@@ -52,6 +53,8 @@ TASK_NAMES = {
     "convert_nifti": "pulls.tasks.convert_nifti",
     "apply_retention": "pulls.tasks.apply_retention",
     "send_studies": "pulls.tasks.send_studies",
+    "notify_job": "pulls.tasks.notify_job",
+    "deliver_webhook": "pulls.tasks.deliver_webhook",
 }
 
 
@@ -84,6 +87,7 @@ def reconcile() -> str:
     swept = quarantine.staging_sweep()
     swept["nifti_queued"] = nifti.queue_due(enqueue_conversion)
     swept["sendings_queued"] = sending.queue_due(enqueue_sending)
+    swept["jobs_told"] = due.queue_due(enqueue_notify)
     return ", ".join(f"{k} {v}" for k, v in {**counts, **swept}.items())
 
 
@@ -116,6 +120,32 @@ def send_studies(sending_id: int) -> str:
         enqueue_sending(sending_id, countdown=min(wait.seconds, 300))
         return f"sending {sending_id}: {wait.reason}"
     return f"sending {sending_id}: ended"
+
+
+def enqueue_notify(job_id: int) -> None:
+    notify_job.apply_async((job_id,), queue=QUEUE_INTERACTIVE)
+
+
+def enqueue_webhook(delivery_id: int, countdown: float = 0) -> None:
+    deliver_webhook.apply_async((delivery_id,), queue=QUEUE_INTERACTIVE, countdown=countdown)
+
+
+@shared_task(name=TASK_NAMES["notify_job"], acks_late=True)
+def notify_job(job_id: int) -> str:
+    counts = due.notify(job_id, deliver=enqueue_webhook)
+    return f"job {job_id}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+@shared_task(name=TASK_NAMES["deliver_webhook"], acks_late=True)
+def deliver_webhook(delivery_id: int) -> str:
+    delivery = WebhookDelivery.objects.filter(pk=delivery_id).first()
+    if delivery is None:
+        return f"webhook delivery {delivery_id}: gone"
+    wait = webhooks.deliver(delivery)
+    if wait is not None:
+        enqueue_webhook(delivery_id, countdown=wait)
+        return f"webhook delivery {delivery_id}: trying again in {wait:g} s"
+    return f"webhook delivery {delivery_id}: over"
 
 
 @shared_task(name=TASK_NAMES["apply_retention"], acks_late=True)

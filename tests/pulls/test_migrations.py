@@ -88,3 +88,33 @@ def test_projects_from_before_pseudonymisation_stay_identifiable_and_their_owner
     assert event.target == "olga may pull identifiable data (owner of one, two)"
     new = Current.objects.create(name="new", slug="new")
     assert new.deidentification == Deidentification.PSEUDONYMISED
+
+
+def test_jobs_that_ended_before_notifications_are_not_told_after_the_upgrade(flushable_db):
+    """An upgrade mails nobody about old jobs; each project gets a webhook secret
+    of its own."""
+    from django.utils import timezone
+
+    with _before("0016_delivery") as apps:
+        User = apps.get_model("accounts", "User")
+        Project = apps.get_model("pulls", "Project")
+        PacsNode = apps.get_model("pulls", "PacsNode")
+        Job = apps.get_model("pulls", "Job")
+        owner = User.objects.create(username="olga", email="olga@example.org")
+        node = PacsNode.objects.create(name="N", ae_title="N", host="127.0.0.1", port=104)
+        for slug in ("one", "two"):
+            project = Project.objects.create(name=slug, slug=slug)
+            for status in ("done", "failed", "cancelled", "running"):
+                Job.objects.create(
+                    kind="find", owner=owner, project=project, node=node, status=status,
+                    finished_at=timezone.now() if status != "running" else None,
+                )  # fmt: skip
+        _upgrade()
+
+    from pulls.models import Job as Current
+    from pulls.models import Project as Projects
+    from pulls.notifications.due import jobs_due
+
+    assert list(jobs_due()) == []
+    assert Current.objects.filter(notified_at__isnull=True).count() == 2  # the running ones
+    assert len({p.webhook_secret for p in Projects.objects.all()}) == 2
