@@ -354,7 +354,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["pulls.api.auth.TokenRate"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "pulls.api.renderers.BrowsableAPI",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "pulls.api.serializers.Pages",

@@ -373,6 +373,8 @@ def test_a_researcher_makes_an_api_token_uses_it_and_revokes_it(portal, new_page
     answer = httpx.get(f"{live_server.url}/api/v1/projects/", headers=headers)
     assert answer.status_code == 200 and answer.json()[0]["name"] == "Lung study"
 
+    page.goto("/api/v1/jobs/")  # the browsable API, logged in (and within the CSP)
+    expect(page.locator("h1")).to_contain_text("Job List")
     page.goto("/accounts/")  # shown once: gone on the next visit, listed by its prefix
     expect(page.locator("#new-token")).to_have_count(0)
     expect(page.locator("#tokens")).to_contain_text(token[:12])

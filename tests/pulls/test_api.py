@@ -289,3 +289,15 @@ def test_a_whole_session_find_then_retrieve_then_download(
     archive = zipfile.ZipFile(io.BytesIO(b"".join(answer.streaming_content)))
     assert len([n for n in archive.namelist() if n.endswith(".dcm")]) == done["instances"]
     assert AuditEvent.objects.filter(action=AuditAction.DOWNLOAD, actor=alice).exists()
+
+
+def test_the_browsable_pages_allow_inline_styles_and_never_inline_scripts(client, alice):
+    client.force_login(alice)
+    page = client.get("/api/v1/nodes/", HTTP_ACCEPT="text/html")
+    policy = page["Content-Security-Policy"]
+    assert "style-src 'self' 'unsafe-inline'" in policy
+    assert (
+        "script-src 'self';" in policy + ";" and "unsafe-inline" not in policy.split("style-src")[0]
+    )
+    plain = client.get("/api/v1/nodes/", HTTP_ACCEPT="application/json")
+    assert "unsafe-inline" not in plain["Content-Security-Policy"]
