@@ -369,6 +369,11 @@ SPECTACULAR_SETTINGS = {
     # The schema is for logged-in people and tokens, as every other call.
     "SERVE_PERMISSIONS": ["pulls.api.auth.TokenScope"],
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "JobKindEnum": "pulls.models.JobKind",
+        "JobStatusEnum": "pulls.models.JobStatus",
+        "RowStatusEnum": "pulls.models.ItemStatus",
+    },
 }
 # Requests per minute a token may make (429 with Retry-After past it).
 PACSNPULL_API_RATE = env.int("PACSNPULL_API_RATE", 600, minimum=1, maximum=1_000_000)

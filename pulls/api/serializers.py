@@ -3,10 +3,12 @@ lower case (draft, queued, running, paused, done, failed, cancelled)."""
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 
-from pulls.models import FindResult, Job, JobItem, PacsNode, Project
+from pulls.jobs.progress import job_progress
+from pulls.models import FindResult, Job, JobItem, JobKind, PacsNode, Project
 
 
 class Pages(PageNumberPagination):
@@ -49,6 +51,18 @@ class CountsSerializer(serializers.Serializer):
     bytes = serializers.IntegerField(source="bytes_received")
 
 
+class ProgressSerializer(serializers.Serializer):
+    """How far a job is and how fast it goes (as the job page says it)."""
+
+    state = serializers.CharField(help_text="As the page shows it, e.g. 'Running', 'Waiting'.")
+    percent_done = serializers.IntegerField()
+    percent_failed = serializers.IntegerField()
+    rows_per_second = serializers.FloatField(allow_null=True)
+    instances_per_second = serializers.FloatField(allow_null=True)
+    megabytes_per_second = serializers.FloatField(allow_null=True)
+    eta_seconds = serializers.IntegerField(allow_null=True)
+
+
 class JobSerializer(serializers.ModelSerializer):
     project = serializers.UUIDField(source="project.code")
     node = serializers.UUIDField(source="node.code")
@@ -58,18 +72,19 @@ class JobSerializer(serializers.ModelSerializer):
     rows = serializers.IntegerField(source="items_total")
     failed = serializers.IntegerField(source="items_failed")
     instances = serializers.IntegerField(source="instances_received")
+    destination = serializers.UUIDField(source="destination.code", allow_null=True, default=None)
 
     class Meta:
         model = Job
         fields = [
             "code", "kind", "status", "title", "project", "node", "owner", "urgent",
-            "waiting_reason", "rows", "failed", "matches", "instances", "counts",
+            "waiting_reason", "rows", "failed", "matches", "instances", "counts", "destination",
             "created_at", "started_at", "finished_at", "files_deleted_at",
         ]  # fmt: skip
 
 
 class JobCreateSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=["find", "move", "get"])
+    kind = serializers.ChoiceField(choices=JobKind.choices)
     project = serializers.UUIDField(help_text="The project's code (GET /api/v1/projects/).")
     node = serializers.UUIDField(help_text="The node's code (GET /api/v1/nodes/).")
     rows = serializers.ListField(
@@ -83,6 +98,10 @@ class JobCreateSerializer(serializers.Serializer):
     )
     title = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
     start = serializers.BooleanField(required=False, default=False)
+    destination = serializers.UUIDField(
+        required=False, allow_null=True, default=None,
+        help_text="Retrievals: a destination node's code; the files go there when the job ends.",
+    )  # fmt: skip
     default_level = serializers.ChoiceField(
         choices=["", "PATIENT", "STUDY", "SERIES", "IMAGE"], required=False, default=""
     )
@@ -125,3 +144,15 @@ class ProblemSerializer(serializers.Serializer):
 class ProblemsSerializer(serializers.Serializer):
     detail = serializers.CharField()
     problems = ProblemSerializer(many=True)
+
+
+class JobDetailSerializer(JobSerializer):
+    progress = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "progress"]
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, job: Job) -> dict:
+        shown = job_progress(job)
+        return ProgressSerializer(shown).data

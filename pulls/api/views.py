@@ -28,6 +28,7 @@ from pulls.deid.mapping import COLUMNS as MAPPING_COLUMNS
 from pulls.deid.mapping import mapping_rows
 from pulls.deid.projects import shown_for
 from pulls.delivery.selection import job_selection
+from pulls.delivery.sending import destinations_for
 from pulls.jobs import exports
 from pulls.models import AuditAction, JobKind, Project, Role
 from pulls.queries.files import ParsedQueries, parse_query_file
@@ -189,6 +190,14 @@ def job_list(request: Request) -> Response:
             {"detail": f"No {missing} with that code is yours: see GET /api/v1/{missing}s/."},
             status=status.HTTP_400_BAD_REQUEST,
         )
+    destination = None
+    if data.get("destination"):
+        destination = destinations_for(request.user).filter(code=data["destination"]).first()
+        if destination is None:
+            return Response(
+                {"detail": "No destination with that code is yours to send to."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
     parsed = _parse(data, node)
     if isinstance(parsed, Response):
         return parsed
@@ -206,6 +215,7 @@ def job_list(request: Request) -> Response:
             kind=JobKind(data["kind"]), owner=request.user, project=project, node=node,
             rows=parsed.rows, row_numbers=parsed.numbers, title=data["title"],
             source_name=getattr(data.get("file"), "name", "") or "api", request=request._request,
+            destination=destination,
         )  # fmt: skip
         if data["start"]:
             job = services.job_start(job=job, user=request.user, request=request._request)
@@ -215,10 +225,10 @@ def job_list(request: Request) -> Response:
     return Response(s.JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(responses=s.JobSerializer, summary="A job: its status and counts")
+@extend_schema(responses=s.JobDetailSerializer, summary="A job: its status, counts and progress")
 @api_view(["GET"])
 def job_detail(request: Request, code: str) -> Response:
-    return Response(s.JobSerializer(_job(request, code)).data)
+    return Response(s.JobDetailSerializer(_job(request, code)).data)
 
 
 ACTIONS = {
