@@ -34,6 +34,33 @@ def owner_project_node() -> tuple:
     return owner, project, node
 
 
+def project_with_files(project, instances: int, *, size: int):
+    """Synthetic files in the project's folder, recorded as retrieved: a study
+    of 4 series of 20 instances per patient (pulls.sandbox.synthetic)."""
+    from pulls.models import RetrievedInstance
+    from pulls.sandbox.synthetic import generate
+
+    made = generate(
+        project.storage_dir, patients=max(1, instances // 80), studies=1, series=4,
+        instances=20, size=size,
+    )  # fmt: skip
+    (project.storage_dir / "manifest.csv").unlink(missing_ok=True)
+    RetrievedInstance.objects.bulk_create(
+        RetrievedInstance(
+            project=project,
+            path=i.path,
+            patient_id=i.patient_id,
+            study_instance_uid=i.study_instance_uid,
+            series_instance_uid=i.series_instance_uid,
+            sop_instance_uid=i.sop_instance_uid,
+            modality=i.modality,
+            size=i.size,
+        )  # fmt: skip
+        for i in made.instances
+    )
+    return made
+
+
 def big_find_job(node, owner, project, manifest, count: int):
     """A find job that has ended with ``count`` rows (one in ten failed) and a
     match each, with every standard STUDY return key, values from ``manifest``."""

@@ -35,7 +35,7 @@ os.environ.update(
     PACSNPULL_DEMO_PACS="false",
 )
 
-from fixtures import fresh_database, owner_project_node  # noqa: E402
+from fixtures import fresh_database, owner_project_node, project_with_files  # noqa: E402
 
 from pulls.sandbox.orthanc import Orthanc  # noqa: E402
 
@@ -55,28 +55,10 @@ def main() -> None:
 
     fresh_database(WORK)
     from pulls.delivery.sending import sending_create, sending_run
-    from pulls.models import PacsNode, RetrievedInstance, SendingStatus
-    from pulls.sandbox.synthetic import generate
+    from pulls.models import PacsNode, SendingStatus
 
     owner, project, _ = owner_project_node()
-    made = generate(
-        project.storage_dir, patients=max(1, args.instances // 80), studies=1, series=4,
-        instances=20, size=args.size,
-    )  # fmt: skip
-    (project.storage_dir / "manifest.csv").unlink(missing_ok=True)
-    RetrievedInstance.objects.bulk_create(
-        RetrievedInstance(
-            project=project,
-            path=i.path,
-            patient_id=i.patient_id,
-            study_instance_uid=i.study_instance_uid,
-            series_instance_uid=i.series_instance_uid,
-            sop_instance_uid=i.sop_instance_uid,
-            modality=i.modality,
-            size=i.size,
-        )  # fmt: skip
-        for i in made.instances
-    )
+    made = project_with_files(project, args.instances, size=args.size)
     n = len(made.instances)
     storescu = shutil.which("storescu")
     with Orthanc(

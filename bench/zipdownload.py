@@ -36,7 +36,7 @@ os.environ.update(
     PACSNPULL_DEMO_PACS="false",
 )
 
-from fixtures import fresh_database, owner_project_node  # noqa: E402
+from fixtures import fresh_database, owner_project_node, project_with_files  # noqa: E402
 
 from pulls.sandbox.procs import free_port, port_open  # noqa: E402
 
@@ -88,28 +88,8 @@ def main() -> None:
     fresh_database(WORK)
     from django.test import Client
 
-    from pulls.models import RetrievedInstance
-    from pulls.sandbox.synthetic import generate
-
     owner, project, _ = owner_project_node()
-    made = generate(  # a study of 4 series of 20 instances per patient
-        project.storage_dir, patients=max(1, args.instances // 80), studies=1, series=4,
-        instances=20, size=args.size,
-    )  # fmt: skip
-    (project.storage_dir / "manifest.csv").unlink(missing_ok=True)
-    RetrievedInstance.objects.bulk_create(
-        RetrievedInstance(
-            project=project,
-            path=i.path,
-            patient_id=i.patient_id,
-            study_instance_uid=i.study_instance_uid,
-            series_instance_uid=i.series_instance_uid,
-            sop_instance_uid=i.sop_instance_uid,
-            modality=i.modality,
-            size=i.size,
-        )  # fmt: skip
-        for i in made.instances
-    )
+    made = project_with_files(project, args.instances, size=args.size)
     total = sum(i.size for i in made.instances)
     client = Client()
     client.force_login(owner)
