@@ -40,11 +40,6 @@ from fixtures import fresh_database, owner_project_node, project_with_files  # n
 from pulls.sandbox.orthanc import Orthanc  # noqa: E402
 
 
-def _empty(pacs: Orthanc) -> None:
-    for patient in pacs.get("/patients"):
-        pacs._request("DELETE", f"/patients/{patient}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=3200)
@@ -73,7 +68,7 @@ def main() -> None:
         node.granted_users.add(owner)
         ours, theirs = [], []
         for _ in range(args.runs):
-            _empty(dest)
+            dest.clear()
             sending = sending_create(project=project, destination=node, user=owner)
             started = time.perf_counter()
             sending_run(sending.pk)
@@ -82,7 +77,7 @@ def main() -> None:
             assert sending.status == SendingStatus.DONE, sending.status
             assert dest.instance_count() == n
 
-            _empty(dest)
+            dest.clear()
             started = time.perf_counter()
             subprocess.run(
                 [storescu, "+sd", "+r", "-aet", "PACSNPULL", "-aec", "DEST", "127.0.0.1",

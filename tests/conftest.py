@@ -483,6 +483,5 @@ def destination_orthanc(tmp_path_factory):
 
 
 def clear_orthanc(pacs: Orthanc) -> None:
-    """Delete what an Orthanc holds (a destination starts each test empty)."""
-    for patient in pacs.get("/patients"):
-        pacs._request("DELETE", f"/patients/{patient}")
+    """A destination starts each test empty."""
+    pacs.clear()

@@ -59,6 +59,7 @@ class Migration(migrations.Migration):
                 ('response_code', models.PositiveIntegerField(blank=True, null=True)),
                 ('error', models.CharField(blank=True, max_length=500)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
                 ('delivered_at', models.DateTimeField(blank=True, null=True)),
                 ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='webhooks', to='pulls.job')),
                 ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='webhooks', to='pulls.project')),

@@ -9,7 +9,7 @@ from django.utils import timezone
 from pulls.audit.events import audit_record
 from pulls.models import AuditAction, Job, JobStatus
 from pulls.notifications.mail import send_job_mail, wants_mail
-from pulls.notifications.webhooks import delivery_create
+from pulls.notifications.webhooks import delivery_create, overdue
 
 ENDED = [JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED]
 
@@ -49,9 +49,13 @@ def notify(job_id: int, *, deliver: Callable[[int], None]) -> dict[str, int]:
     return {"mails": mails, "webhooks": webhooks}
 
 
-def queue_due(enqueue: Callable[[int], None]) -> int:
-    """Queue the jobs to tell (the reconciler): ``enqueue(job_id)``."""
+def queue_due(enqueue: Callable[[int], None], deliver: Callable[[int], None]) -> int:
+    """Queue the jobs to tell (the reconciler): ``enqueue(job_id)``; and the
+    webhook deliveries whose next try is long overdue: ``deliver(id)``."""
     due = list(jobs_due().values_list("pk", flat=True)[:200])
     for job_id in due:
         enqueue(job_id)
-    return len(due)
+    lost = overdue()
+    for delivery_id in lost:
+        deliver(delivery_id)
+    return len(due) + len(lost)

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import timedelta
 
 import httpx
 from django.conf import settings
@@ -28,10 +29,28 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+# A try this long overdue lost its message: the reconciler queues it again.
+OVERDUE = timedelta(minutes=15)
+
+
 def delivery_create(job: Job) -> WebhookDelivery | None:
     if not job.project.webhook_url:
         return None
-    return WebhookDelivery.objects.create(project=job.project, job=job, url=job.project.webhook_url)
+    return WebhookDelivery.objects.create(
+        project=job.project, job=job, url=job.project.webhook_url, next_attempt_at=timezone.now()
+    )
+
+
+def overdue(now=None) -> list[int]:
+    """Pending deliveries whose next try is long past, marked as tried now."""
+    now = now or timezone.now()
+    found = list(
+        WebhookDelivery.objects.filter(
+            status=WebhookDelivery.PENDING, next_attempt_at__lt=now - OVERDUE
+        ).values_list("pk", flat=True)[:200]
+    )
+    WebhookDelivery.objects.filter(pk__in=found).update(next_attempt_at=now)
+    return found
 
 
 def deliver(delivery: WebhookDelivery) -> float | None:
@@ -67,5 +86,7 @@ def deliver(delivery: WebhookDelivery) -> float | None:
         delivery.status = WebhookDelivery.FAILED
         delivery.save()
         return None
+    wait = settings.PACSNPULL_WEBHOOK_RETRY_SECONDS * 2 ** (delivery.attempts - 1)
+    delivery.next_attempt_at = timezone.now() + timedelta(seconds=wait)
     delivery.save()
-    return settings.PACSNPULL_WEBHOOK_RETRY_SECONDS * 2 ** (delivery.attempts - 1)
+    return wait

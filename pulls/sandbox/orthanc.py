@@ -109,6 +109,11 @@ class Orthanc:
             data = response.read()
         return json.loads(data) if data else None
 
+    def clear(self) -> None:
+        """Delete everything it holds (a destination starts empty)."""
+        for patient in self.get("/patients"):
+            self._request("DELETE", f"/patients/{patient}")
+
     def instance_file(self, instance_id: str) -> bytes:
         """The DICOM file Orthanc holds for one of its instances."""
         request = urllib.request.Request(f"{self.url}/instances/{instance_id}/file")

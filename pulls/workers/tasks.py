@@ -87,7 +87,7 @@ def reconcile() -> str:
     swept = quarantine.staging_sweep()
     swept["nifti_queued"] = nifti.queue_due(enqueue_conversion)
     swept["sendings_queued"] = sending.queue_due(enqueue_sending)
-    swept["jobs_told"] = due.queue_due(enqueue_notify)
+    swept["jobs_told"] = due.queue_due(enqueue_notify, enqueue_webhook)
     return ", ".join(f"{k} {v}" for k, v in {**counts, **swept}.items())
 
 

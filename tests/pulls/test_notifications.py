@@ -219,3 +219,21 @@ def test_a_worker_tells_the_end_by_mail_and_webhook(
         assert len(smtp.messages) == 1 and len(hook.posts) == 1
     finally:
         worker.stop()
+
+
+def test_a_webhook_whose_message_was_lost_is_queued_again(settings, receiver, project, ended):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    hook = receiver([200])
+    project.webhook_url = hook.url
+    project.save()
+    due.notify(ended.pk, deliver=lambda _: None)  # its message lost on the way
+    delivery = WebhookDelivery.objects.get()
+    again: list[int] = []
+    assert due.queue_due(lambda _: None, again.append) == 0  # not overdue yet
+    WebhookDelivery.objects.update(next_attempt_at=timezone.now() - timedelta(hours=1))
+    assert due.queue_due(lambda _: None, again.append) == 1 and again == [delivery.pk]
+    assert due.queue_due(lambda _: None, again.append) == 0  # queued once
+    assert webhooks.deliver(delivery) is None and len(hook.posts) == 1
