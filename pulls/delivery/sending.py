@@ -243,13 +243,27 @@ def _claim(study: SentStudy) -> bool:
 
 def sending_run(sending_id: int) -> Wait | None:
     """Send the sending's studies still to go; a Wait when a limit holds it back."""
-    sending = Sending.objects.select_related("project", "destination", "job").get(pk=sending_id)
+    sending = Sending.objects.select_related("project", "destination", "job", "requested_by").get(
+        pk=sending_id
+    )
     if sending.status in (SendingStatus.DONE, SendingStatus.FAILED):
+        return None
+    todo = sending.studies.exclude(status__in=[SendingStatus.DONE, SendingStatus.FAILED])
+    try:
+        # Checked again, as a retrieval's worker does: a membership or a grant
+        # withdrawn since the sending was queued stops what is still to go.
+        _check(sending.requested_by, sending.project, sending.destination)
+    except (PermissionDenied, ValidationError) as exc:
+        reason = " ".join(getattr(exc, "messages", None) or [str(exc)])
+        todo.update(status=SendingStatus.FAILED, message=f"not sent: {reason}"[:2000],
+                    finished_at=timezone.now())  # fmt: skip
+        Sending.objects.filter(pk=sending.pk).update(
+            status=SendingStatus.FAILED, waiting_reason="", finished_at=timezone.now()
+        )
         return None
     Sending.objects.filter(pk=sending.pk).update(
         status=SendingStatus.RUNNING, queued_at=timezone.now()
     )
-    todo = sending.studies.exclude(status__in=[SendingStatus.DONE, SendingStatus.FAILED])
     for study in todo.order_by("pk"):
         destination = PacsNode.objects.get(pk=sending.destination_id)
         wait = _hold(destination)

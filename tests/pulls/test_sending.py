@@ -304,3 +304,22 @@ def test_a_destination_that_is_down_is_tried_again_then_given_up_on(
     study = again.studies.get()
     assert study.status == SendingStatus.FAILED
     assert study.message.startswith(f"gave up after {settings.PACSNPULL_MAX_ATTEMPTS} attempts")
+
+
+def test_a_grant_withdrawn_after_the_sending_was_queued_stops_it(
+    storage, alice, project, orthanc_node, destination_orthanc, dicom_data
+):
+    _clear(destination_orthanc)
+    job = _retrieved(alice, project, orthanc_node, sorted(dicom_data.studies)[:1])
+    destination = _destination(destination_orthanc.dicom_port, "RESEARCH", alice)
+    made = sending.sending_create(project=project, destination=destination, user=alice, job=job)
+    destination.granted_users.remove(alice)  # before a worker takes it
+    assert sending.sending_run(made.pk) is None
+    made.refresh_from_db()
+    study = made.studies.get()
+    assert made.status == SendingStatus.FAILED and study.status == SendingStatus.FAILED
+    assert (
+        study.message.startswith("not sent:")
+        and "not a destination you may send to" in study.message
+    )
+    assert destination_orthanc.instance_count() == 0
