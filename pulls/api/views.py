@@ -223,12 +223,17 @@ def job_list(request: Request) -> Response:
             source_name=getattr(data.get("file"), "name", "") or "api", request=request._request,
             destination=destination,
         )  # fmt: skip
-        if data["start"]:
-            job = services.job_start(job=job, user=request.user, request=request._request)
     except (ValidationError, PermissionDenied) as exc:
         return _refused(exc)
+    answer = {}
+    if data["start"]:
+        try:
+            services.job_start(job=job, user=request.user, request=request._request)
+        except (ValidationError, PermissionDenied) as exc:
+            # Saved, not started (e.g. too little free space): the draft, and why.
+            answer["not_started"] = " ".join(getattr(exc, "messages", None) or [str(exc)])
     job.refresh_from_db()
-    return Response(s.JobSerializer(job).data, status=status.HTTP_201_CREATED)
+    return Response({**s.JobSerializer(job).data, **answer}, status=status.HTTP_201_CREATED)
 
 
 @extend_schema(responses=s.JobDetailSerializer, summary="A job: its status, counts and progress")

@@ -324,3 +324,16 @@ def test_the_schema_generates_without_a_warning(tmp_path):
     unnamed enum, nothing it had to leave out."""
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "s.yaml"))
     assert "/api/v1/jobs/{code}/files.zip" in (tmp_path / "s.yaml").read_text()
+
+
+def test_a_job_that_cannot_start_is_answered_as_the_draft_it_is_and_why(
+    client, settings, alice, project, node
+):
+    settings.PACSNPULL_MIN_FREE_BYTES = 1 << 60  # more than any disk has
+    body = {"kind": "get", "project": str(project.code), "node": str(node.code), "start": True,
+            "rows": [{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "1.2.3"}]}  # fmt: skip
+    answer = client.post("/api/v1/jobs/", body, content_type="application/json",
+                         **_bearer(_token(alice)))  # fmt: skip
+    assert answer.status_code == 201
+    assert answer.json()["status"] == "draft" and "free" in answer.json()["not_started"]
+    assert Job.objects.get().status == "draft"
