@@ -338,6 +338,10 @@ LOGGING = {
         "pynetdicom": {"level": "WARNING"},
         # django-axes masks usernames and addresses; lockouts are WARNINGs.
         "axes": {"level": "WARNING"},
+        # They log DICOMweb URLs, whose queries name patients, at DEBUG and INFO
+        # (dicomweb-client a server's Warning header at WARNING).
+        "dicomweb_client": {"level": "ERROR"},
+        "urllib3": {"level": "WARNING"},
     },
 }
 

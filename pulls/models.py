@@ -6,169 +6,24 @@ only say "work on these item ids" and can be lost without losing work.
 
 from __future__ import annotations
 
-import re
 import secrets
 import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from pydicom.datadict import tag_for_keyword
 
-from pulls.dicom.identifiers import DEFAULT_QUERY_CHARACTER_SET, QUERY_CHARACTER_SETS
-from pulls.limits.windows import Window, windows_parse, windows_validator
-
-# PS3.5 6.2: at most 16 characters, no backslash or control characters.
-ae_title_validator = RegexValidator(
-    r"^[\x20-\x5b\x5d-\x7e]{1,16}$",
-    "An AE title has 1 to 16 printable ASCII characters and no backslash.",
+from pulls.nodes.models import (  # noqa: F401  (re-exported: where they used to live)
+    PacsNode,
+    Protocol,
+    QueryModel,
+    RetrieveMethod,
+    WebAuth,
+    ae_title_validator,
+    return_keys_validator,
 )
-
-
-def return_keys_validator(value: str) -> None:
-    """Every word a DICOM keyword (the node's return keys left out)."""
-    unknown = [k for k in re.split(r"[\s,]+", value.strip()) if k and tag_for_keyword(k) is None]
-    if unknown:
-        raise ValidationError(
-            f"{', '.join(unknown)}: not DICOM keywords (check spelling and case, such as "
-            "ModalitiesInStudy)"
-        )
-
-
-class QueryModel(models.TextChoices):
-    STUDY_ROOT = "S", "Study Root"
-    PATIENT_ROOT = "P", "Patient Root"
-
-
-class RetrieveMethod(models.TextChoices):
-    MOVE = "move", "C-MOVE"
-    GET = "get", "C-GET"
-
-
-class PacsNode(models.Model):
-    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    name = models.CharField(max_length=64, unique=True, help_text="Short name shown to users.")
-    ae_title = models.CharField("called AE title", max_length=16, validators=[ae_title_validator])
-    host = models.CharField(max_length=255)
-    port = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(65535)])
-    calling_ae_title = models.CharField(
-        max_length=16,
-        blank=True,
-        validators=[ae_title_validator],
-        help_text="Our AE title towards this node; blank uses the portal's own.",
-    )
-    move_destination = models.CharField(
-        max_length=16,
-        blank=True,
-        validators=[ae_title_validator],
-        help_text="AE title the PACS sends C-MOVE results to; blank uses the portal's own. "
-        "The PACS must know it with the portal's host and storage port.",
-    )
-    query_model = models.CharField(
-        max_length=1, choices=QueryModel.choices, default=QueryModel.STUDY_ROOT
-    )
-    retrieve_method = models.CharField(
-        max_length=4, choices=RetrieveMethod.choices, default=RetrieveMethod.MOVE
-    )
-    # Timeouts in seconds.
-    connect_timeout = models.PositiveIntegerField(default=10, help_text="TCP connect.")
-    acse_timeout = models.PositiveIntegerField(
-        default=30, help_text="Answer to the association request."
-    )
-    dimse_timeout = models.PositiveIntegerField(
-        default=60, help_text="Answer to a C-ECHO, and each C-FIND response."
-    )
-    network_timeout = models.PositiveIntegerField(
-        default=120,
-        help_text="Longest silence between the sub-operations of a C-MOVE or C-GET.",
-    )
-    # Limits: how hard the portal, all workers together, may hit this node.
-    max_associations = models.PositiveIntegerField(
-        default=2, validators=[MinValueValidator(1)], help_text="Concurrent associations."
-    )
-    queries_per_minute = models.PositiveIntegerField(
-        default=120, help_text="C-FIND requests per minute; 0 means no limit."
-    )
-    retrievals_per_hour = models.PositiveIntegerField(
-        default=0, help_text="C-MOVE/C-GET requests per hour; 0 means no limit."
-    )
-    stall_limit = models.PositiveIntegerField(
-        default=10,
-        help_text="Cancel a C-MOVE after this many pending responses without progress.",
-    )
-    result_cap = models.PositiveIntegerField(
-        default=0,
-        help_text="Most matches the PACS returns for one query; 0 if it has no cap.",
-    )
-    allowed_windows = models.CharField(
-        max_length=300,
-        blank=True,
-        validators=[windows_validator],
-        help_text="When the portal may send anything, in the portal's time zone, e.g. "
-        "'Mon-Fri 19:00-07:00; Sat-Sun' (a range past midnight ends the next day). "
-        "Blank: any time.",
-    )
-    character_set = models.CharField(
-        "query character set",
-        max_length=16,
-        choices=list(QUERY_CHARACTER_SETS.items()),
-        default=DEFAULT_QUERY_CHARACTER_SET,
-        blank=True,
-        help_text="How query values beyond ASCII (names with accents, other scripts) are sent "
-        "(SpecificCharacterSet). UTF-8 where the PACS reads it; answers are decoded in "
-        "whatever set the PACS names.",
-    )
-    return_keys_omitted = models.CharField(
-        "return keys left out",
-        max_length=500,
-        blank=True,
-        validators=[return_keys_validator],
-        help_text="DICOM keywords, separated by spaces or commas, that finds on this node do "
-        "not ask back (for a PACS that is slow on some key, e.g. ModalitiesInStudy). The "
-        "unique keys and the instance counts are always asked.",
-    )
-    is_destination = models.BooleanField(
-        "destination",
-        default=False,
-        help_text="Files may be sent to this node by C-STORE (a research PACS, XNAT's DICOM "
-        "receiver, an Orthanc): users it is granted to choose it under Send to.",
-    )
-    suspended = models.BooleanField(
-        default=False, help_text="Stops all traffic to this node at once."
-    )
-    is_active = models.BooleanField(default=True)
-    granted_users = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, blank=True, related_name="granted_nodes"
-    )
-    granted_groups = models.ManyToManyField(Group, blank=True, related_name="granted_nodes")
-    last_echo_at = models.DateTimeField(null=True, blank=True)
-    last_echo_ok = models.BooleanField(null=True)
-    last_echo_message = models.CharField(max_length=500, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["name"]
-        verbose_name = "PACS node"
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.ae_title}@{self.host}:{self.port})"
-
-    @property
-    def windows(self) -> list[Window]:
-        return windows_parse(self.allowed_windows)
-
-    def omitted_return_keys(self) -> set[str]:
-        return set(re.split(r"[\s,]+", self.return_keys_omitted.strip())) - {""}
-
-    def effective_calling_ae(self) -> str:
-        return self.calling_ae_title or settings.PACSNPULL_AE_TITLE
-
-    def effective_move_destination(self) -> str:
-        return self.move_destination or settings.PACSNPULL_AE_TITLE
 
 
 def absolute_path(value: str) -> None:
@@ -436,6 +291,12 @@ class Job(models.Model):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} job {self.code}"
 
+    def get_kind_display(self) -> str:
+        """What the job does, as its node does it (a DICOMweb node: QIDO-RS, WADO-RS)."""
+        if self.node.is_dicomweb:
+            return "Find (QIDO-RS)" if self.kind == JobKind.FIND else "Retrieve (WADO-RS)"
+        return JobKind(self.kind).label
+
     @property
     def queue(self) -> str:
         """Small finds and urgent jobs go ahead of bulk work (DESIGN §6)."""
@@ -585,10 +446,10 @@ class AuditAction(models.TextChoices):
     LOGIN = "login", "Login"
     LOGIN_FAILED = "login_failed", "Failed login"
     LOGOUT = "logout", "Logout"
-    ECHO = "echo", "C-ECHO"
-    FIND = "find", "C-FIND"
+    ECHO = "echo", "C-ECHO (or QIDO-RS check)"
+    FIND = "find", "C-FIND or QIDO-RS"
     MOVE = "move", "C-MOVE"
-    GET = "get", "C-GET"
+    GET = "get", "C-GET or WADO-RS"
     JOB_CREATED = "job_created", "Job created"
     JOB_CANCELLED = "job_cancelled", "Job cancelled"
     JOB_RETRIED = "job_retried", "Job retried"
@@ -603,7 +464,7 @@ class AuditAction(models.TextChoices):
     PROJECT_CHANGED = "project_changed", "Project created or changed"
     DEIDENTIFY = "deidentify", "Files pseudonymised on the command line"
     DOWNLOAD = "download", "Files downloaded (ZIP)"
-    SEND = "send", "Files sent (C-STORE)"
+    SEND = "send", "Files sent (C-STORE or STOW-RS)"
     TOKEN = "token", "API token made or revoked"
     NOTIFY = "notify", "Job end told (e-mail, webhook)"
     FILES_DELETED = "files_deleted", "Files deleted"

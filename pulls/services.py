@@ -18,6 +18,7 @@ from pulls.deid.projects import require_identifiable_grant
 from pulls.deid.pseudonyms import pseudonyms_given
 from pulls.delivery.sending import destinations_for
 from pulls.dicom import PacsError, echo
+from pulls.dicomweb.session import WebSession
 from pulls.jobs import items, queueing
 from pulls.models import (
     AuditAction,
@@ -50,11 +51,15 @@ def node_echo(*, node: PacsNode, user: User | None, request: HttpRequest | None 
         )  # fmt: skip
         return message
     try:
-        result = echo(node_peer(node))
+        if node.is_dicomweb:  # a search for one study: what a DICOMweb server answers to all
+            with WebSession(node) as session:
+                seconds, what = session.echo(), "QIDO-RS search"
+        else:
+            seconds, what = echo(node_peer(node)).seconds, "C-ECHO"
     except PacsError as exc:
         ok, message = False, str(exc)
     else:
-        ok, message = True, f"C-ECHO succeeded in {result.seconds * 1000:.1f} ms"
+        ok, message = True, f"{what} succeeded in {seconds * 1000:.1f} ms"
     PacsNode.objects.filter(pk=node.pk).update(
         last_echo_at=timezone.now(), last_echo_ok=ok, last_echo_message=message[:500]
     )
@@ -120,6 +125,9 @@ def job_create(
             raise ValidationError("A find job retrieves no files: choose no destination.")
         if not destinations_for(owner).filter(pk=destination.pk).exists():
             raise ValidationError(f"{destination.name} is not a destination you may send to.")
+    if kind == JobKind.MOVE and node.is_dicomweb:
+        # DICOMweb has no C-MOVE: its retrievals come on the connection (WADO-RS), as a C-GET's.
+        kind = JobKind.GET
     if kind in (JobKind.MOVE, JobKind.GET):
         require_identifiable_grant(project)
     given = pseudonyms_given(project, rows, row_numbers or range(1, len(rows) + 1))

@@ -24,7 +24,7 @@ from pulls.dicom.receiving import HEAD_SIZE, KEYWORDS, Placed, keys_from_head, s
 _META_CLASS, _META_TS = 0x00020002, 0x00020010
 
 
-def _fast_keys(head: bytes) -> dict[str, str] | None:
+def file_head_keys(head: bytes | memoryview) -> dict[str, str] | None:
     """The keys from a file's first bytes without pydicom (the common case)."""
     if head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
         return None
@@ -44,7 +44,7 @@ def header_keys(path: str | Path) -> dict[str, str]:
     """The placement keys of a DICOM file, with its SOP class and transfer syntax."""
     with open(path, "rb") as fh:
         head = fh.read(HEAD_SIZE)
-    keys = _fast_keys(head)
+    keys = file_head_keys(head)
     if keys is not None:
         return keys
     ds = dcmread(path, stop_before_pixels=True, specific_tags=KEYWORDS)

@@ -260,11 +260,18 @@ def _collect(session: Session, job: Job, study: str, series: str | None) -> list
     return list(mine.values())
 
 
+def _on_connection(job: Job) -> bool:
+    """Whether the row's instances arrive on our association (C-GET) and are
+    written into the project as they come; a C-MOVE's, and a WADO-RS
+    retrieval's, wait in the staging area to be placed."""
+    return job.kind == JobKind.GET and not job.node.is_dicomweb
+
+
 def _take(
     session: Session, job: Job, staging: Path, study: str, series: str | None
 ) -> list[Placed]:
     """The instances of the study (series) now in the project, not yet recorded."""
-    if job.kind == JobKind.GET:
+    if _on_connection(job):
         return _collect(session, job, study, series)
     return _place_staged(job.project, staging, study, series, job=job)
 
@@ -325,6 +332,12 @@ def _transfer(
     expected: int,
 ):  # fmt: skip
     node = job.node
+    if node.is_dicomweb:
+        keys = item.identifier
+        return session.retrieve(
+            study=keys["StudyInstanceUID"], series=keys.get("SeriesInstanceUID") or None,
+            staging=settings.PACSNPULL_STAGING_DIR, on_progress=guard,
+        )  # fmt: skip
     if job.kind == JobKind.GET:
         return _get(session, item, identifier, model, guard, expected)
     try:
@@ -449,9 +462,7 @@ def _count(session: Session, job: Job, studies: dict, *, room: int) -> dict[str,
     no other worker of the job is counting ahead (throttle.count_ahead_turn)."""
 
     def query(uids: list[str]) -> dict[str, StudyCount]:
-        return count_studies(
-            session, uids, model=job.node.query_model, classes=job.kind == JobKind.GET
-        )
+        return count_studies(session, uids, model=job.node.query_model, classes=_on_connection(job))
 
     if room <= 0 or job.node.query_model != "S":  # patient root: one by one (count_studies)
         return query(list(studies))
@@ -473,7 +484,7 @@ def _propose_for(session: Session, job: Job, items: list[JobItem], counts: dict)
     """A C-GET's association proposes the SOP classes of the rows about to be
     worked and of the studies just counted ahead, where the PACS named them
     (one re-association for many rows, not one per new class)."""
-    if job.kind != JobKind.GET:
+    if not _on_connection(job):
         return
     named = storage_classes_known(items)
     ahead = named.union(uid for count in counts.values() for uid in count.sop_classes or ())
@@ -500,7 +511,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
     else:
         counted = count_one(
             session, study_uid=study, series_uid=series, patient_id=keys.get("PatientID"),
-            model=model, classes=job.kind == JobKind.GET,
+            model=model, classes=_on_connection(job),
         )  # fmt: skip
         expected = counted.instances
         if counted.sop_classes:
@@ -532,16 +543,17 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
         record_instances(job.project, placed)
         raise JobStopped(guard.stopped_as, **_counts(result, expected, present, placed))
     # This row's C-GET instances, before the next row's arrive on the association.
-    received = _collect(session, job, study, series) if job.kind == JobKind.GET else None
+    received = _collect(session, job, study, series) if _on_connection(job) else None
 
     def finish() -> Outcome:
-        if received is None:
+        if received is None and not node.is_dicomweb:
             # Some PACS answer before their last C-STORE reached our SCP: wait, bounded.
             wait_for_arrivals(
                 lambda: len(staged_names(staging, study)),
                 target=expected,
                 idle_timeout=settings.PACSNPULL_ARRIVAL_WAIT_SECONDS,
             )
+        if received is None:
             placed = _take_or_full(session, job, staging, study, series)
         else:
             placed = received

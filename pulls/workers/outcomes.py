@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 
+from django.conf import settings
 from django.db import connection, connections, transaction
 
 from pulls.audit.events import audit_event, audit_record_many
@@ -59,6 +60,12 @@ def _row_event(
     )
 
 
+def _retry_in(exc: PacsError) -> int | None:
+    """Seconds until a retry: at least as long as the server asked (HTTP 429, 503)."""
+    asked = getattr(exc, "retry_after", None)
+    return None if asked is None else max(asked, settings.PACSNPULL_RETRY_SECONDS)
+
+
 def record_failure(
     job: Job, item: JobItem, token: uuid.UUID, action: AuditAction, exc: PacsError
 ) -> None:
@@ -70,6 +77,7 @@ def record_failure(
             message=str(exc),
             code=getattr(exc, "status", None),
             retryable=exc.retryable,
+            retry_in=_retry_in(exc),
             **getattr(exc, "counts", {}),
         )
         _row_event(job, item, action, success=False, message=str(exc)).save()

@@ -22,6 +22,7 @@ from pulls.dicom.identifiers import (
 )
 from pulls.dicom.proposals import association_request_prepare
 from pulls.dicom.staging import remove_cut_writes
+from pulls.dicomweb.session import WebSession
 from pulls.jobs import items as item_life
 from pulls.jobs import queueing
 from pulls.jobs.space import DiskFull
@@ -36,6 +37,7 @@ from pulls.models import (
     JobKind,
     JobStatus,
     PacsNode,
+    Protocol,
 )
 from pulls.retrieval.work import (
     SUSPENDED,
@@ -84,7 +86,7 @@ def sessions_prepare() -> int:
     """Encode the association requests of every active node in this process now
     (a worker does it when it starts), not in the first job's time."""
     count = 0
-    for node in PacsNode.objects.filter(is_active=True):
+    for node in PacsNode.objects.filter(is_active=True).exclude(protocol=Protocol.DICOMWEB):
         for work in HANDLERS.values():
             association_request_prepare(node_peer(node), work.services)
             count += 1
@@ -351,6 +353,24 @@ def _more_rows(
     return bool(rows)
 
 
+def _session(
+    job: Job, services: tuple[str, ...], writer, claimed: list[JobItem]
+) -> Session | WebSession:
+    """The chunk's association with the job's node, or its DICOMweb session:
+    either works the same rows the same way (pulls.dicomweb.session)."""
+    if job.node.is_dicomweb:
+        return WebSession(job.node, before_query=lambda: _query_token(job))
+    return Session(
+        node_peer(job.node),
+        services=services,
+        writer=writer,
+        before_query=lambda: _query_token(job),
+        # C-GET: what the PACS named of these rows' studies, to begin with
+        # (retrieval.prepare_rows and retrieve_item propose more as needed).
+        storage_classes=storage_classes_known(claimed) if writer else None,
+    )
+
+
 def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
     work = HANDLERS[job.kind]
     services, handler, action, prepare = work.services, work.handler, work.action, work.prepare
@@ -365,19 +385,12 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
     try:
         try:
             # C-GET instances arrive on our association: straight into the project.
-            writer = project_writer(job.project) if "get" in services else None
+            web = job.node.is_dicomweb  # WADO-RS instances wait in the staging area
+            writer = project_writer(job.project) if "get" in services and not web else None
             if writer is not None:  # writes a killed worker cut short (as the staging sweep)
                 cutoff = time.time() - settings.PACSNPULL_QUARANTINE_AFTER_SECONDS
                 remove_cut_writes(writer.incoming, older_than=cutoff)
-            with Session(
-                node_peer(job.node),
-                services=services,
-                writer=writer,
-                before_query=lambda: _query_token(job),
-                # C-GET: what the PACS named of these rows' studies, to begin with
-                # (retrieval.prepare_rows and retrieve_item propose more as needed).
-                storage_classes=storage_classes_known(claimed) if writer else None,
-            ) as session:
+            with _session(job, services, writer, claimed) as session:
                 state_read = -_STATE_EVERY
                 prepared: set[int] = set()
                 while remaining or _more_rows(

@@ -1,0 +1,1 @@
+"""PACS nodes (``models``): DIMSE or DICOMweb, with their limits and grants."""

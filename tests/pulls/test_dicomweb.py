@@ -1,0 +1,241 @@
+"""DICOMweb nodes: finds by QIDO-RS, retrievals by WADO-RS from Orthanc's
+DICOMweb plugin (Debian's orthanc-dicomweb), through the same runner, limits,
+placement, pseudonymisation and audit as DIMSE; and what a person reads when
+the server refuses, throttles, fails or cuts a response short."""
+
+import os
+import time
+
+import pytest
+import requests
+from django.utils import timezone
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from pulls.cli.inline import run_inline
+from pulls.dicomweb.credentials import secret_seal
+from pulls.models import (
+    AuditAction,
+    AuditEvent,
+    FindResult,
+    ItemStatus,
+    JobStatus,
+    PacsNode,
+    Protocol,
+    RetrievedInstance,
+    WebAuth,
+)
+from pulls.sandbox.orthanc import Orthanc
+from pulls.services import node_echo
+from tests.conftest import find_job, retrieval_job
+from tests.pulls.retrieval_support import QUIET
+from tests.pulls.test_engine import dataset_bytes
+from tests.pulls.web_faults import Fault, FaultyServer
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="session")
+def web_orthanc(sandbox, corpus):
+    """An Orthanc with its DICOMweb plugin, holding the real-archive corpus."""
+    pacs = Orthanc(
+        sandbox / "dicomweb-orthanc",
+        dicomweb=True,
+        extra_config={"UnknownSopClassAccepted": True, "DefaultEncoding": "Utf8"},
+    ).start()
+    try:
+        pacs.upload(corpus.files())
+        yield pacs
+    finally:
+        pacs.stop()
+
+
+def web_node(alice, base_url: str, **fields) -> PacsNode:
+    fields.setdefault("queries_per_minute", 0)
+    node = PacsNode(
+        name=fields.pop("name", "WEB"), protocol=Protocol.DICOMWEB, base_url=base_url,
+        connect_timeout=5, network_timeout=30, **fields,
+    )  # fmt: skip
+    node.full_clean()
+    node.save()
+    node.granted_users.add(alice)
+    return node
+
+
+@pytest.fixture
+def faulty(web_orthanc):
+    server = FaultyServer(upstream=web_orthanc.url).start()
+    yield server
+    server.stop()
+
+
+def _studies(corpus) -> list[str]:
+    """The corpus's study UIDs, the smallest studies first."""
+    return sorted(corpus.studies, key=lambda uid: (len(corpus.studies[uid]), uid))
+
+
+def _on_disk(storage, project) -> dict:
+    found = {}
+    for path in (storage / project.slug).rglob("*.dcm"):
+        ds = dcmread(path, stop_before_pixels=True)
+        found[ds.SOPInstanceUID] = (path, str(ds.file_meta.TransferSyntaxUID))
+    return found
+
+
+def test_a_dicomweb_node_takes_its_host_and_port_from_its_url_and_needs_no_ae_title(db):
+    node = PacsNode(
+        name="cloud", protocol=Protocol.DICOMWEB, base_url="https://pacs.example.org/dicom-web"
+    )
+    node.full_clean()
+    node.save()
+    assert (node.host, node.port, node.ae_title) == ("pacs.example.org", 443, "")
+    assert str(node) == "cloud (https://pacs.example.org/dicom-web)"
+    with pytest.raises(Exception, match="needs its base URL"):
+        PacsNode(name="x", protocol=Protocol.DICOMWEB).full_clean()
+    with pytest.raises(Exception, match="needs its AE title"):
+        PacsNode(name="y", host="h", port=104).full_clean()
+
+
+def test_every_instance_of_a_real_archive_arrives_by_wado_rs_as_orthanc_holds_it(
+    storage, alice, project, corpus, web_orthanc
+):
+    """Byte for byte as stored (compressed ones not converted), each file with
+    its own transfer syntax, recorded, and the job's rows done; the job says
+    what it did in DICOMweb's words."""
+    node = web_node(alice, f"{web_orthanc.url}/dicom-web")
+    job = retrieval_job(alice, project, node, corpus.studies, kind="move")
+    assert job.kind == "get"  # DICOMweb has no C-MOVE: its retrievals come on the connection
+    assert job.get_kind_display() == "Retrieve (WADO-RS)"
+    job = run_inline(job, **QUIET)
+    errors = list(job.items.exclude(status=ItemStatus.DONE).values_list("error_message", flat=True))
+    assert job.status == JobStatus.DONE, errors
+    on_disk = _on_disk(storage, project)
+    assert set(on_disk) == set(corpus.by_sop())
+    for inst in corpus.instances:
+        path, syntax = on_disk[inst.sop_instance_uid]
+        assert syntax == inst.transfer_syntax, inst.label
+        assert dataset_bytes(path) == dataset_bytes(corpus.root / inst.path), inst.label
+    assert RetrievedInstance.objects.filter(project=project).count() == len(corpus.instances)
+    events = AuditEvent.objects.filter(job=job, action=AuditAction.GET)
+    assert events.count() == len(corpus.studies) and all(e.success for e in events)
+
+
+def test_a_find_by_qido_rs_returns_every_name_as_the_server_holds_it(
+    storage, alice, project, corpus, web_orthanc
+):
+    """Names in every script, exactly as the server's own JSON answer has them
+    (Orthanc 1.10 garbles the one in ISO 2022 IR 13 with IR 87 in its JSON: the
+    others match the corpus), with a wildcard in the matching key."""
+    node = web_node(alice, f"{web_orthanc.url}/dicom-web")
+    rows = [{"QueryRetrieveLevel": "STUDY", "PatientID": "CORPUS-CS*"}]
+    job = run_inline(find_job(alice, project, node, rows, start=True), **QUIET)
+    assert job.status == JobStatus.DONE
+    assert job.get_kind_display() == "Find (QIDO-RS)"
+    results = FindResult.objects.filter(job=job)
+    names = {r.patient_id: r.attributes["PatientName"] for r in results}
+    url = f"{web_orthanc.url}/dicom-web/studies?PatientID=CORPUS-CS*"
+    answer = requests.get(url, timeout=30).json()
+    server_says = {str(ds.PatientID): str(ds.PatientName) for ds in map(Dataset.from_json, answer)}
+    assert names == server_says and len(names) == 13
+    held = {i.patient_id: i.patient_name for i in corpus.instances}
+    assert sum(names[pid] == held[pid] for pid in names) >= 12
+    for r in results:
+        held_in_study = [
+            i for i in corpus.instances if i.study_instance_uid == r.study_instance_uid
+        ]
+        assert int(r.attributes["NumberOfStudyRelatedInstances"]) == len(held_in_study)
+
+
+def test_echo_of_a_dicomweb_node_is_a_qido_rs_search(alice, web_orthanc, faulty):
+    node = web_node(alice, f"{web_orthanc.url}/dicom-web")
+    assert node_echo(node=node, user=alice).startswith("QIDO-RS search succeeded in")
+    wrong = web_node(alice, f"{web_orthanc.url}/no-such-path", name="WRONG")
+    message = node_echo(node=wrong, user=alice)
+    assert "HTTP 404" in message and "check its base URL" in message
+    assert AuditEvent.objects.filter(action=AuditAction.ECHO, node=wrong, success=False).exists()
+
+
+def test_credentials_are_sealed_sent_and_a_refusal_says_to_check_them(
+    storage, alice, project, corpus, faulty, monkeypatch
+):
+    faulty.authorization = "Bearer s3cret-token"
+    node = web_node(alice, faulty.url, web_auth=WebAuth.BEARER, web_secret=secret_seal("wrong"))
+    assert "s3cret" not in node.web_secret and "wrong" not in node.web_secret
+    job = run_inline(retrieval_job(alice, project, node, _studies(corpus)[:1], kind="get"), **QUIET)
+    item = job.items.get()
+    assert item.status == ItemStatus.FAILED and item.attempts == 1  # not retried
+    assert "credentials" in item.error_message and "HTTP 401" in item.error_message
+    # From the environment, as an operator may prefer: that one is used.
+    monkeypatch.setenv("PACS_TOKEN_TEST", "s3cret-token")
+    PacsNode.objects.filter(pk=node.pk).update(web_secret_env="PACS_TOKEN_TEST")
+    job = run_inline(retrieval_job(alice, project, node, _studies(corpus)[:1], kind="get"), **QUIET)
+    assert job.status == JobStatus.DONE, job.items.get().error_message
+    # Basic: user name and the sealed password.
+    faulty.authorization = "Basic cmVzZWFyY2g6cGFzcw=="  # research:pass
+    PacsNode.objects.filter(pk=node.pk).update(
+        web_secret_env="", web_auth=WebAuth.BASIC, web_username="research",
+        web_secret=secret_seal("pass"),
+    )  # fmt: skip
+    assert node_echo(node=PacsNode.objects.get(pk=node.pk), user=alice).startswith("QIDO-RS")
+    monkeypatch.delenv("PACS_TOKEN_TEST")
+    PacsNode.objects.filter(pk=node.pk).update(web_secret_env="PACS_TOKEN_TEST")
+    message = node_echo(node=PacsNode.objects.get(pk=node.pk), user=alice)
+    assert "PACS_TOKEN_TEST" in message and "not set" in message
+
+
+def test_a_server_that_asks_to_wait_is_waited_for(storage, alice, project, corpus, faulty):
+    """429 with a short Retry-After: waited in place, and the row is done;
+    with a long one, the row waits that long (not_before), saying so."""
+    node = web_node(alice, faulty.url)
+    faulty.faults = [Fault(status=429, retry_after="1", path_contains="/studies/")]
+    job = run_inline(retrieval_job(alice, project, node, _studies(corpus)[:1], kind="get"), **QUIET)
+    assert job.status == JobStatus.DONE, job.items.get().error_message
+    faulty.faults = [Fault(status=503, retry_after="3600", path_contains="/studies/")]
+    job = retrieval_job(alice, project, node, _studies(corpus)[1:2], kind="get", start=True)
+    from pulls.workers import runner
+
+    runner.run_chunk(list(job.items.values_list("pk", flat=True)))
+    item = job.items.get()
+    assert item.status == ItemStatus.PENDING
+    assert (
+        "HTTP 503" in item.error_message and "in 3600 s, as the server asks" in item.error_message
+    )
+    assert item.not_before > timezone.now() + timezone.timedelta(seconds=3500)
+
+
+def test_a_response_cut_in_the_middle_places_nothing_half_and_the_row_is_retried(
+    storage, settings, alice, project, corpus, faulty
+):
+    study = max(corpus.studies, key=lambda uid: len(corpus.studies[uid]))
+    wanted = {i.sop_instance_uid for i in corpus.instances if i.study_instance_uid == study}
+    node = web_node(alice, faulty.url)
+    faulty.faults = [Fault(cut_after=20000, path_contains=f"/studies/{study}")]
+    job = retrieval_job(alice, project, node, [study], kind="get", start=True)
+    from pulls.workers import runner
+
+    runner.run_chunk(list(job.items.values_list("pk", flat=True)))
+    item = job.items.get()
+    assert item.status == ItemStatus.PENDING, item.error_message
+    assert "was cut after" in item.error_message and "retried" in item.error_message
+    assert not _on_disk(storage, project)  # nothing placed
+    incoming = settings.PACSNPULL_STAGING_DIR / ".incoming"
+    assert not [n for n in os.listdir(incoming) if "web-" in n]  # no part-written file
+    job = run_inline(job, **QUIET)
+    assert job.status == JobStatus.DONE
+    assert set(_on_disk(storage, project)) == wanted
+
+
+def test_a_refusal_fails_the_row_and_names_the_status(storage, alice, project, corpus, faulty):
+    node = web_node(alice, faulty.url)
+    faulty.faults = [Fault(status=404, path_contains="/studies/")]
+    job = run_inline(retrieval_job(alice, project, node, _studies(corpus)[:1], kind="get"), **QUIET)
+    item = job.items.get()
+    assert item.status == ItemStatus.FAILED
+    assert "HTTP 404" in item.error_message and "not found" in item.error_message
+    faulty.faults = [Fault(status=500, times=9)]
+    started = time.monotonic()
+    job = run_inline(retrieval_job(alice, project, node, _studies(corpus)[:1], kind="get"), **QUIET)
+    item = job.items.get()
+    assert item.status == ItemStatus.FAILED and "gave up after" in item.error_message
+    assert "HTTP 500" in item.error_message
+    assert time.monotonic() - started < 60
