@@ -4,7 +4,8 @@ DICOM receiver, an Orthanc), study by study.
 A sending is saved with one row per study, then worked by a Celery task (or
 inline on the command line): each study goes on one association by C-STORE,
 in the syntax its files are stored in (pulls.dicom.sending), refused instances
-tried again, then counted at the destination by C-FIND where it answers. The
+tried again, or to a DICOMweb destination by STOW-RS (pulls.dicomweb.stow),
+then counted at the destination by C-FIND (QIDO-RS) where it answers. The
 destination's own limits apply: its associations, its windows, its suspension.
 A pseudonymised project holds pseudonymised files alone: nothing else can go.
 """
@@ -29,6 +30,8 @@ from pulls.audit.events import audit_record
 from pulls.delivery.selection import job_selection, project_instances, relative_path
 from pulls.dicom import PacsAborted, PacsError, PacsTimeout, PacsUnavailable, Session
 from pulls.dicom.sending import TooManyContexts, send_files
+from pulls.dicomweb.session import WebSession, WebStatusError
+from pulls.dicomweb.stow import stow_files
 from pulls.limits import throttle
 from pulls.limits import windows as windows_lib
 from pulls.models import (
@@ -138,7 +141,12 @@ def _verify(destination: PacsNode, study_uid: str) -> int | None:
     query.StudyInstanceUID = study_uid
     query.NumberOfStudyRelatedInstances = ""
     try:
-        with Session(node_peer(destination), services=("find",)) as session:
+        opened = (
+            WebSession(destination)
+            if destination.is_dicomweb
+            else Session(node_peer(destination), services=("find",))
+        )
+        with opened as session:
             answers = list(session.find(query))
     except PacsError:
         return None
@@ -156,10 +164,16 @@ def _send_study(sending: Sending, study: SentStudy) -> None:
     ]
     study.instances_expected = len(paths)
     study.attempts += 1
+    destination = sending.destination
     try:
-        result = send_files(node_peer(sending.destination), paths)
-    except (PacsUnavailable, PacsTimeout, PacsAborted) as exc:
-        if study.attempts < settings.PACSNPULL_MAX_ATTEMPTS:
+        if destination.is_dicomweb:
+            result = stow_files(destination, paths)
+        else:
+            result = send_files(node_peer(destination), paths)
+    except (PacsUnavailable, PacsTimeout, PacsAborted, WebStatusError) as exc:
+        if not exc.retryable:  # a DICOMweb refusal (401, 404): an operator must act
+            study.status, study.message = SendingStatus.FAILED, str(exc)[:2000]
+        elif study.attempts < settings.PACSNPULL_MAX_ATTEMPTS:
             # The destination is down or busy: the study goes again later.
             SentStudy.objects.filter(pk=study.pk).update(
                 status=SendingStatus.QUEUED,
@@ -168,8 +182,9 @@ def _send_study(sending: Sending, study: SentStudy) -> None:
                 message=f"retrying: {exc}"[:2000],
             )
             raise Unreachable(str(exc)) from None
-        study.status = SendingStatus.FAILED
-        study.message = f"gave up after {study.attempts} attempts: {exc}"[:2000]
+        else:
+            study.status = SendingStatus.FAILED
+            study.message = f"gave up after {study.attempts} attempts: {exc}"[:2000]
     except (PacsError, TooManyContexts, OSError, ValueError) as exc:
         study.status, study.message = SendingStatus.FAILED, str(exc)[:2000]
     else:

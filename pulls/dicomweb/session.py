@@ -253,7 +253,7 @@ class WebSession:
         base = self.node.base_url.rstrip("/")
         return f"{base}/{prefix}" if prefix else base
 
-    def _call(self, what: str, request: Callable[[], object]) -> object:
+    def call(self, what: str, request: Callable[[], object]) -> object:
         """Run ``request``, waiting in place for a short Retry-After, and turn
         every failure into a PacsError that says what to do."""
         waited = 0.0
@@ -308,7 +308,7 @@ class WebSession:
         for offset in itertools.count(0, PAGE):
             if self.before_query is not None:
                 self.before_query()
-            page = self._call(
+            page = self.call(
                 "QIDO-RS search",
                 lambda offset=offset: method(
                     **where,
@@ -340,7 +340,7 @@ class WebSession:
     def echo(self) -> float:
         """A one-answer QIDO-RS search; the seconds it took."""
         started = time.monotonic()
-        self._call("QIDO-RS search", lambda: self.client.search_for_studies(limit=1))
+        self.call("QIDO-RS search", lambda: self.client.search_for_studies(limit=1))
         return time.monotonic() - started
 
     # --- WADO-RS ---------------------------------------------------------
@@ -367,7 +367,7 @@ class WebSession:
             response.raise_for_status()
             return response
 
-        response = self._call("WADO-RS retrieval", request)
+        response = self.call("WADO-RS retrieval", request)
         boundary = boundary_of(response.headers.get("Content-Type", ""))
         if boundary is None:
             response.close()

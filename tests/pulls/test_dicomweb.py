@@ -69,6 +69,12 @@ def faulty(web_orthanc):
     server.stop()
 
 
+def dataset_bytes_of(data: bytes) -> bytes:
+    """The data set of a DICOM file's bytes (after its preamble and file meta)."""
+    meta_end = 144 + int.from_bytes(data[140:144], "little")
+    return data[meta_end:]
+
+
 def _studies(corpus) -> list[str]:
     """The corpus's study UIDs, the smallest studies first."""
     return sorted(corpus.studies, key=lambda uid: (len(corpus.studies[uid]), uid))
@@ -239,3 +245,69 @@ def test_a_refusal_fails_the_row_and_names_the_status(storage, alice, project, c
     assert item.status == ItemStatus.FAILED and "gave up after" in item.error_message
     assert "HTTP 500" in item.error_message
     assert time.monotonic() - started < 60
+
+
+@pytest.fixture(scope="session")
+def web_destination(sandbox):
+    """An empty Orthanc that takes files by STOW-RS."""
+    pacs = Orthanc(sandbox / "stow-orthanc", aet="STOWDEST", dicomweb=True).start()
+    try:
+        yield pacs
+    finally:
+        pacs.stop()
+
+
+def test_files_are_sent_to_a_stow_rs_destination_as_they_are_stored(
+    storage, alice, project, corpus, web_orthanc, web_destination
+):
+    """Every file of a job, compressed or not, at the destination byte for byte
+    as the project holds it, counted there by QIDO-RS, one audit event a study;
+    a destination that refuses the portal's credentials fails the study saying so."""
+    from pulls.delivery import sending
+
+    web_destination.clear()
+    source = web_node(alice, f"{web_orthanc.url}/dicom-web")
+    job = run_inline(
+        retrieval_job(alice, project, source, _studies(corpus)[:6], kind="get"), **QUIET
+    )
+    assert job.status == JobStatus.DONE
+    destination = web_node(
+        alice, f"{web_destination.url}/dicom-web", name="STOW", is_destination=True
+    )
+    made = sending.sending_create(project=project, destination=destination, user=alice, job=job)
+    assert sending.sending_run(made.pk) is None
+    made.refresh_from_db()
+    studies = list(made.studies.all())
+    assert all(s.status == "done" for s in studies), [s.message for s in studies]
+    assert all(s.instances_at_destination == s.instances_expected for s in studies)
+    on_disk = _on_disk(storage, project)
+    held = web_destination.get("/instances")
+    assert len(held) == len(on_disk) == job.instances_received
+    for orthanc_id in held:
+        uid = web_destination.get(f"/instances/{orthanc_id}/simplified-tags")["SOPInstanceUID"]
+        assert dataset_bytes_of(web_destination.instance_file(orthanc_id)) == dataset_bytes(
+            on_disk[uid][0]
+        )
+    sent = AuditEvent.objects.filter(action=AuditAction.SEND, job=job, success=True)
+    assert sent.count() == len(studies) + 1  # one when queued, then one a study
+
+
+def test_a_stow_rs_destination_that_refuses_the_credentials_fails_saying_so(
+    storage, alice, project, corpus, web_orthanc, faulty
+):
+    from pulls.delivery import sending
+
+    source = web_node(alice, f"{web_orthanc.url}/dicom-web")
+    job = run_inline(
+        retrieval_job(alice, project, source, _studies(corpus)[:1], kind="get"), **QUIET
+    )
+    faulty.authorization = "Bearer right"
+    destination = web_node(
+        alice, faulty.url, name="STOW", is_destination=True, web_auth=WebAuth.BEARER,
+        web_secret=secret_seal("wrong"),
+    )  # fmt: skip
+    made = sending.sending_create(project=project, destination=destination, user=alice, job=job)
+    sending.sending_run(made.pk)
+    study = made.studies.get()
+    assert study.status == "failed" and study.attempts == 1
+    assert "HTTP 401" in study.message and "credentials" in study.message
