@@ -1,7 +1,7 @@
 """Benchmark of retrieval jobs through the whole pipeline, beside DCMTK.
 
     .venv/bin/python bench/retrieve.py [--studies 50] [--runs 3] [--size 64]
-        [--memory-instances 20000] [--pseudonymised] [--corpus N]
+        [--memory-instances 20000] [--pseudonymised] [--corpus N] [--dicomweb]
 
 Own Orthanc, Redis, Celery worker (2 processes), storage SCP (its own
 processes) and SQLite under bench/results/retrieve/ (or --work). For each
@@ -48,6 +48,10 @@ or fails the study). Each side's count of instances received, instances/s and
 MB/s as stored; where getscu does not receive every study, the C-GET ratio is
 taken on the studies it does receive, both sides timed on those alone.
 Targets: every instance for us; >= 0.9x DCMTK where DCMTK receives them too.
+
+--dicomweb: a retrieval job over WADO-RS (Orthanc's DICOMweb plugin) beside a
+raw dicomweb-client loop of the same studies, and the same job over C-GET
+(bench/dicomweb_runs.py; target >= 0.9x the raw loop).
 """
 
 from __future__ import annotations
@@ -308,6 +312,10 @@ def main() -> None:
         "C-GET: >= 0.5x)",
     )
     parser.add_argument(
+        "--dicomweb", action="store_true",
+        help="a WADO-RS job beside a raw dicomweb-client loop and a C-GET job (see above)",
+    )  # fmt: skip
+    parser.add_argument(
         "--corpus", type=int, default=0,
         help="N copies of the real-archive corpus instead of synthetic studies (see above)",
     )  # fmt: skip
@@ -353,6 +361,7 @@ def main() -> None:
             "dcmtk": ("DCMTKSCP", "127.0.0.1", DCMTK_PORT),
         },
         extra_config={"UnknownSopClassAccepted": True},
+        dicomweb=args.dicomweb,
     )
     redis = redis_server(WORK / "redis", port=REDIS_PORT)
     scp = Server(
@@ -418,6 +427,18 @@ def main() -> None:
                 args.runs, node=node, owner=owner, uids=uids, run_pipeline=run_pipeline,
                 fresh_project=fresh_project,
             )  # fmt: skip
+        elif args.dicomweb:
+            from dicomweb_runs import dicomweb_runs
+
+            web_node = PacsNode.objects.create(
+                name="BENCH-WEB", protocol="dicomweb", base_url=f"{orthanc.url}/dicom-web",
+                queries_per_minute=args.queries_per_minute,
+            )  # fmt: skip
+            web_node.granted_users.add(owner)
+            results["dicomweb"] = dicomweb_runs(
+                args.runs, web_node=web_node, dimse_node=node, owner=owner, uids=uids,
+                work=WORK, run_pipeline=run_pipeline, fresh_project=fresh_project,
+            )  # fmt: skip
         elif args.corpus:
             from corpus_runs import corpus_runs
 
@@ -469,6 +490,18 @@ def main() -> None:
         )
         return
     if "corpus" in results:
+        return
+    if "dicomweb" in results:
+        done = results["dicomweb"]
+        m, n = done["medians"], done["counts"]
+        print(
+            f"\nmedian of {args.runs} runs, {len(files)} instances, {args.size}x{args.size}:\n"
+            f"  WADO-RS job {m['wado']:6.0f} inst/s ({n['wado']} instances)   raw "
+            f"dicomweb-client {m['raw_dicomweb_client']:6.0f} ({n['raw_dicomweb_client']})   "
+            f"ratio {done['ratio']:.2f} (target >= 0.9)\n"
+            f"  C-GET job   {m['c_get']:6.0f} inst/s ({n['c_get']}): WADO-RS/C-GET "
+            f"{done['ratio_c_get']:.2f}"
+        )
         return
     m = results["medians"]
     q = args.queries_per_minute

@@ -1,12 +1,46 @@
+from django import forms
 from django.contrib import admin
 
+from pulls.dicomweb.credentials import secret_seal
 from pulls.models import AuditEvent, FindResult, Job, JobItem, Membership, PacsNode, Project
+
+
+class PacsNodeForm(forms.ModelForm):
+    """The node's settings, with its DICOMweb password or token typed in and
+    sealed (never shown again: left blank, the stored one stays)."""
+
+    new_secret = forms.CharField(
+        label="Password or token",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again; leave blank to keep the stored one. "
+        "Or name an environment variable below.",
+    )
+    forget_secret = forms.BooleanField(label="Forget the stored password or token", required=False)
+
+    class Meta:
+        model = PacsNode
+        fields = "__all__"  # noqa: DJ007  (the admin's fieldsets choose what is shown)
+
+    def save(self, commit: bool = True) -> PacsNode:
+        node = super().save(commit=False)
+        if self.cleaned_data.get("forget_secret"):
+            node.web_secret = ""
+        if self.cleaned_data.get("new_secret"):
+            node.web_secret = secret_seal(self.cleaned_data["new_secret"])
+        if commit:
+            node.save()
+            self.save_m2m()
+        return node
 
 
 @admin.register(PacsNode)
 class PacsNodeAdmin(admin.ModelAdmin):
+    form = PacsNodeForm
     list_display = (
         "name",
+        "protocol",
         "ae_title",
         "host",
         "port",
@@ -20,14 +54,19 @@ class PacsNodeAdmin(admin.ModelAdmin):
         "is_destination",
         "last_echo_ok",
     )
-    list_filter = ("query_model", "retrieve_method", "suspended", "is_active", "is_destination")
-    search_fields = ("name", "ae_title", "host")
+    list_filter = (
+        "protocol", "query_model", "retrieve_method", "suspended", "is_active", "is_destination",
+    )  # fmt: skip
+    search_fields = ("name", "ae_title", "host", "base_url")
     filter_horizontal = ("granted_users", "granted_groups")
     readonly_fields = ("code", "last_echo_at", "last_echo_ok", "last_echo_message")
     fieldsets = (
-        (None, {"fields": ("name", "code", "is_active", "suspended", "is_destination")}),
         (
-            "Connection",
+            None,
+            {"fields": ("name", "code", "protocol", "is_active", "suspended", "is_destination")},
+        ),
+        (
+            "DIMSE connection",
             {
                 "fields": (
                     "ae_title",
@@ -39,6 +78,23 @@ class PacsNodeAdmin(admin.ModelAdmin):
                     "retrieve_method",
                     "character_set",
                     "return_keys_omitted",
+                )
+            },
+        ),
+        (
+            "DICOMweb connection",
+            {
+                "fields": (
+                    "base_url",
+                    "qido_prefix",
+                    "wado_prefix",
+                    "stow_prefix",
+                    "web_auth",
+                    "web_username",
+                    "new_secret",
+                    "forget_secret",
+                    "web_secret_env",
+                    "web_ca_bundle",
                 )
             },
         ),

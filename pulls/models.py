@@ -20,6 +20,7 @@ from pulls.nodes.models import (  # noqa: F401  (re-exported: where they used to
     Protocol,
     QueryModel,
     RetrieveMethod,
+    WebAddressField,
     WebAuth,
     ae_title_validator,
     return_keys_validator,
@@ -39,15 +40,6 @@ class Deidentification(models.TextChoices):
 def new_pseudonym_secret() -> str:
     """A project's key for its pseudonyms, UIDs and date shifts (256 bits, hex)."""
     return secrets.token_hex(32)
-
-
-class WebAddressField(models.URLField):
-    """A URL field whose forms take an address typed without a scheme as https://
-    (as Django 6 will for every URL field)."""
-
-    def formfield(self, **kwargs):
-        kwargs.setdefault("assume_scheme", "https")
-        return super().formfield(**kwargs)
 
 
 class Project(models.Model):

@@ -21,9 +21,10 @@ class NodeSerializer(serializers.ModelSerializer):
     class Meta:
         model = PacsNode
         fields = [
-            "code", "name", "ae_title", "host", "port", "query_model", "retrieve_method",
-            "is_destination", "suspended", "max_associations", "queries_per_minute",
-            "retrievals_per_hour", "allowed_windows", "last_echo_at", "last_echo_ok",
+            "code", "name", "protocol", "ae_title", "host", "port", "base_url", "query_model",
+            "retrieve_method", "is_destination", "suspended", "max_associations",
+            "queries_per_minute", "retrievals_per_hour", "allowed_windows", "last_echo_at",
+            "last_echo_ok",
         ]  # fmt: skip
 
 

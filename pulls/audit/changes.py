@@ -41,11 +41,11 @@ def _node_after(sender, instance: PacsNode, created: bool, raw: bool = False, **
         return
     before = getattr(instance, "_audit_before", None)
     if created or before is None:
-        details = {"created": {f: _plain(getattr(instance, f)) for f in _node_fields()}}
+        details = {"created": {f: _shown(f, getattr(instance, f)) for f in _node_fields()}}
         target = f"node {instance.name} created"
     else:
         changed = {
-            f: [_plain(before[f]), _plain(getattr(instance, f))]
+            f: [_shown(f, before[f]), _shown(f, getattr(instance, f))]
             for f in _node_fields()
             if before[f] != getattr(instance, f)
         }
@@ -55,6 +55,16 @@ def _node_after(sender, instance: PacsNode, created: bool, raw: bool = False, **
         kinds = "limits" if set(changed) & _LIMITS else "settings"
         target = f"node {instance.name} {kinds} changed: {', '.join(sorted(changed))}"
     audit_record(action=AuditAction.NODE_CHANGED, node=instance, target=target, details=details)
+
+
+# Recorded as changed, never with their values.
+_SECRETS = {"web_secret"}
+
+
+def _shown(field: str, value: Any) -> Any:
+    if field in _SECRETS:
+        return "(set)" if value else "(none)"
+    return _plain(value)
 
 
 def _plain(value: Any) -> Any:

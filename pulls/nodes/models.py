@@ -34,6 +34,15 @@ def return_keys_validator(value: str) -> None:
         )
 
 
+class WebAddressField(models.URLField):
+    """A URL field whose forms take an address typed without a scheme as https://
+    (as Django 6 will for every URL field)."""
+
+    def formfield(self, **kwargs):
+        kwargs.setdefault("assume_scheme", "https")
+        return super().formfield(**kwargs)
+
+
 class QueryModel(models.TextChoices):
     STUDY_ROOT = "S", "Study Root"
     PATIENT_ROOT = "P", "Patient Root"
@@ -83,7 +92,7 @@ class PacsNode(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(65535)], null=True, blank=True
     )
     # DICOMweb (protocol DICOMWEB).
-    base_url = models.URLField(
+    base_url = WebAddressField(
         "DICOMweb base URL",
         max_length=500,
         blank=True,

@@ -244,7 +244,8 @@ def run_chunk(item_ids: list[int]) -> str:
             token,
             claimed,
             f"waiting: throttled: node {job.node.name} allows {job.node.max_associations} "
-            "concurrent associations and all are in use",
+            f"concurrent {'requests' if job.node.is_dicomweb else 'associations'} and all are "
+            "in use",
             soon=True,
         )
     Job.objects.filter(pk=job.pk).exclude(waiting_reason="").filter(

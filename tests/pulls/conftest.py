@@ -3,6 +3,7 @@
 import pytest
 from django.conf import settings as django_settings
 
+from pulls.models import Membership, Project, Role
 from pulls.sandbox.corpus import Corpus, generate_corpus
 from pulls.sandbox.orthanc import Orthanc
 from tests.conftest import SCP_PORT
@@ -37,3 +38,21 @@ def corpus_orthanc(sandbox, corpus):
         yield pacs
     finally:
         pacs.stop()
+
+
+@pytest.fixture
+def owner(db):
+    from accounts.models import User
+
+    return User.objects.create_user("pia", password="pia-password-1")
+
+
+@pytest.fixture
+def pseudonymised(owner, bob):
+    # A fixed key: the same pseudonyms, UIDs and shifts in every run.
+    project = Project.objects.create(
+        name="Pseudonymised", slug="pseudonymised", pseudonym_secret="5e" * 32
+    )
+    Membership.objects.create(project=project, user=owner, role=Role.OWNER)
+    Membership.objects.create(project=project, user=bob, role=Role.VIEWER)
+    return project

@@ -28,8 +28,10 @@ from pulls.models import (
 from pulls.sandbox.orthanc import Orthanc
 from pulls.services import node_echo
 from tests.conftest import find_job, retrieval_job
+from tests.pulls.leaks import collect, leaks
 from tests.pulls.retrieval_support import QUIET
 from tests.pulls.test_engine import dataset_bytes
+from tests.pulls.test_pseudonymisation import BURNED_IN, _by_patient, _outputs
 from tests.pulls.web_faults import Fault, FaultyServer
 
 pytestmark = pytest.mark.services
@@ -311,3 +313,106 @@ def test_a_stow_rs_destination_that_refuses_the_credentials_fails_saying_so(
     study = made.studies.get()
     assert study.status == "failed" and study.attempts == 1
     assert "HTTP 401" in study.message and "credentials" in study.message
+
+
+def test_nothing_identifying_enters_a_pseudonymised_project_by_wado_rs(
+    storage, owner, pseudonymised, corpus, web_orthanc
+):
+    """The leak scan of the DIMSE retrievals, over the corpus retrieved by
+    WADO-RS: the same de-identification on the way in, nothing of the
+    originals in any byte or path of the project."""
+    node = web_node(owner, f"{web_orthanc.url}/dicom-web")
+    job = run_inline(retrieval_job(owner, pseudonymised, node, corpus.studies, kind="get"), **QUIET)
+    errors = list(job.items.exclude(status=ItemStatus.DONE).values_list("error_message", flat=True))
+    assert job.status == JobStatus.DONE, errors
+    outputs = _outputs(storage, pseudonymised)
+    assert len(outputs) == len([i for i in corpus.instances if i.label not in BURNED_IN])
+    shifts, by_patient = _by_patient(pseudonymised, storage)
+    found = leaks(
+        collect(corpus.files()), storage / pseudonymised.slug, shifts=shifts, outputs_of=by_patient
+    )
+    assert found == []
+    assert all(dcmread(path).PatientIdentityRemoved == "YES" for path in outputs)
+
+
+def test_a_suspended_dicomweb_node_is_sent_nothing(storage, alice, project, corpus, faulty):
+    node = web_node(alice, faulty.url, suspended=True)
+    job = retrieval_job(alice, project, node, _studies(corpus)[:1], kind="get", start=True)
+    from pulls.workers import runner
+
+    message = runner.run_chunk(list(job.items.values_list("pk", flat=True)))
+    assert "suspended" in message
+    assert job.items.get().status == ItemStatus.PENDING
+    assert faulty.seen == []  # not one request
+
+
+def test_an_operator_makes_a_dicomweb_node_in_the_admin_and_its_secret_never_shows(
+    client, operator, alice
+):
+    client.force_login(operator)
+    data = {
+        "name": "CLOUD", "protocol": "dicomweb", "base_url": "https://pacs.example.org/dicom-web",
+        "web_auth": "basic", "web_username": "research", "new_secret": "pa55-word",
+        "query_model": "S", "retrieve_method": "move", "character_set": "ISO_IR 192",
+        "connect_timeout": 10, "acse_timeout": 30, "dimse_timeout": 60, "network_timeout": 120,
+        "max_associations": 2, "queries_per_minute": 120, "retrievals_per_hour": 0,
+        "stall_limit": 10, "result_cap": 0, "is_active": "on",
+    }  # fmt: skip
+    response = client.post("/admin/pulls/pacsnode/add/", data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    node = PacsNode.objects.get(name="CLOUD")
+    assert (node.host, node.port) == ("pacs.example.org", 443)
+    assert node.web_secret and "pa55" not in node.web_secret
+    from pulls.dicomweb.credentials import node_secret
+
+    assert node_secret(node) == "pa55-word"
+    page = client.get(f"/admin/pulls/pacsnode/{node.pk}/change/").content.decode()
+    assert "pa55" not in page and node.web_secret not in page
+    created = AuditEvent.objects.get(action=AuditAction.NODE_CHANGED, node=node)
+    assert "pa55" not in str(created.details) and node.web_secret not in str(created.details)
+    assert created.details["created"]["web_secret"] == "(set)"
+    # A DIMSE node without its address is refused, saying what is missing.
+    response = client.post("/admin/pulls/pacsnode/add/", {**data, "name": "X", "protocol": "dimse"})
+    assert response.status_code == 200
+    assert "A DIMSE node needs its AE title" in response.content.decode()
+    # The node's page says how it is reached.
+    node.granted_users.add(alice)
+    client.force_login(alice)
+    page = client.get(f"/nodes/{node.code}/").content.decode()
+    assert "QIDO-RS" in page and "https://pacs.example.org/dicom-web" in page and "pa55" not in page
+
+
+def test_a_dicomweb_node_s_limits_hold_its_requests_back(storage, alice, project, corpus, faulty):
+    """Queries per minute space its QIDO-RS searches (never closer than the
+    limit allows: a busy machine only sends them later); concurrent requests
+    and retrievals per hour hold rows back, saying so."""
+    from pulls.limits import throttle
+    from pulls.workers import runner
+
+    node = web_node(alice, faulty.url, queries_per_minute=120)  # one every 0.5 s
+    rows = [{"QueryRetrieveLevel": "STUDY", "PatientID": f"CORPUS-CS0{n}"} for n in range(1, 5)]
+    started = time.monotonic()  # no slot of the job is earlier
+    job = run_inline(find_job(alice, project, node, rows, start=True), **QUIET)
+    assert job.status == JobStatus.DONE and job.matches == 4
+    searches = [at for method, path, _, at in faulty.seen if "/studies?" in path]
+    assert len(searches) == 4
+    assert all(at - started >= n * 0.5 - 0.05 for n, at in enumerate(searches))
+
+    PacsNode.objects.filter(pk=node.pk).update(queries_per_minute=0, max_associations=1)
+    node.refresh_from_db()
+    held = throttle.association_slot(node, ttl=60, interactive=False)
+    try:
+        job = retrieval_job(alice, project, node, _studies(corpus)[:1], kind="get", start=True)
+        message = runner.run_chunk(list(job.items.values_list("pk", flat=True)))
+    finally:
+        held.release()
+    assert "allows 1 concurrent requests and all are in use" in message
+    assert job.items.get().attempts == 0  # given back untouched
+
+    PacsNode.objects.filter(pk=node.pk).update(max_associations=2, retrievals_per_hour=1)
+    job = retrieval_job(alice, project, node, _studies(corpus)[:2], kind="get", start=True)
+    runner.run_chunk(list(job.items.values_list("pk", flat=True)))
+    statuses = sorted(job.items.values_list("status", flat=True))
+    assert statuses == [ItemStatus.DONE, ItemStatus.PENDING]
+    job.refresh_from_db()
+    assert "allows 1 retrievals per hour" in job.waiting_reason

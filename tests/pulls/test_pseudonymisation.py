@@ -16,12 +16,10 @@ from pulls.models import (
     AuditEvent,
     ItemStatus,
     JobStatus,
-    Membership,
     Project,
     PseudonymPatient,
     PseudonymStudy,
     RetrievedInstance,
-    Role,
 )
 from tests.conftest import make_node, retrieval_job
 from tests.pulls.leaks import collect, leaks
@@ -33,24 +31,6 @@ pytestmark = pytest.mark.services
 # may show burned-in text (two secondary captures without BurnedInAnnotation,
 # a PDF that says YES).
 BURNED_IN = {"jpeg-baseline", "multiframe-sc-j2k", "encapsulated-pdf"}
-
-
-@pytest.fixture
-def owner(db):
-    from accounts.models import User
-
-    return User.objects.create_user("pia", password="pia-password-1")
-
-
-@pytest.fixture
-def pseudonymised(owner, bob):
-    # A fixed key: the same pseudonyms, UIDs and shifts in every run.
-    project = Project.objects.create(
-        name="Pseudonymised", slug="pseudonymised", pseudonym_secret="5e" * 32
-    )
-    Membership.objects.create(project=project, user=owner, role=Role.OWNER)
-    Membership.objects.create(project=project, user=bob, role=Role.VIEWER)
-    return project
 
 
 @pytest.fixture

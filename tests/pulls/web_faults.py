@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -29,7 +30,8 @@ class FaultyServer:
     upstream: str  # Orthanc's http://127.0.0.1:port
     faults: list[Fault] = field(default_factory=list)
     authorization: str | None = None  # demanded of every request when set
-    seen: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, auth)
+    # (method, path, Authorization, monotonic time of arrival)
+    seen: list[tuple[str, str, str, float]] = field(default_factory=list)
 
     def start(self) -> FaultyServer:
         owner = self
@@ -70,7 +72,7 @@ class FaultyServer:
 
     def _serve(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         auth = handler.headers.get("Authorization", "")
-        self.seen.append((method, handler.path, auth))
+        self.seen.append((method, handler.path, auth, time.monotonic()))
         body = b""
         if method == "POST":
             body = handler.rfile.read(int(handler.headers.get("Content-Length", "0") or 0))
