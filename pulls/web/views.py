@@ -47,6 +47,13 @@ def _description_field() -> forms.CharField:
 
 class RetrieveForm(SmallControlsMixin, forms.Form):
     method = forms.ChoiceField(choices=[("move", "C-MOVE"), ("get", "C-GET")])
+
+    def __init__(self, *args, node=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if node is not None and node.is_dicomweb:  # one way only: on the connection
+            self.fields["method"].choices = [("get", "WADO-RS")]
+            self.initial["method"] = "get"
+
     level = forms.ChoiceField(choices=[("STUDY", "whole studies"), ("SERIES", "series")])
     modality = forms.CharField(required=False, max_length=16)
     description = _description_field()
@@ -215,7 +222,7 @@ def _job_page(
             else []
         ),
         "retrieve_form": retrieve_form
-        or RetrieveForm(initial={"method": job.node.retrieve_method}),
+        or RetrieveForm(initial={"method": job.node.retrieve_method}, node=job.node),
         "progress": progress.job_progress(job),
         "failed_format": examples.format_of(job.source_name),
         "rows_to_correct": selectors.job_rows_to_correct(job=job),
@@ -330,7 +337,7 @@ def job_export(request: HttpRequest, code: str, fmt: str) -> HttpResponse:
 @require_POST
 def job_retrieve(request: HttpRequest, code: str) -> HttpResponse:
     find_job = selectors.job_get_for_user(user=request.user, code=code)
-    form = RetrieveForm(request.POST)
+    form = RetrieveForm(request.POST, node=find_job.node)
     if form.is_valid():
         try:
             job = services.retrieval_create_from_find(

@@ -19,6 +19,7 @@ from pulls.models import (
     AuditEvent,
     FindResult,
     ItemStatus,
+    Job,
     JobStatus,
     PacsNode,
     Protocol,
@@ -416,3 +417,22 @@ def test_a_dicomweb_node_s_limits_hold_its_requests_back(storage, alice, project
     assert statuses == [ItemStatus.DONE, ItemStatus.PENDING]
     job.refresh_from_db()
     assert "allows 1 retrievals per hour" in job.waiting_reason
+
+
+def test_retrieve_these_on_a_dicomweb_node_offers_wado_rs_and_makes_its_job(
+    client, storage, alice, project, web_orthanc
+):
+    node = web_node(alice, f"{web_orthanc.url}/dicom-web")
+    rows = [{"QueryRetrieveLevel": "STUDY", "PatientID": "CORPUS-CS01"}]
+    find = run_inline(find_job(alice, project, node, rows, start=True), **QUIET)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{find.code}/").content.decode()
+    assert "Find (QIDO-RS)" in page
+    assert '<option value="get" selected>WADO-RS</option>' in page
+    assert ">C-MOVE<" not in page and ">C-GET<" not in page
+    response = client.post(f"/jobs/{find.code}/retrieve/", {"method": "get", "level": "STUDY"})
+    assert response.status_code == 302
+    made = Job.objects.exclude(pk=find.pk).get()
+    assert made.kind == "get" and made.get_kind_display() == "Retrieve (WADO-RS)"
+    response = client.post(f"/jobs/{find.code}/retrieve/", {"method": "move", "level": "STUDY"})
+    assert response.status_code == 400  # not a choice on this node
