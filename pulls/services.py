@@ -31,6 +31,7 @@ from pulls.models import (
     Membership,
     PacsNode,
     Project,
+    Protocol,
     PseudonymPatient,
     Role,
 )
@@ -296,8 +297,9 @@ def job_mark_urgent(*, job: Job, user: User, request: HttpRequest | None = None)
     return job
 
 
-def demo_setup(*, ae_title: str, host: str, port: int) -> PacsNode:
-    """Register the demo PACS as node DEMO and a Demo project owned by the operators."""
+def demo_setup(*, ae_title: str, host: str, port: int, web_url: str = "") -> PacsNode:
+    """Register the demo PACS as node DEMO (and, when it serves DICOMweb at
+    ``web_url``, as node DEMO-WEB too) and a Demo project owned by the operators."""
     from accounts.models import OPERATORS_GROUP
 
     with transaction.atomic():
@@ -305,6 +307,11 @@ def demo_setup(*, ae_title: str, host: str, port: int) -> PacsNode:
             name="DEMO",
             defaults={"ae_title": ae_title, "host": host, "port": port, "is_active": True},
         )
+        if web_url:
+            PacsNode.objects.update_or_create(
+                name="DEMO-WEB",
+                defaults={"protocol": Protocol.DICOMWEB, "base_url": web_url, "is_active": True},
+            )
         project, _ = Project.objects.get_or_create(
             slug="demo", defaults={"name": "Demo", "description": "Try the portal here."}
         )

@@ -3,6 +3,7 @@ registered as node DEMO so a newcomer can echo, find and move at once."""
 
 import shutil
 import threading
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -14,6 +15,8 @@ from pulls.sandbox.synthetic import Manifest, generate
 from pulls.services import demo_setup
 
 DEMO_AE = "DEMOPACS"
+# Debian's orthanc-dicomweb.
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
 class Command(BaseCommand):
@@ -40,13 +43,17 @@ class Command(BaseCommand):
         )
         port = settings.PACSNPULL_DEMO_PACS_PORT
 
+        web_url = ""
         if shutil.which("Orthanc"):
             pacs = Orthanc(
-                workdir / "orthanc", aet=DEMO_AE, modalities={"pacsnpull": portal}, dicom_port=port
-            ).start()
+                workdir / "orthanc", aet=DEMO_AE, modalities={"pacsnpull": portal}, dicom_port=port,
+                dicomweb=DICOMWEB_PLUGIN.exists(),
+            ).start()  # fmt: skip
             if pacs.instance_count() < len(files):
                 pacs.upload(files)
             kind = "Orthanc"
+            if pacs.dicomweb:  # the same studies by DICOMweb: node DEMO-WEB
+                web_url = f"{pacs.url}/dicom-web"
         else:
             pacs = Qrscp(
                 workdir / "qrscp", aet=DEMO_AE, destinations={portal[0]: portal[1:]}, port=port
@@ -55,10 +62,13 @@ class Command(BaseCommand):
                 pacs.load(files)
                 (workdir / "qrscp" / "loaded").touch()
             kind = "pynetdicom qrscp"
-        node = demo_setup(ae_title=DEMO_AE, host=settings.PACSNPULL_DEMO_PACS_HOST, port=port)
+        node = demo_setup(
+            ae_title=DEMO_AE, host=settings.PACSNPULL_DEMO_PACS_HOST, port=port, web_url=web_url
+        )
         self.stdout.write(
             f"demo PACS ({kind}) {DEMO_AE} on port {port} with "
             f"{len(manifest.studies)} studies, {len(files)} instances: node {node.name}"
+            + (f", and node DEMO-WEB by DICOMweb at {web_url}" if web_url else "")
         )
         self.stdout.flush()
         stop.wait()
