@@ -436,3 +436,23 @@ def test_retrieve_these_on_a_dicomweb_node_offers_wado_rs_and_makes_its_job(
     assert made.kind == "get" and made.get_kind_display() == "Retrieve (WADO-RS)"
     response = client.post(f"/jobs/{find.code}/retrieve/", {"method": "move", "level": "STUDY"})
     assert response.status_code == 400  # not a choice on this node
+
+
+def test_a_row_naming_a_series_brings_that_series_alone(
+    storage, alice, project, corpus, web_orthanc
+):
+    study = max(corpus.studies, key=lambda uid: len(corpus.studies[uid]))
+    series = corpus.studies[study][0].series_instance_uid
+    wanted = {i.sop_instance_uid for i in corpus.studies[study] if i.series_instance_uid == series}
+    node = web_node(alice, f"{web_orthanc.url}/dicom-web")
+    rows = [
+        {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": study, "SeriesInstanceUID": series}
+    ]
+    from pulls.services import job_create
+
+    job = job_create(kind="get", owner=alice, project=project, node=node, rows=rows, start=True)
+    job = run_inline(job, **QUIET)
+    item = job.items.get()
+    assert item.status == ItemStatus.DONE, item.error_message
+    assert item.instances_expected == len(wanted)
+    assert set(_on_disk(storage, project)) == wanted
