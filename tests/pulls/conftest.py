@@ -32,6 +32,7 @@ def corpus_orthanc(sandbox, corpus):
         modalities={"portal": (django_settings.PACSNPULL_AE_TITLE, "127.0.0.1", SCP_PORT)},
         # Its C-FIND answers in UTF-8, so that names in every script come back.
         extra_config={"UnknownSopClassAccepted": True, "DefaultEncoding": "Utf8"},
+        dicomweb=True,  # the same archive by DICOMweb (tests/pulls/test_dicomweb.py)
     ).start()
     try:
         pacs.upload(corpus.files())

@@ -33,24 +33,16 @@ from tests.pulls.leaks import collect, leaks
 from tests.pulls.retrieval_support import QUIET
 from tests.pulls.test_engine import dataset_bytes
 from tests.pulls.test_pseudonymisation import BURNED_IN, _by_patient, _outputs
+from tests.pulls.test_real_archives import _on_disk
 from tests.pulls.web_faults import Fault, FaultyServer
 
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture(scope="session")
-def web_orthanc(sandbox, corpus):
-    """An Orthanc with its DICOMweb plugin, holding the real-archive corpus."""
-    pacs = Orthanc(
-        sandbox / "dicomweb-orthanc",
-        dicomweb=True,
-        extra_config={"UnknownSopClassAccepted": True, "DefaultEncoding": "Utf8"},
-    ).start()
-    try:
-        pacs.upload(corpus.files())
-        yield pacs
-    finally:
-        pacs.stop()
+@pytest.fixture
+def web_orthanc(corpus_orthanc):
+    """The real-archive corpus's Orthanc, by its DICOMweb plugin."""
+    return corpus_orthanc
 
 
 def web_node(alice, base_url: str, **fields) -> PacsNode:
@@ -81,14 +73,6 @@ def dataset_bytes_of(data: bytes) -> bytes:
 def _studies(corpus) -> list[str]:
     """The corpus's study UIDs, the smallest studies first."""
     return sorted(corpus.studies, key=lambda uid: (len(corpus.studies[uid]), uid))
-
-
-def _on_disk(storage, project) -> dict:
-    found = {}
-    for path in (storage / project.slug).rglob("*.dcm"):
-        ds = dcmread(path, stop_before_pixels=True)
-        found[ds.SOPInstanceUID] = (path, str(ds.file_meta.TransferSyntaxUID))
-    return found
 
 
 def test_a_dicomweb_node_takes_its_host_and_port_from_its_url_and_needs_no_ae_title(db):
