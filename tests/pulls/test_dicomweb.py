@@ -440,3 +440,25 @@ def test_a_row_naming_a_series_brings_that_series_alone(
     assert item.status == ItemStatus.DONE, item.error_message
     assert item.instances_expected == len(wanted)
     assert set(_on_disk(storage, project)) == wanted
+
+
+def test_a_wado_rs_answer_short_of_an_instance_is_incomplete_and_retried(
+    storage, alice, project, corpus, faulty
+):
+    """A well-formed answer that leaves an instance out: the row is not done
+    (QIDO-RS counted more), says how many are in the project, and its retry
+    brings the rest."""
+    study = max(corpus.studies, key=lambda uid: len(corpus.studies[uid]))
+    node = web_node(alice, faulty.url)
+    faulty.faults = [Fault(drop_last_part=True, path_contains=f"/studies/{study}")]
+    job = retrieval_job(alice, project, node, [study], kind="get", start=True)
+    from pulls.workers import runner
+
+    runner.run_chunk(list(job.items.values_list("pk", flat=True)))
+    item = job.items.get()
+    total = len(corpus.studies[study])
+    assert item.status == ItemStatus.PENDING
+    assert f"{total - 1} of {total} in the project" in item.error_message, item.error_message
+    job = run_inline(job, **QUIET)
+    assert job.status == JobStatus.DONE
+    assert len(_on_disk(storage, project)) == total

@@ -20,6 +20,7 @@ class Fault:
     status: int = 0  # answer this instead of forwarding
     retry_after: str | None = None
     cut_after: int = 0  # forward a WADO-RS response, but only this many bytes of it
+    drop_last_part: bool = False  # forward it whole, but without its last part
     times: int = 1
     path_contains: str = ""
     method: str = "GET"
@@ -93,6 +94,11 @@ class FaultyServer:
         response = conn.getresponse()
         data = response.read()
         conn.close()
+        if fault is not None and fault.drop_last_part:
+            boundary = response.getheader("Content-Type").split("boundary=")[1].strip('"')
+            marker = f"\r\n--{boundary}".encode()
+            closing = data.rindex(marker)
+            data = data[: data.rindex(marker, 0, closing)] + data[closing:]
         handler.send_response(response.status)
         for key, value in response.getheaders():
             if key.lower() not in ("content-length", "transfer-encoding", "connection"):
