@@ -49,7 +49,7 @@ def portal(
 def _register_node(page, orthanc) -> None:
     """The operator registers Orthanc in the admin and grants it to alice."""
     page.goto("/admin/pulls/pacsnode/add/")
-    page.get_by_label("Name:").fill("ORTHANC")
+    page.get_by_label("Name:", exact=True).fill("ORTHANC")
     page.get_by_label("Called AE title:").fill(orthanc.aet)
     page.get_by_label("Host:").fill("127.0.0.1")
     page.get_by_label("Port:").fill(str(orthanc.dicom_port))
