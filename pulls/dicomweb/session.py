@@ -305,6 +305,7 @@ class WebSession:
             where["study_instance_uid"] = search.study
         if search.resource == "instances" and search.series:
             where["series_instance_uid"] = search.series
+        patients: set[str] = set()
         for offset in itertools.count(0, PAGE):
             if self.before_query is not None:
                 self.before_query()
@@ -319,7 +320,13 @@ class WebSession:
                 ),  # fmt: skip
             )
             for answer in page:
-                yield dataset_of(answer, level)
+                match = dataset_of(answer, level)
+                if level == "PATIENT":  # answered study by study: each patient once
+                    patient = str(match.get("PatientID", ""))
+                    if patient in patients:
+                        continue
+                    patients.add(patient)
+                yield match
             if len(page) < PAGE:
                 return
 

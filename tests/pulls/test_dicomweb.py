@@ -462,3 +462,14 @@ def test_a_wado_rs_answer_short_of_an_instance_is_incomplete_and_retried(
     job = run_inline(job, **QUIET)
     assert job.status == JobStatus.DONE
     assert len(_on_disk(storage, project)) == total
+
+
+def test_a_patient_level_find_by_qido_rs_answers_each_patient_once(
+    storage, alice, project, corpus, web_orthanc
+):
+    """QIDO-RS has no patient resource: studies answer, each patient once."""
+    node = web_node(alice, f"{web_orthanc.url}/dicom-web", query_model="P")
+    rows = [{"QueryRetrieveLevel": "PATIENT", "PatientID": "CORPUS-*"}]
+    job = run_inline(find_job(alice, project, node, rows, start=True), **QUIET)
+    patients = sorted(FindResult.objects.filter(job=job).values_list("patient_id", flat=True))
+    assert patients == sorted({i.patient_id for i in corpus.instances})
