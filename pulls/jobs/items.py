@@ -281,11 +281,18 @@ def items_claim_next(job_id: int, *, token: uuid.UUID, worker: str, limit: int) 
     """
     now = timezone.now()
     look = _claim_statements(connection.vendor)[0]
+    ready = _prep("not_before", now)
+    if connection.vendor == "sqlite":
+        # A look without the write lock first: at a job's end nothing is left,
+        # and the claim waited for the lock behind the other workers' outcomes
+        # only to find nothing (up to 5 ms at the end of a 104-row C-GET job,
+        # traced), which the job's end waited for.
+        with connection.cursor() as cursor:
+            cursor.execute(look, [job_id, ready, *ACTIVE_JOB_STATUSES, 1])
+            if cursor.fetchone() is None:
+                return []
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            look,
-            [job_id, _prep("not_before", now), *ACTIVE_JOB_STATUSES, 2 * limit],
-        )
+        cursor.execute(look, [job_id, ready, *ACTIVE_JOB_STATUSES, 2 * limit])
         ids = [row[0] for row in cursor.fetchall()]
         if len(ids) < 2 * limit:
             ids = ids[: (len(ids) + 1) // 2]
