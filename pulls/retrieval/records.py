@@ -7,6 +7,7 @@ manifests list.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,18 +37,33 @@ class Present:
         return {sop for sop, its in rows if not wanted or its == wanted}
 
 
+# What the project holds of some studies (completed by a list of UIDs, ``%s``
+# each, at most _UIDS_AT_ONCE at a time); built from the model's names only.
+_PRESENT = (
+    "SELECT study_instance_uid, sop_instance_uid, series_instance_uid, path "  # noqa: S608
+    f"FROM {RetrievedInstance._meta.db_table} WHERE project_id = %s AND study_instance_uid IN "
+)
+_UIDS_AT_ONCE = 500
+
+
 def present_by_study(project: Project, studies: set[str]) -> Present:
     """What the project holds of ``studies``: one query however many studies."""
-    root = project.storage_dir
     named = uid_in(project)
     asked = {named(uid): uid for uid in studies if uid}
     found: dict[str, list[tuple[str, str]]] = {}
-    recorded = RetrievedInstance.objects.filter(
-        project=project, study_instance_uid__in=list(asked)
-    ).values_list("study_instance_uid", "sop_instance_uid", "series_instance_uid", "path")
-    for study, sop, series, path in recorded.iterator(chunk_size=2000):
-        if (root / path).is_file():
-            found.setdefault(asked[study], []).append((sop, series))
+    if not asked:
+        return Present(found, named)
+    root = str(project.storage_dir)
+    uids = list(asked)
+    with connection.cursor() as cursor:
+        # A raw read: it runs for every batch of rows a worker takes, where the
+        # ORM's compiling of the query cost more than the query (cProfile).
+        for start in range(0, len(uids), _UIDS_AT_ONCE):
+            part = uids[start : start + _UIDS_AT_ONCE]
+            cursor.execute(f"{_PRESENT}({', '.join(['%s'] * len(part))})", [project.pk, *part])
+            for study, sop, series, path in cursor.fetchall():
+                if os.path.isfile(f"{root}/{path}"):
+                    found.setdefault(asked[study], []).append((sop, series))
     return Present(found, named)
 
 

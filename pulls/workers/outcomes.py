@@ -19,7 +19,7 @@ import uuid
 from django.conf import settings
 from django.db import connection, connections, transaction
 
-from pulls.audit.events import audit_event, audit_record_many
+from pulls.audit.events import EventRows, audit_event
 from pulls.dicom import PacsError
 from pulls.jobs import items as item_life
 from pulls.jobs.space import DiskFull
@@ -227,6 +227,14 @@ class RowFinisher:
     def _write(self, finished: list[tuple[JobItem, item_life.Outcome]]) -> None:
         if not finished:
             return
+        # Made before the transaction, which then holds the write lock for less
+        # time (see EventRows).
+        events = EventRows(
+            [
+                _row_event(self.job, item, self.action, success=True, counts=outcome.counts)
+                for item, outcome in finished
+            ]
+        )
         with transaction.atomic():
             for _item, outcome in finished:
                 if outcome.save is not None:
@@ -234,11 +242,6 @@ class RowFinisher:
             item_life.items_succeed(
                 [(item, outcome.counts) for item, outcome in finished], self.token
             )
-            audit_record_many(
-                [
-                    _row_event(self.job, item, self.action, success=True, counts=outcome.counts)
-                    for item, outcome in finished
-                ]
-            )
+            events.insert()
         self.done += len(finished)
         finished.clear()
