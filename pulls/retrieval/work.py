@@ -31,7 +31,7 @@ from pulls.dicom import (
     Session,
     echo,
 )
-from pulls.dicom.client import Progress, RetrieveResult
+from pulls.dicom.client import RetrieveResult
 from pulls.dicom.completeness import assess, wait_for_arrivals
 from pulls.dicom.counting import StudyCount, count_one, count_studies
 from pulls.dicom.getting import get_as_stored
@@ -53,9 +53,9 @@ from pulls.models import (
     Job,
     JobItem,
     JobKind,
-    JobStatus,
     Project,
 )
+from pulls.retrieval.guard import JobStopped, StallGuard
 from pulls.retrieval.quarantine import set_aside_unrequested, set_aside_withheld
 from pulls.retrieval.records import (
     present_by_study,
@@ -75,61 +75,6 @@ class IncompleteRetrieval(PacsError):
     def __init__(self, message: str, **counts: int) -> None:
         super().__init__(message)
         self.counts = counts
-
-
-# JobStopped.status when an operator suspended the node during the transfer.
-SUSPENDED = "suspended"
-
-
-class JobStopped(Exception):
-    """The job was cancelled or paused (or its node suspended) during a transfer,
-    which was cancelled."""
-
-    def __init__(self, status: str, **counts: int) -> None:
-        super().__init__(status)
-        self.status = status
-        self.counts = counts
-
-
-class StallGuard:
-    """Progress callback of a C-MOVE/C-GET: returning False sends a C-CANCEL.
-
-    Cancels after ``limit`` responses without progress (the prototype's
-    query_break_count), when a user cancels or pauses the job, and when an
-    operator suspends the node (checked at most every ``check_every`` seconds).
-    """
-
-    def __init__(self, limit: int, *, job_id: int | None = None, check_every: float = 0.5):
-        self.limit = limit
-        self.last = -1
-        self.same = 0
-        self.tripped = False
-        self.job_id = job_id
-        self.check_every = check_every
-        self.checked = time.monotonic()
-        self.stopped_as = ""
-
-    def __call__(self, progress: Progress) -> bool:
-        done = progress.completed + progress.failed + progress.warning
-        if done == self.last:
-            self.same += 1
-        else:
-            self.last, self.same = done, 0
-        if self.limit and self.same >= self.limit:
-            self.tripped = True
-            return False
-        if self.job_id is not None and time.monotonic() - self.checked >= self.check_every:
-            self.checked = time.monotonic()
-            status, suspended = Job.objects.filter(pk=self.job_id).values_list(
-                "status", "node__suspended"
-            ).first() or (None, False)
-            if status in (JobStatus.CANCELLED, JobStatus.PAUSED):
-                self.stopped_as = status
-                return False
-            if suspended:  # "stops all traffic to the node at once"
-                self.stopped_as = SUSPENDED
-                return False
-        return True
 
 
 def _raise_if_our_scp_is_down(node, error: PacsStatusError) -> None:

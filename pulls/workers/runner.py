@@ -39,9 +39,8 @@ from pulls.models import (
     PacsNode,
     Protocol,
 )
+from pulls.retrieval.guard import SUSPENDED, JobStopped
 from pulls.retrieval.work import (
-    SUSPENDED,
-    JobStopped,
     prepare_rows,
     project_writer,
     retrieve_item,

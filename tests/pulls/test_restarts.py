@@ -13,7 +13,7 @@ from django.db import connection
 from pulls.cli.inline import run_inline
 from pulls.jobs import items, queueing
 from pulls.models import Job, JobStatus, RetrievedInstance
-from pulls.retrieval.work import StallGuard
+from pulls.retrieval.guard import StallGuard
 from pulls.sandbox.procs import Server, free_port
 from pulls.workers.tasks import enqueue_chunks
 from tests.conftest import REPO, SCP_PORT, Worker, find_job, make_node, retrieval_job, wait_for

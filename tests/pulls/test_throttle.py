@@ -237,7 +237,7 @@ def test_suspending_a_node_stops_a_transfer_in_flight(
     no further one before the C-CANCEL has come (a minute at most): however
     slow the machine, the cancel must come from the suspension."""
     from pulls.models import PacsNode
-    from pulls.retrieval.work import StallGuard
+    from pulls.retrieval.guard import StallGuard
 
     settings.PACSNPULL_STAGING_DIR = staging
     settings.PACSNPULL_STORAGE_ROOT = tmp_path / "storage"
