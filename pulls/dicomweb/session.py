@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import itertools
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -45,8 +44,6 @@ from pulls.dicomweb.multipart import CutResponse, boundary_of, read_parts
 from pulls.dicomweb.qido import dataset_of, search_of
 from pulls.jobs.space import DiskFull
 from pulls.models import PacsNode, WebAuth
-
-log = logging.getLogger(__name__)
 
 # Each page of a search asks for this many answers (and goes on while pages are full).
 PAGE = 1000
