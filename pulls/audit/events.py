@@ -53,7 +53,7 @@ def audit_event(
     details: dict[str, Any] | None = None,
     message: str = "",
 ) -> AuditEvent:
-    """An audit event, not yet saved (``audit_record`` saves one, ``audit_record_many`` several)."""
+    """An audit event, not yet saved (``audit_record`` saves one, ``EventRows`` several)."""
     if request is None and actor is None:
         request = current_request.get()
     if actor is None and request is not None and request.user.is_authenticated:
@@ -88,7 +88,7 @@ def audit_record(**fields: Any) -> AuditEvent:
 
 # Every column of an event but its id, in the order of _INSERT's values.
 _FIELDS = [field for field in AuditEvent._meta.concrete_fields if not field.primary_key]
-# SQLite's (see audit_record_many): built from the model's names only.
+# SQLite's (see EventRows): built from the model's names only.
 _COLUMNS = ", ".join(f'"{field.column}"' for field in _FIELDS)
 _INSERT = (
     f'INSERT INTO "{AuditEvent._meta.db_table}" ({_COLUMNS}) '  # noqa: S608
@@ -129,8 +129,3 @@ class EventRows:
             return
         with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
             cursor.executemany(_INSERT, self.rows)
-
-
-def audit_record_many(events: list[AuditEvent]) -> None:
-    """Record events built by ``audit_event`` together (see EventRows)."""
-    EventRows(events).insert()

@@ -371,11 +371,11 @@ def _more_rows(
     *,
     since: float,
     finisher: RowFinisher,
-    batches: RowBatches | None = None,
+    batches: RowBatches,
 ) -> bool:
     """Add the job's next queued rows to ``rows`` (a chunk that has worked its
     own: one association set-up instead of one per chunk), ``batches``' next
-    size of them (else a chunk's worth), unless the chunk has had its turn
+    size of them, unless the chunk has had its turn
     (PACSNPULL_TURN_SECONDS; then it lets its slot go, so that other jobs get
     theirs) or interactive work waits for the node; whether there are any.
     Fewer than a chunk's worth means the job's rows are running out: the
@@ -385,7 +385,7 @@ def _more_rows(
     if job.queue != QUEUE_INTERACTIVE and throttle.interactive_waiting(job.node):
         return False
     chunk = queueing.chunk_size(job)
-    limit = batches.next_size() if batches is not None else chunk
+    limit = batches.next_size()
     taken = item_life.items_claim_next(
         job.pk, token=token, worker=socket.gethostname(), limit=limit
     )
