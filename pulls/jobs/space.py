@@ -21,10 +21,12 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def check_free_space(project: Project, *, then: str = "resume the job") -> None:
+def check_free_space(project: Project, *, then: str = "resume the job") -> int:
     """DiskFull when the project's disk or the staging area's has less than
-    PACSNPULL_MIN_FREE_BYTES free; its message ends with what to do ``then``."""
+    PACSNPULL_MIN_FREE_BYTES free; its message ends with what to do ``then``.
+    Else the free bytes of the fuller of the two."""
     minimum = settings.PACSNPULL_MIN_FREE_BYTES
+    found = []
     for path in (project.storage_dir, settings.PACSNPULL_STAGING_DIR):
         free = free_bytes(path)
         if free < minimum:
@@ -32,3 +34,5 @@ def check_free_space(project: Project, *, then: str = "resume the job") -> None:
                 f"only {free / 1e6:.1f} MB free on the disk of {path}; at least "
                 f"{minimum / 1e6:.0f} MB are needed: free some space, then {then}"
             )
+        found.append(free)
+    return min(found)

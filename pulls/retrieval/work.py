@@ -440,6 +440,28 @@ def _propose_for(session: Session, job: Job, items: list[JobItem], counts: dict)
         session.propose_storage(named)
 
 
+# Free space is looked at before each row's transfer (two statvfs and path
+# checks, ~25 µs: 6 % of a one-instance study's work on the association),
+# except within _SPACE_EVERY seconds of a look that found more than
+# _SPACE_SPARE bytes beyond PACSNPULL_MIN_FREE_BYTES: half a second of
+# retrieving at 500 MB/s cannot take them.
+_SPACE_EVERY = 0.5
+_SPACE_SPARE = 256 << 20
+
+
+def _check_space(job: Job) -> None:
+    """check_free_space for the chunk's ``job``, unless it has just found plenty."""
+    now = time.monotonic()
+    last = getattr(job, "space_checked", None)  # (when, the least free bytes then)
+    if (
+        last is not None
+        and now - last[0] < _SPACE_EVERY
+        and last[1] - settings.PACSNPULL_MIN_FREE_BYTES > _SPACE_SPARE
+    ):
+        return
+    job.space_checked = (now, check_free_space(job.project))
+
+
 def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pending:
     """The row's work on the association (count, C-MOVE/C-GET); what remains
     (waiting for late arrivals, placing, counting, recording) is returned as a
@@ -466,7 +488,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
         present = present_sops(job.project, study, series)
     if len(present) >= expected > 0:  # nothing to do
         return Outcome({"instances_expected": expected, "instances_received": len(present)})
-    check_free_space(job.project)
+    _check_space(job)
     staging = settings.PACSNPULL_STAGING_DIR
     identifier = retrieve_identifier(keys, model=model)
     guard = StallGuard(node.stall_limit, job_id=job.pk)

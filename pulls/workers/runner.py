@@ -250,9 +250,10 @@ def run_chunk(item_ids: list[int]) -> str:
             "in use",
             soon=True,
         )
-    Job.objects.filter(pk=job.pk).exclude(waiting_reason="").filter(
-        status__in=(JobStatus.QUEUED, JobStatus.RUNNING)
-    ).update(waiting_reason="")
+    if job.waiting_reason:  # a write (on SQLite, the lock) only when there is one to clear
+        Job.objects.filter(pk=job.pk).exclude(waiting_reason="").filter(
+            status__in=(JobStatus.QUEUED, JobStatus.RUNNING)
+        ).update(waiting_reason="")
     try:
         return _work(job, token, claimed, slot)
     finally:
