@@ -10,9 +10,10 @@ receives them too. Alternating, median of the runs.
 from __future__ import annotations
 
 import statistics
+import time
 from pathlib import Path
 
-from engine import _count_files, _query, _write_queries, dcmtk_get, dcmtk_move
+from engine import _count_files, _query, _write_queries, arrivals, dcmtk_get, dcmtk_move
 from quiet_disk import wait_for_quiet_disk
 
 from pulls.models import JobKind
@@ -29,9 +30,14 @@ def _received_sops(folder: Path) -> set[str]:
 
 
 def _dcmtk(tool, *args) -> dict:
+    started = time.time()
     seconds, out = tool(*args)
     count, size = _count_files(out)
-    return {"instances": count, "ips": count / seconds, "mbps": size / seconds / 1e6, "out": out}
+    files = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    return {
+        "instances": count, "ips": count / seconds, "mbps": size / seconds / 1e6, "out": out,
+        **arrivals(files, started),
+    }  # fmt: skip
 
 
 def corpus_runs(
@@ -94,9 +100,8 @@ def corpus_runs(
         )
     summary = {
         key: {
-            "instances": statistics.median(r["instances"] for r in values),
-            "ips": statistics.median(r["ips"] for r in values),
-            "mbps": statistics.median(r["mbps"] for r in values),
+            name: statistics.median(r[name] for r in values)
+            for name in ("instances", "ips", "mbps", "first_ms", "last_ms")
         }
         for key, values in results.items()
     }
@@ -118,6 +123,12 @@ def corpus_runs(
             f"  {label:40} {one['instances']:6.0f} instances  {one['ips']:7.0f} inst/s  "
             f"{one['mbps']:6.1f} MB/s"
         )
+    ours, theirs = summary["get_common"], summary["getscu_common"]
+    print(
+        f"  on getscu's whole studies, first and last instance written after (ms): C-GET "
+        f"pipeline {ours['first_ms']:.0f} and {ours['last_ms']:.0f}, getscu "
+        f"{theirs['first_ms']:.0f} and {theirs['last_ms']:.0f}"
+    )
     print(
         f"  ratios: C-MOVE {summary['ratio_move']:.2f}, C-GET where getscu receives them "
         f"{summary['ratio_get_common']:.2f} (target >= 0.9); getscu received whole "

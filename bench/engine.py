@@ -84,6 +84,16 @@ def _count_files(folder: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
+def arrivals(files: list[Path], started: float) -> dict[str, float]:
+    """When the first and the last file were written, in ms after ``started``
+    (a time.time()): where a run's time goes, before the first instance and
+    after it. File times are the kernel's coarse clock (a few ms)."""
+    times = [p.stat().st_mtime for p in files]
+    if not times:
+        return {}
+    return {"first_ms": (min(times) - started) * 1000, "last_ms": (max(times) - started) * 1000}
+
+
 def _fresh(folder: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

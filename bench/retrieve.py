@@ -159,6 +159,8 @@ def run_pipeline(kind, node, owner, project, uids, worker_pid=None, find_job=Non
     """A retrieval job of ``uids`` (rows naming them), or of ``find_job``'s matches
     ("retrieve these": the find's instance counts are reused; the find is in
     ``project``) into ``project`` (a fresh one), timed until done."""
+    from engine import arrivals
+
     from pulls.models import Job, JobKind, JobStatus
     from pulls.services import job_create, job_start, retrieval_create_from_find
 
@@ -195,6 +197,7 @@ def run_pipeline(kind, node, owner, project, uids, worker_pid=None, find_job=Non
         "mbps": size / seconds / 1e6,
         "seconds": seconds,
         "rss_samples": samples,
+        **arrivals(files, started),
     }
 
 
