@@ -22,8 +22,9 @@ from pathlib import Path
 from pulls.deid.keys import Keys
 from pulls.deid.profile import Options, actions_for
 from pulls.deid.walker import Encoding, UnreadableDataSet, deidentify_dataset, source_values
+from pulls.dicom.headers import file_header, scan_tags
 from pulls.dicom.paths import layout_relpath
-from pulls.dicom.receiving import Placed, create_file, file_header, scan_tags, write_all
+from pulls.dicom.receiving import Placed, create_file, write_all
 
 # Files up to this size are read; bigger ones (multi-frame, video) memory-mapped.
 _READ_WHOLE = 32 << 20

@@ -17,7 +17,7 @@ from pydicom.filereader import read_dataset
 
 from pulls.dicom.client import Session
 from pulls.dicom.errors import PacsStatusError
-from pulls.dicom.receiving import scan_tags
+from pulls.dicom.headers import scan_tags
 
 
 def _query(level: str, **keys: str) -> Dataset:

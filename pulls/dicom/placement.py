@@ -18,8 +18,9 @@ from pathlib import Path
 
 from pydicom import dcmread
 
+from pulls.dicom.headers import HEAD_SIZE, KEYWORDS, keys_from_head, scan_tags
 from pulls.dicom.paths import layout_relpath
-from pulls.dicom.receiving import HEAD_SIZE, KEYWORDS, Placed, keys_from_head, scan_tags
+from pulls.dicom.receiving import Placed
 
 _META_CLASS, _META_TS = 0x00020002, 0x00020010
 

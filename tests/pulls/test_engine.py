@@ -11,7 +11,7 @@ from pulls.dicom import Session
 from pulls.dicom.completeness import Verdict, assess
 from pulls.dicom.counting import _study_count, count_instances, count_studies
 from pulls.dicom.encoding import encode_identifier
-from pulls.dicom.receiving import scan_tags
+from pulls.dicom.headers import scan_tags
 from pulls.dicom.staging import staged_sop_files
 from tests.conftest import peer_for
 
