@@ -12,7 +12,12 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from pynetdicom.dsutils import encode
 
 from pulls.dicom.encoding import _direct, encode_identifier
-from pulls.dicom.identifiers import find_row, identifier_from_row
+from pulls.dicom.identifiers import (
+    IdentifierError,
+    find_row,
+    identifier_from_row,
+    retrieve_identifier,
+)
 
 STUDY = "1.2.826.0.1.3680043.8.498.74220026209153911848474467411927991371"
 SERIES = "1.2.826.0.1.3680043.8.498.1372073057513151329042545609820184105"  # odd length
@@ -81,3 +86,35 @@ def test_big_endian_is_left_to_pydicom():
     encoded = encode_identifier(ds, ExplicitVRBigEndian)
     assert encoded == _pydicom(ds, ExplicitVRBigEndian)
     assert encoded != encode_identifier(ds, ExplicitVRLittleEndian)
+
+
+# A retrieval row as stored (only its UIDs are sent), the model, and the
+# identifier the general path makes of its unique keys.
+RETRIEVALS = [
+    ({"StudyInstanceUID": STUDY, "PatientName": "*"}, "S", COMMON_ROWS[0]),
+    ({"StudyInstanceUID": STUDY, "SeriesInstanceUID": SERIES}, "S", COMMON_ROWS[1]),
+    (
+        {"PatientID": "PNP31001", "StudyInstanceUID": STUDY, "StudyDate": "20240101"},
+        "P",
+        COMMON_ROWS[2],
+    ),
+    ({"StudyInstanceUID": f" {STUDY} "}, "S", COMMON_ROWS[0]),  # spaces: the general path
+]
+
+
+@pytest.mark.parametrize("ts", TRANSFER_SYNTAXES, ids=["implicit", "explicit"])
+@pytest.mark.parametrize("row, model, general", RETRIEVALS)
+def test_a_retrieval_sends_its_unique_keys_as_the_general_path_writes_them(row, model, general, ts):
+    sent = encode_identifier(retrieve_identifier(row, model=model), ts)
+    assert (
+        sent
+        == encode_identifier(identifier_from_row(general), ts)
+        == _pydicom(identifier_from_row(general), ts)
+    )
+
+
+@pytest.mark.parametrize("uid", ["1.02.3", "1.2.", "1.2.3a", "1" * 65, "1.2.3\\04"], ids=repr)
+def test_a_retrieval_with_a_value_that_is_no_uid_is_refused_naming_the_key(uid):
+    with pytest.raises(IdentifierError) as refused:
+        retrieve_identifier({"StudyInstanceUID": uid}, model="S")
+    assert str(refused.value).startswith("StudyInstanceUID:")
