@@ -8,7 +8,7 @@ manifests list.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -107,11 +107,12 @@ _UPSERT_ARRAYS = (
 
 
 def record_instances(project: Project, placed: list[Placed]) -> None:
-    """Record placed instances (one row per instance per project). ``placed``
-    names each instance once (``retrieval._collect`` and ``_place_staged``): one statement
-    may not upsert a row twice."""
+    """Record placed instances (one row per instance per project). An instance
+    named twice (two rows of a batch that retrieved it) is recorded as the
+    last one placed it: one statement may not upsert a row twice."""
     pseudonymised = any(item.source_study_uid for item in placed)
-    placed = [item for item in placed if not item.withheld]  # set aside, not in the project
+    # Set aside (withheld): not in the project.
+    placed = list({item.sop_instance_uid: item for item in placed if not item.withheld}.values())
     if not placed:
         return
     now = timezone.now()
@@ -131,3 +132,39 @@ def record_instances(project: Project, placed: list[Placed]) -> None:
             cursor.execute(_UPSERT_ARRAYS, [project.pk, now, *map(list, zip(*rows, strict=True))])
         else:
             cursor.executemany(_UPSERT, [(project.pk, *row, now) for row in rows])
+
+
+@dataclass(frozen=True)
+class InstanceRecords:
+    """A row's placed instances, recorded with its outcome (``Outcome.save``);
+    the rows that a RowFinisher writes together record theirs in one
+    statement (``save_together``)."""
+
+    project: Project
+    placed: list[Placed]
+
+    def __call__(self) -> None:
+        record_instances(self.project, self.placed)
+
+
+def save_together(saves: Iterable[Callable[[], None]]) -> None:
+    """Run rows' saves in order, the InstanceRecords of one project that
+    follow each other as one record_instances: a statement for a batch of 50
+    one-instance rows instead of 50 (~35 µs a row of the row finisher's ~100,
+    measured on SQLite)."""
+    joined: InstanceRecords | None = None
+    for save in saves:
+        if isinstance(save, InstanceRecords):
+            if joined is not None and joined.project.pk == save.project.pk:
+                joined = InstanceRecords(joined.project, [*joined.placed, *save.placed])
+                continue
+            if joined is not None:
+                joined()
+            joined = save
+            continue
+        if joined is not None:
+            joined()
+            joined = None
+        save()
+    if joined is not None:
+        joined()

@@ -8,7 +8,6 @@ layout, and a count of what is really there. Never trusts the final status.
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 import time
@@ -58,6 +57,7 @@ from pulls.models import (
 from pulls.retrieval.guard import JobStopped, StallGuard
 from pulls.retrieval.quarantine import set_aside_unrequested, set_aside_withheld
 from pulls.retrieval.records import (
+    InstanceRecords,
     present_by_study,
     present_count,
     present_sops,
@@ -587,4 +587,4 @@ def _conclude(
             f"{verdict.message}; {total} of {expected} in the project", **counts
         )
     # Recorded in the transaction that marks the item done (one write, not two).
-    return Outcome(counts, save=functools.partial(record_instances, job.project, placed))
+    return Outcome(counts, save=InstanceRecords(job.project, placed))

@@ -24,6 +24,7 @@ from pulls.dicom import PacsError
 from pulls.jobs import items as item_life
 from pulls.jobs.space import DiskFull
 from pulls.models import AuditAction, AuditEvent, Job, JobItem, JobStatus
+from pulls.retrieval.records import save_together
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +237,7 @@ class RowFinisher:
             ]
         )
         with transaction.atomic():
-            for _item, outcome in finished:
-                if outcome.save is not None:
-                    outcome.save()
+            save_together(outcome.save for _item, outcome in finished if outcome.save is not None)
             item_life.items_succeed(
                 [(item, outcome.counts) for item, outcome in finished], self.token
             )
