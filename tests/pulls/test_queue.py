@@ -86,6 +86,26 @@ def test_workers_going_on_take_the_next_queued_rows_in_order_each_once(
     assert items.items_claim_next(job.pk, token=one, worker="w", limit=5) == []
 
 
+def test_where_rows_go_fast_the_last_few_are_taken_together(alice, project, nowhere_node):
+    """Halving the job's last rows down to one row a claim costs a claim per
+    row: where rows take less time than a claim, the last ones (fewer than
+    ``whole_below``) go to one worker."""
+    job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}] * 9)
+    JobItem.objects.filter(job=job).update(queued_at=timezone.now())
+    one, other = uuid.uuid4(), uuid.uuid4()
+
+    def rows(token: uuid.UUID, limit: int) -> list[int]:
+        claimed = items.items_claim_next(
+            job.pk, token=token, worker="w", limit=limit, whole_below=5
+        )
+        return [item.row for item in claimed]
+
+    assert rows(one, 2) == [1, 2]
+    assert rows(other, 5) == [3, 4, 5, 6]  # 7 left, fewer than two batches: half of them
+    assert rows(one, 5) == [7, 8, 9]  # 3 left, fewer than whole_below: all of them
+    assert rows(other, 5) == []
+
+
 def test_an_outcome_is_recorded_only_while_the_worker_holds_the_lease(alice, project, nowhere_node):
     job = _job(owner=alice, project=project, node=nowhere_node, rows=[{"PatientID": "1"}] * 2)
     ids = list(job.items.values_list("pk", flat=True))
