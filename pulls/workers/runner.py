@@ -68,7 +68,9 @@ _SHORT_WAIT = 5.0
 _STATE_EVERY = 0.25
 # A chunk going on with its job: see RowBatches.
 _BATCH_SECONDS = 0.1
-_BATCH_MAX = 40
+_BATCH_MAX = 20
+# About what a batch's claim and look at the project cost a worker (RowBatches).
+_CLAIM_SECONDS = 0.002
 
 
 def node_peer(node: PacsNode) -> Peer:
@@ -346,29 +348,36 @@ class RowBatches:
     batches a worker, a fifth of its time on the association). Interactive
     work then waits for at most ``_BATCH_MAX`` rows instead of a chunk's
     worth, rows that went fast (a batch of fast rows followed by slow studies
-    is the worst case: ~0.1 s of them).
+    is the worst case). Batches of 40 were no faster on the real-archive
+    corpus, whose few big studies then made one worker's last batch long.
     """
 
-    def __init__(self, job: Job, started: float) -> None:
+    def __init__(self, job: Job, started: float, rows: int) -> None:
         self.chunk = self.size = queueing.chunk_size(job)
         self.largest = max(_BATCH_MAX, self.chunk)
         self.taken_at = started  # when the chunk's own rows were taken
+        self.rows = rows  # how many the last batch had
+        self.per_row = _BATCH_SECONDS  # seconds a row of the last batch took
 
     @property
     def whole_below(self) -> int:
         """The job's last rows, fewer than this, are taken together
-        (items_claim_next): once rows go fast, a claim costs more than they do."""
-        return self.chunk if self.size > self.chunk else 0
+        (items_claim_next) where rows take less time than a claim."""
+        return self.chunk if self.per_row < _CLAIM_SECONDS else 0
 
     def next_size(self) -> int:
         now = time.monotonic()
         took = now - self.taken_at
+        self.per_row = took / max(self.rows, 1)
         if took < _BATCH_SECONDS / 2:
             self.size = min(self.size * 2, self.largest)
         elif took > _BATCH_SECONDS:
             self.size = self.chunk
         self.taken_at = now
         return self.size
+
+    def taken(self, rows: int) -> None:
+        self.rows = rows
 
 
 def _more_rows(
@@ -397,6 +406,7 @@ def _more_rows(
         job.pk, token=token, worker=socket.gethostname(), limit=limit,
         whole_below=batches.whole_below,
     )  # fmt: skip
+    batches.taken(len(taken))
     if len(taken) < chunk:
         finisher.hurry()
     rows += taken
@@ -432,7 +442,7 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
     counted = time.monotonic()
     # Each row's bookkeeping is done there while the next row's transfer goes on.
     finisher = RowFinisher(job, token, action)
-    batches = RowBatches(job, started)
+    batches = RowBatches(job, started, len(claimed))
     try:
         try:
             # C-GET instances arrive on our association: straight into the project.
