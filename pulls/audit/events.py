@@ -117,7 +117,7 @@ class EventRows:
         db = connections[DEFAULT_DB_ALIAS]  # not the proxy: it is looked up at each use
         # A batch's events share most values (actor, job, node, action, time):
         # each is converted once (half of the conversions' time for 50 rows).
-        converted: dict[tuple[int, object], object] = {}
+        converted: dict[tuple[int, type, object], object] = {}
         self.rows = []
         for event in events:
             event.at = now  # auto_now_add, as a save would set it

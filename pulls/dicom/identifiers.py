@@ -290,9 +290,9 @@ _RETRIEVE_TAGS = {
 def _uids_identifier(asked: Mapping[str, object]) -> Dataset | None:
     """The identifier of a retrieval that names UIDs alone (a level and UIDs
     that are valid: checked here as ``check_value`` does), made without
-    pydicom's checks of each value and its keyword lookups: a fifth of the
-    row's work on the association for a one-instance C-GET (~30 µs of
-    ~150 µs before the request went out). None for anything else."""
+    pydicom's checks of each value and its keyword lookups (18 µs instead
+    of 28 alone; ~90 µs traced in a busy worker, of ~0.44 ms a one-instance
+    C-GET's row takes on the association). None for anything else."""
     ds = Dataset()
     for key, value in asked.items():
         known = _RETRIEVE_TAGS.get(key)

@@ -365,8 +365,8 @@ def items_succeed(
     An UPDATE per row from a statement built once (the ORM compiles every
     ``update()`` anew, which cost a worker more CPU than a small study's
     transfer bookkeeping, profiled with 30-instance studies), sent with
-    executemany: one call for a batch of rows instead of one each (a third
-    of the time for 50 rows on SQLite). The rows updated are counted; only
+    executemany: one call for a batch of rows instead of one each (1.0 ->
+    0.6 ms for 50 rows on SQLite). The rows updated are counted; only
     when some are missing are they looked for.
     """
     now = timezone.now()

@@ -345,7 +345,7 @@ class RowBatches:
     worth. Each batch costs a claim, a look at what the project holds of its
     studies and a refresh of the association's classes, ~2 ms of the
     worker's time (traced, 104 one-instance studies on Orthanc: 6 or 7
-    batches a worker, a fifth of its time on the association). Interactive
+    batches a worker, a quarter of its task's time). Interactive
     work then waits for at most ``_BATCH_MAX`` rows instead of a chunk's
     worth, rows that went fast (a batch of fast rows followed by slow studies
     is the worst case). Batches of 40 were no faster on the real-archive
