@@ -198,6 +198,9 @@ class Session:
         # level (not asked again on this session: each query is one of its tokens).
         self.class_lists_wrong = False
         self.names_no_classes = False
+        # C-GET: the PACS failed a C-GET naming several studies, or matched
+        # nothing to it (study_lists): one study per C-GET from then on.
+        self.study_lists_refused = False
         self.conn: Connection | None = None
         self._messages: Iterator | None = None
         self._msg_id = 0

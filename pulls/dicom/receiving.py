@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -194,7 +195,7 @@ class ProjectWriter(InstanceWriter):
         super().__init__(project_dir)
         self.placed_instances: list[Placed] = []
         self.unrequested: list[Placed] = []
-        self._study: str | None = None
+        self._studies: frozenset[str] | None = None
         self._series: str | None = None
         # While set, an instance already in its place is kept and the one that
         # arrives again is dropped (a C-GET done again one transfer syntax at a
@@ -203,11 +204,16 @@ class ProjectWriter(InstanceWriter):
 
     def expect(self, study: str | None, series: str | None = None) -> None:
         """The study (and series) the next C-GET asks for; None: place anything."""
-        self._study, self._series = study, series or None
+        self._studies = None if study is None else frozenset((study,))
+        self._series = series or None
+
+    def expect_studies(self, studies: Iterable[str]) -> None:
+        """The studies the next C-GET asks for, in a UID list (study_lists)."""
+        self._studies, self._series = frozenset(studies), None
 
     def _asked_for(self, keys: dict[str, str]) -> bool:
-        return self._study is None or (
-            keys["StudyInstanceUID"] == self._study
+        return self._studies is None or (
+            keys["StudyInstanceUID"] in self._studies
             and (self._series is None or keys["SeriesInstanceUID"] == self._series)
         )
 

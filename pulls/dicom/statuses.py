@@ -54,11 +54,12 @@ def explain_status(status: int, *, operation: str = "") -> tuple[str, bool]:
         if operation == "C-GET":
             # Orthanc answers this when it cannot send an instance on the
             # association: no context for its SOP class, or a syntax it cannot
-            # convert ("No presentation context for", "Not implemented yet").
+            # convert ("No presentation context for", "Not implemented yet"),
+            # and for a study it does not hold.
             return (
                 "the PACS was unable to process the request; a PACS answers this when it "
                 "cannot send an instance in any SOP class and transfer syntax the "
-                "association offers",
+                "association offers, or when it does not hold what the C-GET names",
                 False,
             )
         return ("the PACS was unable to process the request", False)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError
 
 from pulls.deid.files import BurnedIn
 from pulls.deid.projects import pseudonymiser_for
@@ -32,7 +32,7 @@ from pulls.dicom import (
 )
 from pulls.dicom.client import RetrieveResult
 from pulls.dicom.completeness import assess, wait_for_arrivals
-from pulls.dicom.counting import StudyCount, count_one, count_studies
+from pulls.dicom.counting import count_one
 from pulls.dicom.getting import get_as_stored
 from pulls.dicom.identifiers import retrieve_identifier
 from pulls.dicom.placement import header_keys, place_instance
@@ -46,9 +46,7 @@ from pulls.dicom.staging import (
 )
 from pulls.jobs.items import Outcome, Pending
 from pulls.jobs.space import DiskFull, check_free_space
-from pulls.limits.throttle import count_ahead_turn
 from pulls.models import (
-    ItemStatus,
     Job,
     JobItem,
     JobKind,
@@ -58,7 +56,6 @@ from pulls.retrieval.guard import JobStopped, StallGuard
 from pulls.retrieval.quarantine import set_aside_unrequested, set_aside_withheld
 from pulls.retrieval.records import (
     InstanceRecords,
-    present_by_study,
     present_count,
     present_sops,
     record_instances,
@@ -184,12 +181,17 @@ def _collect(session: Session, job: Job, study: str, series: str | None) -> list
     """What a C-GET wrote straight into the project (see ProjectWriter); what
     it received of other studies or series goes to quarantine."""
     writer = session.writer
-    mine = {  # by SOP instance: a C-GET done again (see _get) places some twice
-        p.sop_instance_uid: p
-        for p in writer.placed_instances
-        if p.asked_study == study and (not series or p.asked_series == series)
-    }
-    writer.placed_instances.clear()
+    mine: dict[str, Placed] = {}  # by SOP instance: a C-GET done again places some twice
+    others: list[Placed] = []  # of the next rows' studies, fetched in a list (_get)
+    for p in writer.placed_instances:
+        if p.asked_study == study and (not series or p.asked_series == series):
+            mine[p.sop_instance_uid] = p
+        else:
+            others.append(p)
+    if others:
+        writer.placed_instances[:] = others
+    else:
+        writer.placed_instances.clear()
     _set_aside_withheld(job, list(mine.values()))
     unrequested, writer.unrequested = writer.unrequested, []
     if unrequested:
@@ -205,7 +207,7 @@ def _collect(session: Session, job: Job, study: str, series: str | None) -> list
     return list(mine.values())
 
 
-def _on_connection(job: Job) -> bool:
+def on_connection(job: Job) -> bool:
     """Whether the row's instances arrive on our association (C-GET) and are
     written into the project as they come; a C-MOVE's, and a WADO-RS
     retrieval's, wait in the staging area to be placed."""
@@ -216,7 +218,7 @@ def _take(
     session: Session, job: Job, staging: Path, study: str, series: str | None
 ) -> list[Placed]:
     """The instances of the study (series) now in the project, not yet recorded."""
-    if _on_connection(job):
+    if on_connection(job):
         return _collect(session, job, study, series)
     return _place_staged(job.project, staging, study, series, job=job)
 
@@ -245,6 +247,14 @@ def _get(
     keys = item.identifier
     study, series = keys["StudyInstanceUID"], keys.get("SeriesInstanceUID") or None
     writer = session.writer
+    listed = getattr(item, "study_list", None)
+    if listed is not None:  # fetched with the next rows' studies (prepare_rows)
+        listed.fetch(session, on_progress=guard)
+        if listed.result is not None and (guard.stopped_as or guard.tripped):
+            return listed.result  # stopped: the row ends as a stopped row does
+        result = listed.result_for(writer, study, item.present_now, expected)
+        if result is not None:
+            return result
     # Instances of other studies or series are kept out of the project (_collect).
     writer.expect(study, series)
 
@@ -300,144 +310,11 @@ def _transfer(
         raise
 
 
-def _counted_before(item: JobItem) -> bool:
+def counted_before(item: JobItem) -> bool:
     # The find this retrieval came from counted the study, or the count of an
     # earlier chunk did (counted ahead): used on the first attempt (no C-FIND,
     # no query token). A retry asks the PACS, in case the study changed.
     return item.attempts <= 1 and item.instances_expected > 0
-
-
-# The C-FIND that counts a chunk's studies names the job's next uncounted
-# studies too, up to this many in all: one query (and one of the node's query
-# tokens) per ~50 studies instead of one per chunk of 5. A count is taken at
-# most ten chunks before its row is worked (longer ago only if the job waited).
-COUNT_AHEAD = 50
-
-
-def _waiting_uncounted(job: Job, limit: int) -> dict[str, list[int]]:
-    """Study UID -> ids of the job's next waiting rows (first attempt, study
-    level) that no count covers yet, in row order."""
-    waiting = (
-        JobItem.objects.filter(job=job, status=ItemStatus.PENDING, attempts=0, instances_expected=0)
-        .order_by("row")
-        .values_list("pk", "identifier")[:limit]
-    )
-    found: dict[str, list[int]] = {}
-    for pk, keys in waiting:
-        uid = keys.get("StudyInstanceUID")
-        if uid and not keys.get("SeriesInstanceUID"):
-            found.setdefault(uid, []).append(pk)
-    return found
-
-
-# Only rows still waiting for their first attempt take a count ahead: a row
-# claimed meanwhile counts its study itself (or already has its count).
-_NOTE_COUNT = (
-    f"UPDATE {JobItem._meta.db_table} SET instances_expected = %s, sop_classes = %s "  # noqa: S608
-    "WHERE id = %s AND status = %s AND attempts = 0 AND instances_expected = 0"
-)
-# The same on PostgreSQL, for all the rows at once (as records._UPSERT_ARRAYS): 45 rows
-# in 2.3 ms instead of 6.0 (psycopg sends an executemany's rows one by one).
-_NOTE_COUNTS = (
-    f"UPDATE {JobItem._meta.db_table} AS item "  # noqa: S608
-    "SET instances_expected = u.expected, sop_classes = u.classes "
-    "FROM unnest(%s::integer[], %s::text[], %s::bigint[]) AS u(expected, classes, id) "
-    "WHERE item.id = u.id AND item.status = %s AND item.attempts = 0 "
-    "AND item.instances_expected = 0"
-)
-
-
-def _note_counts(noted: list[tuple[int, str, int]]) -> None:
-    """Keep counts taken ahead, (instances, SOP classes, item id) each, in rows
-    still waiting for their first attempt, in one transaction."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(_NOTE_COUNTS, [*map(list, zip(*noted, strict=True)), ItemStatus.PENDING])
-        else:
-            cursor.executemany(_NOTE_COUNT, [(*one, ItemStatus.PENDING) for one in noted])
-
-
-def prepare_rows(session: Session, job: Job, items: list[JobItem], *, first: bool = False) -> None:
-    """For the rows about to be worked: what the project holds of their studies
-    (one query for all) and what the PACS expects, with one C-FIND for all of
-    their studies where it can (counting.count_studies), which also counts the
-    studies of the job's next waiting rows (COUNT_AHEAD), kept in those rows —
-    except for a C-MOVE association's ``first`` rows on a node without a query
-    limit: a count of 50 studies would hold its first transfer back (~10 ms
-    on Orthanc); its next chunk counts ahead. A C-GET's first count names the
-    next studies at once: the association is opened again after it anyway,
-    to propose the classes the count named, and a count ahead later stopped
-    a transfer in the middle of the job, when the cores are busiest (+3.7 %
-    and +8.5 %, alternated job by job; for C-MOVE it cost 5 %). Where the
-    node allows so many queries a minute, each query waits for its slot (0.5
-    s at 120 a minute), so the first count already names the next studies.
-    Kept on each row (``present_now``, ``expected_now``, ``classes_now``) for
-    retrieve_item. A C-GET's association then proposes the SOP classes of all
-    these studies that the PACS named (one association for ~50 studies)."""
-    present = present_by_study(
-        job.project, {item.identifier.get("StudyInstanceUID") for item in items}
-    )
-    for item in items:
-        keys = item.identifier
-        item.present_now = present.of_row(
-            keys.get("StudyInstanceUID"), keys.get("SeriesInstanceUID")
-        )
-    studies = {
-        uid: item
-        for item in items
-        if (uid := item.identifier.get("StudyInstanceUID"))
-        and not _counted_before(item)
-        and not item.identifier.get("SeriesInstanceUID")
-    }
-    if not studies:
-        _propose_for(session, job, items, {})
-        return
-    alone = first and not job.node.queries_per_minute and job.kind != JobKind.GET
-    counts = _count(session, job, studies, room=0 if alone else COUNT_AHEAD - len(studies))
-    for uid, count in counts.items():
-        if uid in studies:
-            studies[uid].expected_now = count.instances
-            studies[uid].classes_now = "\\".join(count.sop_classes or ())
-    _propose_for(session, job, items, counts)
-
-
-def _count(session: Session, job: Job, studies: dict, *, room: int) -> dict[str, StudyCount]:
-    """Counts of ``studies`` with one C-FIND, which also names up to ``room`` of
-    the job's next uncounted studies and notes their counts in their rows, when
-    no other worker of the job is counting ahead (throttle.count_ahead_turn)."""
-
-    def query(uids: list[str]) -> dict[str, StudyCount]:
-        return count_studies(session, uids, model=job.node.query_model, classes=_on_connection(job))
-
-    if room <= 0 or job.node.query_model != "S":  # patient root: one by one (count_studies)
-        return query(list(studies))
-    with count_ahead_turn(job.node, job.pk) as turn:
-        ahead = _waiting_uncounted(job, room) if turn else {}
-        counts = query([*studies, *ahead])
-        noted = [
-            (count.instances, "\\".join(count.sop_classes or ()), pk)
-            for uid, pks in ahead.items()
-            if (count := counts.get(uid)) is not None
-            for pk in pks
-        ]
-        if noted:
-            _note_counts(noted)
-    return counts
-
-
-def _propose_for(session: Session, job: Job, items: list[JobItem], counts: dict) -> None:
-    """A C-GET's association proposes the SOP classes of the rows about to be
-    worked and of the studies just counted ahead, where the PACS named them
-    (one re-association for many rows, not one per new class)."""
-    if not _on_connection(job):
-        return
-    named = storage_classes_known(items)
-    ahead = named.union(uid for count in counts.values() for uid in count.sop_classes or ())
-    # Each class takes a context per transfer syntax: when the studies counted
-    # ahead do not fit beside these rows', these rows' go first (and a row's
-    # C-GET proposes what it needs in any case).
-    if ahead and not session.propose_storage(ahead) and named:
-        session.propose_storage(named)
 
 
 # Free space is looked at before each row's transfer (two statvfs and path
@@ -471,14 +348,14 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
     study = keys["StudyInstanceUID"]
     series = keys.get("SeriesInstanceUID") or None
     model = node.query_model
-    if _counted_before(item):
+    if counted_before(item):
         expected = item.instances_expected
     elif getattr(item, "expected_now", None) is not None:
         expected = item.expected_now  # counted with the rows around it (prepare_rows)
     else:
         counted = count_one(
             session, study_uid=study, series_uid=series, patient_id=keys.get("PatientID"),
-            model=model, classes=_on_connection(job),
+            model=model, classes=on_connection(job),
         )  # fmt: skip
         expected = counted.instances
         if counted.sop_classes:
@@ -488,7 +365,11 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
         present = present_sops(job.project, study, series)
     if len(present) >= expected > 0:  # nothing to do
         return Outcome({"instances_expected": expected, "instances_received": len(present)})
-    _check_space(job)
+    listed = getattr(item, "study_list", None)
+    if listed is None or not listed.fetched:
+        # (A study list's C-GET brought this row's study with an earlier row's:
+        # its disk was checked then, and a disk it filled is the row's to say.)
+        _check_space(job)
     staging = settings.PACSNPULL_STAGING_DIR
     identifier = retrieve_identifier(keys, model=model)
     guard = StallGuard(node.stall_limit, job_id=job.pk)
@@ -510,7 +391,7 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
         record_instances(job.project, placed)
         raise JobStopped(guard.stopped_as, **_counts(result, expected, present, placed))
     # This row's C-GET instances, before the next row's arrive on the association.
-    received = _collect(session, job, study, series) if _on_connection(job) else None
+    received = _collect(session, job, study, series) if on_connection(job) else None
 
     def finish() -> Outcome:
         if received is None and not node.is_dicomweb:
@@ -527,6 +408,15 @@ def retrieve_item(session: Session, job: Job, item: JobItem) -> Outcome | Pendin
         return _conclude(job, result, expected, present, placed, tripped=guard.tripped)
 
     return Pending(finish)
+
+
+def record_unworked(job: Job, writer: ProjectWriter) -> None:
+    """Record what a C-GET placed in the project for rows that were not worked
+    (a study list's next rows, when the chunk stopped before them): the rows,
+    released or retried, then find their instances there."""
+    if writer.placed_instances:
+        placed, writer.placed_instances = writer.placed_instances, []
+        record_instances(job.project, placed)
 
 
 def _take_or_full(

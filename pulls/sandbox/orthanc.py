@@ -114,6 +114,25 @@ class Orthanc:
         for patient in self.get("/patients"):
             self._request("DELETE", f"/patients/{patient}")
 
+    def delete_study(self, study_uid: str) -> None:
+        """Delete one study it holds, named by its StudyInstanceUID."""
+        found = self._request("POST", "/tools/lookup", study_uid.encode(), "text/plain")
+        for match in found or ():
+            if match["Type"] == "Study":
+                self._request("DELETE", f"/studies/{match['ID']}")
+
+    def log_requests(self) -> None:
+        """From now on its log says each DICOM request it receives ("Incoming
+        Get request", ...): verbose, and with what the requests name hidden."""
+        request = urllib.request.Request(
+            f"{self.url}/tools/log-level", data=b"verbose", method="PUT"
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+
+    def log_text(self) -> str:
+        return (self.workdir / "orthanc.log").read_text(encoding="utf-8", errors="replace")
+
     def instance_file(self, instance_id: str) -> bytes:
         """The DICOM file Orthanc holds for one of its instances."""
         request = urllib.request.Request(f"{self.url}/instances/{instance_id}/file")

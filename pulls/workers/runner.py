@@ -40,9 +40,10 @@ from pulls.models import (
     Protocol,
 )
 from pulls.retrieval.guard import SUSPENDED, JobStopped
+from pulls.retrieval.preparing import prepare_rows
 from pulls.retrieval.work import (
-    prepare_rows,
     project_writer,
+    record_unworked,
     retrieve_item,
     storage_classes_known,
 )
@@ -443,6 +444,7 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
     # Each row's bookkeeping is done there while the next row's transfer goes on.
     finisher = RowFinisher(job, token, action)
     batches = RowBatches(job, started, len(claimed))
+    writer = None
     try:
         try:
             # C-GET instances arrive on our association: straight into the project.
@@ -515,6 +517,10 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
                         finisher.refresh_counters()
                         counted = time.monotonic()
         finally:
+            if writer is not None:
+                # Instances of rows not worked (fetched in a list with a row that
+                # was): in the project, so recorded; their rows find them there.
+                record_unworked(job, writer)
             finisher.close()
     except PacsError as exc:
         # The association failed: every item not yet worked on waits for a retry.

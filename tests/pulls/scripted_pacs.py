@@ -95,7 +95,7 @@ class ScriptedPacs:
         return [ds for ds in self.datasets if not uid or ds.StudyInstanceUID == uid]
 
     def _studies(self, identifier: Dataset) -> list[list[Dataset]]:
-        """The studies a C-FIND names, one list of data sets each."""
+        """The studies a C-FIND or a C-GET names, one list of data sets each."""
         value = identifier.get("StudyInstanceUID", "")
         if not self.uid_lists or isinstance(value, str):
             found = self._study(identifier)
@@ -159,7 +159,7 @@ class ScriptedPacs:
             yield None, None  # pynetdicom answers 0xA801
             return
         yield destination
-        to_send = self._study(event.identifier)
+        to_send = [ds for study in self._studies(event.identifier) for ds in study]
         if self.behaviour == "withhold":
             to_send = to_send[: -self.withhold]
         yield len(to_send)
@@ -185,7 +185,7 @@ class ScriptedPacs:
         number = self._next_retrieval()
         if self.behaviour == "stall":
             time.sleep(30)
-        to_send = self._study(event.identifier)
+        to_send = [ds for study in self._studies(event.identifier) for ds in study]
         if self.behaviour == "withhold":
             to_send = to_send[: -self.withhold]
         elif self.behaviour == "resend":

@@ -222,7 +222,9 @@ def test_a_job_started_while_redis_is_down_is_saved_and_sent_once_it_is_back(
 
 
 @contextlib.contextmanager
-def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, project, dicom_data):
+def _stopped_in_flight(
+    method, stop, *, settings, staging, storage, alice, project, dicom_data, hold_at: int = 1
+):
     """A job of three studies from a slow PACS, run here; ``stop`` (job_cancel or
     job_pause) is called as soon as its first instance has arrived. Yields the
     job as run_inline left it, the PACS (still serving) and the instances.
@@ -232,7 +234,12 @@ def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, proje
     the C-CANCEL has come (each bounded by a minute). The worker looks at the
     job when a response comes, at most every half second (StallGuard): the
     second instance goes more than that after the stop, so its response is
-    one it looks at."""
+    one it looks at. "get-listed": a C-GET from a PACS that takes UID lists,
+    which then fetches the three small studies with one C-GET (study_lists).
+    ``hold_at``: the stop comes once that many instances have arrived, and
+    the PACS's first retrieval waits for it before sending the next."""
+    listed = method == "get-listed"
+    method = "get" if listed else method
     settings.PACSNPULL_STAGING_DIR = staging
     settings.PACSNPULL_STORAGE_ROOT = storage
     settings.PACSNPULL_ARRIVAL_WAIT_SECONDS = 1
@@ -243,6 +250,7 @@ def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, proje
         behaviour="slow",
         delay=0.3,
         destinations={settings.PACSNPULL_AE_TITLE: ("127.0.0.1", SCP_PORT)},
+        uid_lists=listed,
     ) as pacs:
         node = make_node("SLOW", pacs.port, pacs.ae_title)
         node.granted_users.add(alice)
@@ -252,13 +260,13 @@ def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, proje
         def stop_lands_mid_study(number: int, index: int, event) -> None:
             if number != 1:
                 return
-            if index == 1:
+            if index == hold_at:
                 try:
                     ScriptedPacs.until(lambda: pacs.cancel_came(event) or stopped.exists())
                 finally:
                     connection.close()
                 time.sleep(StallGuard(0).check_every + 0.1)  # a lower bound only
-            elif index == 2:
+            elif index == hold_at + 1:
                 ScriptedPacs.until(lambda: pacs.cancel_came(event))
 
         pacs.pause = stop_lands_mid_study
@@ -267,7 +275,11 @@ def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, proje
 
         def stop_when_the_first_instance_arrives() -> None:
             try:
-                wait_for(lambda: list(arriving.rglob("*.dcm")), timeout=60, what="an instance")
+                wait_for(
+                    lambda: len(list(arriving.rglob("*.dcm"))) >= hold_at,
+                    timeout=60,
+                    what=f"{hold_at} instance(s)",
+                )
                 stop(job=Job.objects.get(pk=job.pk), user=alice)
             finally:
                 connection.close()
@@ -279,7 +291,7 @@ def _stopped_in_flight(method, stop, *, settings, staging, storage, alice, proje
         yield job, pacs, instances
 
 
-@pytest.mark.parametrize("method", ["move", "get"])
+@pytest.mark.parametrize("method", ["move", "get", "get-listed"])
 def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
     method, settings, flushable_db, staging, tmp_path, alice, project, dicom_data
 ):
@@ -290,9 +302,10 @@ def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
     with _stopped_in_flight(
         method, job_cancel, settings=settings, staging=staging, storage=storage, alice=alice,
         project=project, dicom_data=dicom_data,
-    ) as (job, _, _):  # fmt: skip
+    ) as (job, pacs, _):  # fmt: skip
         pass
     first = job.items.get(row=1)
+    assert pacs.retrievals == 1  # the one in flight (for get-listed, of the three studies)
     assert job.status == JobStatus.CANCELLED
     assert first.status == ItemStatus.CANCELLED
     assert 0 < first.instances_received < first.instances_expected  # stopped mid-study
@@ -300,9 +313,13 @@ def test_cancel_stops_the_transfer_in_flight_with_a_c_cancel(
     assert not list(storage.rglob("*.part"))
     for path in storage.rglob("*.dcm"):  # what is there is whole
         assert path.stat().st_size > 1000
+    if method != "move":  # and recorded in the project
+        kept = sorted(path.stem for path in storage.rglob("*.dcm"))
+        recorded = RetrievedInstance.objects.filter(project=project)
+        assert sorted(recorded.values_list("sop_instance_uid", flat=True)) == kept
 
 
-@pytest.mark.parametrize("method", ["move", "get"])
+@pytest.mark.parametrize("method", ["move", "get", "get-listed"])
 def test_a_pause_in_flight_keeps_what_arrived_and_resume_finishes_with_each_instance_once(
     method, settings, flushable_db, staging, tmp_path, alice, project, dicom_data
 ):
@@ -330,3 +347,36 @@ def test_a_pause_in_flight_keeps_what_arrived_and_resume_finishes_with_each_inst
     assert job.status == JobStatus.DONE, list(job.items.values_list("error_message", flat=True))
     assert job.instances_received == len(instances)
     _assert_exactly_once(storage, project, instances)
+
+
+def test_a_cancel_during_a_c_get_of_several_studies_keeps_and_records_what_arrived(
+    settings, flushable_db, staging, tmp_path, alice, project, dicom_data
+):
+    """Three small studies in one C-GET (study_lists), cancelled once the
+    second study's first instance has arrived (the PACS holds its second
+    until then): every row is cancelled, and what arrived of both studies is
+    kept whole and recorded, though the second study's row was never worked."""
+    from pulls.models import ItemStatus
+    from pulls.services import job_cancel
+
+    storage = tmp_path / "storage"
+    studies = sorted(dicom_data.studies)[:3]
+    first_study = len(dicom_data.studies[studies[0]])
+    with _stopped_in_flight(
+        "get-listed", job_cancel, settings=settings, staging=staging, storage=storage,
+        alice=alice, project=project, dicom_data=dicom_data, hold_at=first_study + 1,
+    ) as (job, pacs, _):  # fmt: skip
+        pass
+    assert pacs.retrievals == 1
+    assert job.status == JobStatus.CANCELLED
+    assert set(job.items.values_list("status", flat=True)) == {ItemStatus.CANCELLED}
+    kept = {path.stem for path in storage.rglob("*.dcm")}
+    arrived_of = {
+        uid: {i.sop_instance_uid for i in dicom_data.studies[uid]} & kept for uid in studies
+    }
+    assert len(arrived_of[studies[0]]) == first_study
+    assert 0 < len(arrived_of[studies[1]]) < len(dicom_data.studies[studies[1]])
+    assert not arrived_of[studies[2]]
+    recorded = RetrievedInstance.objects.filter(project=project)
+    assert set(recorded.values_list("sop_instance_uid", flat=True)) == kept
+    assert not list(storage.rglob("*.part"))

@@ -441,9 +441,13 @@ def test_a_retrieval_is_not_started_without_free_space_and_says_what_to_do(
 def test_a_full_disk_pauses_the_job_and_resume_finishes_it(
     kind, orthanc, staging, settings, tmp_path, alice, project, dicom_data
 ):
-    """In the test's transaction: rows are finished inline (see RowFinisher)."""
+    """In the test's transaction: rows are finished inline (see RowFinisher). A
+    C-MOVE's row is not started without the margin of free space; a C-GET
+    fetches these small studies several at a time (study_lists), and the disk
+    fills during one: either way the job pauses, saying so."""
+    reason = "paused: only " if kind == JobKind.MOVE else "paused: the disk of "
     _a_full_disk_pauses_the_job_and_resume_finishes_it(
-        orthanc, staging, settings, tmp_path, alice, project, dicom_data, reason="paused: only ",
+        orthanc, staging, settings, tmp_path, alice, project, dicom_data, reason=reason,
         kind=kind,
     )  # fmt: skip
 
