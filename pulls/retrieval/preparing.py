@@ -103,8 +103,9 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem], *, first: boo
         and not counted_before(item)
         and not item.identifier.get("SeriesInstanceUID")
     }
-    if not studies:
+    if not studies:  # counted before (by the find, or ahead)
         _propose_for(session, job, items, {})
+        _list_small_studies(session, job, items)
         return
     alone = first and not job.node.queries_per_minute and job.kind != JobKind.GET
     counts = _count(session, job, studies, room=0 if alone else COUNT_AHEAD - len(studies))
