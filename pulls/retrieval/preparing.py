@@ -87,7 +87,8 @@ def prepare_rows(session: Session, job: Job, items: list[JobItem], *, first: boo
     s at 120 a minute), so the first count already names the next studies.
     Kept on each row (``present_now``, ``expected_now``, ``classes_now``) for
     retrieve_item. A C-GET's association then proposes the SOP classes of all
-    these studies that the PACS named (one association for ~50 studies)."""
+    these studies that the PACS named (one association for ~50 studies), and
+    the rows of its small studies get a ``study_list`` (_list_small_studies)."""
     present = present_by_study(
         job.project, {item.identifier.get("StudyInstanceUID") for item in items}
     )
