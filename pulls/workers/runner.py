@@ -517,11 +517,13 @@ def _work(job: Job, token, claimed: list[JobItem], slot: throttle.Slot) -> str:
                         finisher.refresh_counters()
                         counted = time.monotonic()
         finally:
-            if writer is not None:
-                # Instances of rows not worked (fetched in a list with a row that
-                # was): in the project, so recorded; their rows find them there.
-                record_unworked(job, writer)
-            finisher.close()
+            try:
+                if writer is not None:
+                    # Instances of rows not worked (fetched in a list with a row
+                    # that was): in the project, so recorded; their rows find them.
+                    record_unworked(job, writer)
+            finally:
+                finisher.close()  # whatever the recording met: the rows finished are written
     except PacsError as exc:
         # The association failed: every item not yet worked on waits for a retry.
         for item in remaining:
