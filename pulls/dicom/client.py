@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -49,6 +47,8 @@ from pulls.dicom.errors import (
     PacsStatusError,
     PacsTimeout,
     PacsUnavailable,
+    error_details,
+    rejection_error,
 )
 from pulls.dicom.pacing import ResponsePacing
 from pulls.dicom.peer import Peer
@@ -62,52 +62,9 @@ from pulls.dicom.proposals import (
     storage_fits,
 )
 from pulls.dicom.receiving import InstanceWriter, StoreCounters
+from pulls.dicom.results import EchoResult, Progress, ProgressCallback, RetrieveResult
 from pulls.dicom.wire import Connection, PeerGone
 
-
-@dataclass
-class EchoResult:
-    status: int
-    seconds: float
-
-
-@dataclass
-class Progress:
-    """Sub-operation counts of one C-MOVE/C-GET response (PS3.4 C.4.2.1.4)."""
-
-    remaining: int | None = None
-    completed: int = 0
-    failed: int = 0
-    warning: int = 0
-    responses: int = 0
-
-
-@dataclass
-class RetrieveResult:
-    """What the PACS said about a C-MOVE or C-GET; see ``completeness`` for what arrived."""
-
-    status: int
-    completed: int
-    failed: int
-    warning: int
-    failed_sop_uids: list[str]
-    responses: int
-    seconds: float
-    cancelled: bool = False
-    # C-GET: instances that arrived and were answered, but could not be written
-    # here (see receiving.InstanceWriter.answers_first); whether for want of space.
-    unwritten: int = 0
-    no_space: bool = False
-    # What else is known of a failure (getting.get_as_stored: which SOP classes,
-    # which transfer syntaxes were asked for), for the person reading the row.
-    note: str = ""
-
-    @property
-    def reported(self) -> int:
-        return self.completed + self.failed + self.warning
-
-
-ProgressCallback = Callable[[Progress], bool | None]
 # Abstract syntaxes of an association that are not storage classes.
 _NOT_STORAGE = frozenset(
     [str(Verification)]
@@ -115,36 +72,6 @@ _NOT_STORAGE = frozenset(
 )
 # Pending responses we accept after a C-CANCEL before aborting the association.
 _CANCEL_GRACE = 5
-
-
-def rejection_error(peer: Peer, rsp: object) -> PacsRejected:
-    """A PacsRejected from an A-ASSOCIATE-RJ primitive, with what to do about it."""
-    hint = ""
-    if rsp.result_source == 1 and rsp.diagnostic == 3:
-        hint = f": register the calling AE title {peer.calling_ae!r} on the PACS"
-    elif rsp.result_source == 1 and rsp.diagnostic == 7:
-        hint = f": the PACS is not called {peer.called_ae!r}; check the node's AE title"
-    elif rsp.result_source == 3:
-        hint = ": the PACS is busy; try again later"
-    return PacsRejected(
-        f"{peer.describe()} rejected the association ({rsp.result_str}, "
-        f"{rsp.source_str}): {rsp.reason_str}{hint}",
-        result=rsp.result,
-        source=rsp.result_source,
-        reason=rsp.diagnostic,
-    )
-
-
-def _error_details(fields: dict[int, object]) -> dict[str, object]:
-    """What a failure response says beyond its status (PS3.7 C): Error Comment
-    and Offending Element, when the PACS sends them."""
-    offending = fields.get(0x0901, b"")
-    tags = []
-    if isinstance(offending, bytes | bytearray):
-        for at in range(0, len(offending) - 3, 4):
-            group, element = struct.unpack_from("<HH", offending, at)
-            tags.append(group << 16 | element)
-    return {"comment": str(fields.get(0x0902, "") or ""), "offending": tuple(tags)}
 
 
 def _uid_list(ds: Dataset, keyword: str) -> list[str]:
@@ -461,7 +388,7 @@ class Session:
                 finished = True
                 if status in (statuses.SUCCESS, statuses.CANCEL):
                     return
-                raise PacsStatusError("C-FIND", status, **_error_details(fields))
+                raise PacsStatusError("C-FIND", status, **error_details(fields))
         finally:
             if not finished and self.conn is not None:
                 self._cancel(context_id, msg_id)
@@ -540,7 +467,7 @@ class Session:
         )
         if status in (statuses.SUCCESS, statuses.WARNING_SUBOPS, statuses.CANCEL):
             return result
-        raise PacsStatusError(operation, status, **_error_details(fields))
+        raise PacsStatusError(operation, status, **error_details(fields))
 
     def move(
         self,

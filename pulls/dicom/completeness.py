@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pulls.dicom.client import RetrieveResult
+from pulls.dicom.results import RetrieveResult
 
 
 class Verdict(enum.StrEnum):

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+from typing import TYPE_CHECKING
+
 from pydicom.datadict import keyword_for_tag
 
 from pulls.dicom.statuses import explain_status
+
+if TYPE_CHECKING:
+    from pulls.dicom.peer import Peer
 
 
 class PacsError(Exception):
@@ -66,3 +72,33 @@ def _tag_name(tag: int) -> str:
     keyword = keyword_for_tag(tag)
     text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
     return f"{keyword} {text}" if keyword else text
+
+
+def rejection_error(peer: Peer, rsp: object) -> PacsRejected:
+    """A PacsRejected from an A-ASSOCIATE-RJ primitive, with what to do about it."""
+    hint = ""
+    if rsp.result_source == 1 and rsp.diagnostic == 3:
+        hint = f": register the calling AE title {peer.calling_ae!r} on the PACS"
+    elif rsp.result_source == 1 and rsp.diagnostic == 7:
+        hint = f": the PACS is not called {peer.called_ae!r}; check the node's AE title"
+    elif rsp.result_source == 3:
+        hint = ": the PACS is busy; try again later"
+    return PacsRejected(
+        f"{peer.describe()} rejected the association ({rsp.result_str}, "
+        f"{rsp.source_str}): {rsp.reason_str}{hint}",
+        result=rsp.result,
+        source=rsp.result_source,
+        reason=rsp.diagnostic,
+    )
+
+
+def error_details(fields: dict[int, object]) -> dict[str, object]:
+    """What a failure response says beyond its status (PS3.7 C): Error Comment
+    and Offending Element, when the PACS sends them."""
+    offending = fields.get(0x0901, b"")
+    tags = []
+    if isinstance(offending, bytes | bytearray):
+        for at in range(0, len(offending) - 3, 4):
+            group, element = struct.unpack_from("<HH", offending, at)
+            tags.append(group << 16 | element)
+    return {"comment": str(fields.get(0x0902, "") or ""), "offending": tuple(tags)}

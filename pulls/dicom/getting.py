@@ -31,11 +31,12 @@ from dataclasses import replace
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from pulls.dicom.client import ProgressCallback, RetrieveResult, Session
+from pulls.dicom.client import Session
 from pulls.dicom.counting import find_classes, list_series
 from pulls.dicom.errors import PacsStatusError
 from pulls.dicom.identifiers import retrieve_identifier
 from pulls.dicom.proposals import GET_STORAGE_CLASSES
+from pulls.dicom.results import ProgressCallback, RetrieveResult
 from pulls.dicom.transfer_syntaxes import UNCOMPRESSED, syntaxes_for
 
 

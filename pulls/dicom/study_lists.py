@@ -20,9 +20,10 @@ from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 
-from pulls.dicom.client import ProgressCallback, RetrieveResult, Session
+from pulls.dicom.client import Session
 from pulls.dicom.errors import PacsStatusError
 from pulls.dicom.receiving import ProjectWriter
+from pulls.dicom.results import ProgressCallback, RetrieveResult
 
 # A study joins a list when the PACS holds at most this many instances of it
 # (beyond that its request is a small part of its cost), and a list names at

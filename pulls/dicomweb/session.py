@@ -35,10 +35,10 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from requests.adapters import HTTPAdapter
 
 from pulls.dicom import PacsAborted, PacsError, PacsTimeout, PacsUnavailable
-from pulls.dicom.client import Progress, RetrieveResult
 from pulls.dicom.headers import HEAD_SIZE
 from pulls.dicom.placement import file_head_keys, header_keys
 from pulls.dicom.receiving import create_file, write_all
+from pulls.dicom.results import Progress, RetrieveResult
 from pulls.dicom.staging import TEMP_PREFIX, IndexWriter, instance_name, study_dir
 from pulls.dicomweb.credentials import node_secret
 from pulls.dicomweb.multipart import CutResponse, boundary_of, read_parts

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from pulls.dicom.client import Progress
+from pulls.dicom.results import Progress
 from pulls.models import Job, JobStatus
 
 # JobStopped.status when an operator suspended the node during the transfer.

@@ -30,13 +30,13 @@ from pulls.dicom import (
     Session,
     echo,
 )
-from pulls.dicom.client import RetrieveResult
 from pulls.dicom.completeness import assess, wait_for_arrivals
 from pulls.dicom.counting import count_one
 from pulls.dicom.getting import get_as_stored
 from pulls.dicom.identifiers import retrieve_identifier
 from pulls.dicom.placement import header_keys, place_instance
 from pulls.dicom.receiving import Placed, ProjectWriter
+from pulls.dicom.results import RetrieveResult
 from pulls.dicom.staging import (
     index_clear,
     staged_entries,

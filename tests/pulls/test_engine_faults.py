@@ -183,7 +183,7 @@ def test_instances_arriving_after_the_final_response_are_waited_for(dicom_data, 
     import shutil
     import threading
 
-    from pulls.dicom.client import RetrieveResult
+    from pulls.dicom.results import RetrieveResult
     from pulls.dicom.staging import study_dir
 
     study_uid, instances = sorted(dicom_data.studies.items())[5]
